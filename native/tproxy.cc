@@ -1,0 +1,111 @@
+// Syscalls for transparent proxying. Each export returns a file descriptor, 0, or -errno and
+// never throws for an OS failure: TypeScript turns the negative number into a Node-shaped
+// error carrying the syscall's name. No policy lives here.
+#include <napi.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/ip.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+
+namespace {
+
+Napi::Value Result(Napi::Env env, int rc) {
+  return Napi::Number::New(env, rc < 0 ? -errno : rc);
+}
+
+// Fills a sockaddr from a textual address; returns its length or 0 if the text is not an
+// address of either family.
+socklen_t ToSockaddr(const std::string& host, int port, sockaddr_storage* ss) {
+  memset(ss, 0, sizeof(*ss));
+  auto* v4 = reinterpret_cast<sockaddr_in*>(ss);
+  if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<uint16_t>(port));
+    return sizeof(sockaddr_in);
+  }
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(ss);
+  if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<uint16_t>(port));
+    return sizeof(sockaddr_in6);
+  }
+  return 0;
+}
+
+// socket(family): a non-blocking, close-on-exec TCP socket, so that libuv can own it and a
+// spawned child never inherits it.
+Napi::Value Socket(const Napi::CallbackInfo& info) {
+  int family = info[0].As<Napi::Number>().Int32Value();
+  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+  return Result(info.Env(), fd);
+}
+
+// setsockopt(fd, level, name, intValue)
+Napi::Value SetSockOpt(const Napi::CallbackInfo& info) {
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  int level = info[1].As<Napi::Number>().Int32Value();
+  int name = info[2].As<Napi::Number>().Int32Value();
+  int value = info[3].As<Napi::Number>().Int32Value();
+  return Result(info.Env(), setsockopt(fd, level, name, &value, sizeof(value)));
+}
+
+// bind(fd, address, port): -EINVAL when the address text does not parse.
+Napi::Value Bind(const Napi::CallbackInfo& info) {
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  std::string host = info[1].As<Napi::String>().Utf8Value();
+  int port = info[2].As<Napi::Number>().Int32Value();
+  sockaddr_storage ss;
+  socklen_t len = ToSockaddr(host, port, &ss);
+  if (len == 0) return Napi::Number::New(info.Env(), -EINVAL);
+  return Result(info.Env(), bind(fd, reinterpret_cast<sockaddr*>(&ss), len));
+}
+
+// listen(fd, backlog)
+Napi::Value Listen(const Napi::CallbackInfo& info) {
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  int backlog = info[1].As<Napi::Number>().Int32Value();
+  return Result(info.Env(), listen(fd, backlog));
+}
+
+// close(fd). EINTR is not retried: on Linux the descriptor is released even then, and a
+// retry could close a descriptor another thread has just been handed.
+Napi::Value Close(const Napi::CallbackInfo& info) {
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  return Result(info.Env(), close(fd));
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("socket", Napi::Function::New(env, Socket, "socket"));
+  exports.Set("setsockopt", Napi::Function::New(env, SetSockOpt, "setsockopt"));
+  exports.Set("bind", Napi::Function::New(env, Bind, "bind"));
+  exports.Set("listen", Napi::Function::New(env, Listen, "listen"));
+  exports.Set("close", Napi::Function::New(env, Close, "close"));
+
+  Napi::Object c = Napi::Object::New(env);
+  c.Set("AF_INET", AF_INET);
+  c.Set("AF_INET6", AF_INET6);
+  c.Set("SOL_SOCKET", SOL_SOCKET);
+  c.Set("SOL_IP", SOL_IP);
+  c.Set("SOL_IPV6", SOL_IPV6);
+  c.Set("SO_REUSEADDR", SO_REUSEADDR);
+  c.Set("IP_TRANSPARENT", IP_TRANSPARENT);
+  c.Set("IPV6_TRANSPARENT", IPV6_TRANSPARENT);
+  c.Set("IPV6_V6ONLY", IPV6_V6ONLY);
+  c.Set("IP_BIND_ADDRESS_NO_PORT", IP_BIND_ADDRESS_NO_PORT);
+  exports.Set("constants", c);
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(tproxy_native, Init)
