@@ -30,6 +30,12 @@ export interface InstanceRecord {
    * while its policy is unknown, connections are refused rather than let through.
    */
   readonly restricted: boolean;
+  /**
+   * The last registration flagged restrict. Kept apart from `restricted` so that a policy
+   * learned later can lower `restricted` to its own restrictMode without forgetting the flag.
+   * Absent = false.
+   */
+  readonly restrictRequested?: boolean;
   /** Operator override: wins over the reported policy, survives compose hash changes. */
   readonly override: PortPolicy | null;
   readonly registeredAt: number;

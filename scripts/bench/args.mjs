@@ -1,0 +1,83 @@
+// Command line of `npm run bench`: pure, throws BenchUsageError (code ERR_BENCH_USAGE) on bad input.
+import { PATH_NAMES } from './plan.mjs';
+
+export const USAGE = `usage: npm run bench -- [--duration SECONDS] [--paths ${PATH_NAMES.join(',')}] [--json FILE]
+                      [--connections N] [--relay stream|splice]
+
+  --duration SECONDS   length of each measured run (iperf3 -t, wrk -d); default 10
+  --paths LIST         comma-separated paths to measure, in this order; default all:
+                       ${PATH_NAMES.join(', ')}
+  --json FILE          also write the results as JSON to FILE
+  --connections N      idle connections held open for the memory figure; default 10000
+  --relay MODE         relay mode of this project's daemon (upstream.relay); default: the daemon's
+  -h, --help           this text
+
+Needs root: it builds network namespaces named tpibench* and removes them again on exit.`;
+
+export class BenchUsageError extends Error {
+  constructor(message) {
+    super(message);
+    this.code = 'ERR_BENCH_USAGE';
+  }
+}
+
+const VALUE_OPTIONS = new Set(['--duration', '--paths', '--json', '--connections', '--relay']);
+
+/**
+ * @param {string[]} argv arguments after the script name
+ * @returns {{ help: boolean, duration: number, paths: string[], json: string | null, connections: number, relay: string | null }}
+ */
+export function parseBenchArgs(argv) {
+  const opts = { help: false, duration: 10, paths: [...PATH_NAMES], json: null, connections: 10_000, relay: null };
+  for (let i = 0; i < argv.length; i++) {
+    let arg = argv[i];
+    let value;
+    const eq = arg.indexOf('=');
+    if (arg.startsWith('--') && eq > 0) {
+      value = arg.slice(eq + 1);
+      arg = arg.slice(0, eq);
+    }
+    if (arg === '-h' || arg === '--help') {
+      opts.help = true;
+      continue;
+    }
+    if (!VALUE_OPTIONS.has(arg)) throw new BenchUsageError(`unknown argument ${JSON.stringify(argv[i])}`);
+    if (value === undefined) {
+      if (i + 1 >= argv.length) throw new BenchUsageError(`${arg} needs a value`);
+      value = argv[++i];
+    }
+    switch (arg) {
+      case '--duration': {
+        const n = Number(value);
+        if (!/^\d+$/.test(value) || n < 1 || n > 3600) throw new BenchUsageError(`--duration must be a whole number of seconds in 1..3600, got ${JSON.stringify(value)}`);
+        opts.duration = n;
+        break;
+      }
+      case '--paths': {
+        const names = value.split(',').map((s) => s.trim()).filter((s) => s !== '');
+        if (names.length === 0) throw new BenchUsageError('--paths needs at least one path');
+        for (const n of names) {
+          if (!PATH_NAMES.includes(n)) throw new BenchUsageError(`--paths: unknown path ${JSON.stringify(n)}; known: ${PATH_NAMES.join(', ')}`);
+        }
+        if (new Set(names).size !== names.length) throw new BenchUsageError('--paths lists a path twice');
+        opts.paths = names;
+        break;
+      }
+      case '--json':
+        if (value === '') throw new BenchUsageError('--json needs a file name');
+        opts.json = value;
+        break;
+      case '--connections': {
+        const n = Number(value);
+        if (!/^\d+$/.test(value) || n < 1 || n > 50_000) throw new BenchUsageError(`--connections must be a whole number in 1..50000, got ${JSON.stringify(value)}`);
+        opts.connections = n;
+        break;
+      }
+      case '--relay':
+        if (value !== 'stream' && value !== 'splice') throw new BenchUsageError(`--relay must be "stream" or "splice", got ${JSON.stringify(value)}`);
+        opts.relay = value;
+        break;
+    }
+  }
+  return opts;
+}

@@ -1,0 +1,117 @@
+#!/usr/bin/env node
+// argv → config → command. The only module that exits the process.
+import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { loadConfig } from './config-parse.js';
+import { createLogger } from './logger.js';
+import { renderRuleset } from './firewall/render.js';
+import { renderRoutingCommands } from './routing/render.js';
+import { firewallSpec, routingSpec, startDaemon } from './daemon.js';
+import { runInstancesCommand } from './cli/instances.js';
+
+const USAGE = `usage: tproxy-interceptor <command> --config FILE
+
+commands:
+  run        start the interceptor: listeners, nftables rules, policy routing, admin API
+  rules      print the nftables ruleset and the ip commands \`run\` would install (no root needed)
+  instances  manage the port-policy registry of a running daemon (see \`instances --help\`)
+
+options:
+  --config FILE   the TOML configuration (required)
+  --drain DUR     run: how long SIGTERM/SIGINT waits for live connections (default 10s)
+  -h, --help      this text
+  -v, --version   the version
+`;
+
+function fail(message: string, code: number): number {
+  process.stderr.write(`tproxy-interceptor: ${message}\n`);
+  return code;
+}
+
+function describe(err: unknown): string {
+  const e = err as { code?: string; message?: string };
+  if (e && typeof e.code === 'string' && typeof e.message === 'string') {
+    return e.message.includes(e.code) ? e.message : `${e.message} [${e.code}]`;
+  }
+  return String((e && e.message) ?? err);
+}
+
+async function main(argv: string[]): Promise<number> {
+  const command = argv[0];
+  if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
+    process.stdout.write(USAGE);
+    return command === undefined ? 2 : 0;
+  }
+  if (command === '-v' || command === '--version') {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+    process.stdout.write(`${pkg.version}\n`);
+    return 0;
+  }
+  if (command === 'instances') {
+    const rest = argv.slice(1);
+    const i = rest.indexOf('--config');
+    const configPath = i >= 0 ? rest[i + 1] : rest.find((a) => a.startsWith('--config='))?.slice('--config='.length);
+    const args = i >= 0 ? [...rest.slice(0, i), ...rest.slice(i + 2)] : rest.filter((a) => !a.startsWith('--config='));
+    if (!configPath) return fail('instances: --config FILE is required (it names the admin socket)', 2);
+    const config = await loadConfig(configPath);
+    return runInstancesCommand(args, { socketPath: config.registry.adminSocket, stdout: process.stdout, stderr: process.stderr });
+  }
+  if (command !== 'run' && command !== 'rules') return fail(`unknown command \`${command}\`\n${USAGE}`, 2);
+
+  let values: { config?: string; drain?: string };
+  try {
+    ({ values } = parseArgs({
+      args: argv.slice(1),
+      options: { config: { type: 'string' }, drain: { type: 'string' } },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    return fail(`${command}: ${describe(err)}\n${USAGE}`, 2);
+  }
+  if (!values.config) return fail(`${command}: --config FILE is required`, 2);
+  const config = await loadConfig(values.config);
+
+  if (command === 'rules') {
+    process.stdout.write('# nftables ruleset (applied with `nft -j -f -`, one transaction)\n');
+    process.stdout.write(`${JSON.stringify(renderRuleset(firewallSpec(config)), null, 2)}\n`);
+    process.stdout.write('# policy routing\n');
+    for (const cmd of renderRoutingCommands(routingSpec(config))) process.stdout.write(`${cmd.join(' ')}\n`);
+    return 0;
+  }
+
+  const { parseDuration } = await import('./duration.js');
+  const drainMs = values.drain !== undefined ? parseDuration(values.drain) : 10_000;
+  const logger = createLogger(config.log.level);
+  const daemon = await startDaemon({ config, logger });
+  logger.info('running');
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (stopping) {
+        logger.warn({ signal }, 'already stopping');
+        return;
+      }
+      stopping = true;
+      logger.info({ signal, drainMs }, 'stopping');
+      daemon.stop(drainMs).then(
+        () => resolve(0),
+        (err: unknown) => {
+          logger.error({ err }, 'stop failed');
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    const e = err as { code?: string };
+    const usage = e?.code === 'ERR_CONFIG' || e?.code === 'ERR_NO_TARGETS';
+    process.exit(fail(describe(err), usage ? 2 : 1));
+  },
+);

@@ -1,0 +1,430 @@
+// TOML text → frozen Config (src/config.ts). Pure except `loadConfig`, which only reads the file.
+// Every error is a ConfigError naming the dotted key, the problem and the accepted form. Unknown
+// keys are errors: a typo such as `fail_closd = false` must not silently leave the default on.
+import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { isAbsolute } from 'node:path';
+import { parse as parseToml, TomlDate, TomlError } from 'smol-toml';
+import type {
+  Config,
+  FetchConfig,
+  InboundPpConfig,
+  InterceptConfig,
+  ListenConfig,
+  LogConfig,
+  LogLevel,
+  PortRange,
+  RegistryConfig,
+  RelayMode,
+  Target,
+  UpstreamConfig,
+} from './config.js';
+import { parseDuration } from './duration.js';
+import { ConfigError, InterceptorError } from './errors.js';
+import { parseCidr } from './net/cidr.js';
+
+type Table = Record<string, unknown>;
+
+const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+const RELAY_MODES: readonly RelayMode[] = ['stream', 'splice'];
+/** Node timers overflow above 2^31-1 ms (they then fire immediately). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Route tables the kernel reserves: 253 default, 254 main, 255 local. */
+const RESERVED_ROUTE_TABLES: ReadonlyMap<number, string> = new Map([
+  [253, 'default'],
+  [254, 'main'],
+  [255, 'local'],
+]);
+
+// ---------------------------------------------------------------------------------------------
+// Value helpers
+
+function describe(value: unknown): string {
+  if (value instanceof TomlDate || value instanceof Date) return 'a date';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'bigint') return `the integer ${value}`;
+  if (typeof value === 'number') return Number.isInteger(value) ? `the integer ${value}` : `the float ${value}`;
+  if (typeof value === 'string') return `the string ${JSON.stringify(value)}`;
+  if (typeof value === 'boolean') return `the boolean ${value}`;
+  if (value !== null && typeof value === 'object') return 'a table';
+  return String(value);
+}
+
+function isTable(value: unknown): value is Table {
+  return value !== null && typeof value === 'object' && !Array.isArray(value) && !(value instanceof Date) && !(value instanceof TomlDate);
+}
+
+function hex(n: number): string {
+  return `0x${n.toString(16)}`;
+}
+
+function child(path: string, key: string): string {
+  return path === '' ? key : `${path}.${key}`;
+}
+
+/** Optimal-string-alignment distance: like Levenshtein, with a transposition costing 1 ("mrak" → "mark"). */
+function editDistance(a: string, b: string): number {
+  const d: number[][] = [];
+  for (let i = 0; i <= a.length; i++) d.push([i, ...new Array<number>(b.length).fill(0)]);
+  for (let j = 0; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, d[i - 2]![j - 2]! + 1);
+      d[i]![j] = v;
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/** The known key the user most likely meant: a close spelling, or one containing what was typed ("retries"). */
+function closest(key: string, known: readonly string[]): string | null {
+  const typed = key.toLowerCase();
+  let best: string | null = null;
+  let bestDistance = Infinity;
+  for (const k of known) {
+    const dist = editDistance(typed, k);
+    if (dist < bestDistance) {
+      best = k;
+      bestDistance = dist;
+    }
+  }
+  if (best !== null && bestDistance <= Math.max(1, Math.floor(Math.max(typed.length, best.length) / 2))) return best;
+  return typed.length >= 3 ? (known.find((k) => k.includes(typed)) ?? null) : null;
+}
+
+function checkKeys(table: Table, path: string, known: readonly string[]): void {
+  for (const key of Object.keys(table)) {
+    if (known.includes(key)) continue;
+    const full = child(path, key);
+    const guess = closest(key, known);
+    const hint = guess !== null
+      ? `did you mean \`${child(path, guess)}\`?`
+      : `known keys${path === '' ? '' : ` in [${path}]`}: ${known.join(', ')}`;
+    throw new ConfigError(full, `unknown key \`${full}\` (${hint})`);
+  }
+}
+
+/** A sub-table; absent = empty (all defaults). */
+function subTable(parent: Table, path: string, key: string, known: readonly string[]): Table {
+  const full = child(path, key);
+  const value = parent[key];
+  if (value === undefined) return {};
+  if (!isTable(value)) throw new ConfigError(full, `expected a table ([${full}]), got ${describe(value)}`);
+  checkKeys(value, full, known);
+  return value;
+}
+
+function integer(table: Table, path: string, key: string, def: number, min: number, max: number, form?: string): number {
+  const full = child(path, key);
+  const value = table[key];
+  if (value === undefined) return def;
+  const accepted = form ?? `an integer ${min}..${max}`;
+  if (typeof value === 'bigint' || (typeof value === 'number' && Number.isInteger(value))) {
+    if (value < min || value > max) throw new ConfigError(full, `${describe(value)} is out of range; expected ${accepted}`);
+    return Number(value);
+  }
+  throw new ConfigError(full, `expected ${accepted}, got ${describe(value)}`);
+}
+
+function boolean(table: Table, path: string, key: string, def: boolean): boolean {
+  const value = table[key];
+  if (value === undefined) return def;
+  if (typeof value !== 'boolean') throw new ConfigError(child(path, key), `expected true or false, got ${describe(value)}`);
+  return value;
+}
+
+function string(table: Table, path: string, key: string, def: string, form: string): string {
+  const value = table[key];
+  if (value === undefined) return def;
+  if (typeof value !== 'string') throw new ConfigError(child(path, key), `expected ${form}, got ${describe(value)}`);
+  return value;
+}
+
+function oneOf<T extends string>(table: Table, path: string, key: string, def: T, allowed: readonly T[]): T {
+  const form = `one of ${allowed.map((a) => JSON.stringify(a)).join(', ')}`;
+  const value = string(table, path, key, def, form);
+  if (!(allowed as readonly string[]).includes(value)) throw new ConfigError(child(path, key), `${describe(value)} is not allowed; expected ${form}`);
+  return value as T;
+}
+
+function duration(table: Table, path: string, key: string, defMs: number): number {
+  const full = child(path, key);
+  const value = table[key];
+  if (value === undefined) return defMs;
+  if (typeof value !== 'string' && typeof value !== 'number') {
+    throw new ConfigError(full, `expected a duration like "5s", "250ms", "1m30s" or a number of seconds, got ${describe(value)}`);
+  }
+  let ms: number;
+  try {
+    ms = parseDuration(value);
+  } catch (err) {
+    if (err instanceof InterceptorError) throw new ConfigError(full, err.message);
+    throw err;
+  }
+  if (ms <= 0) throw new ConfigError(full, `must be greater than zero; expected a duration like "5s" or "250ms"`);
+  if (ms > MAX_TIMER_MS) throw new ConfigError(full, `${value} is too long; at most ${MAX_TIMER_MS}ms (about 24 days)`);
+  return ms;
+}
+
+function absolutePath(table: Table, path: string, key: string, def: string): string {
+  const form = 'an absolute path like "/var/lib/tproxy-interceptor"';
+  const value = string(table, path, key, def, form);
+  if (!isAbsolute(value) || value.includes('\0')) throw new ConfigError(child(path, key), `${describe(value)} is not an absolute path; expected ${form}`);
+  return value;
+}
+
+function address(table: Table, path: string, key: string, def: string, family: 4 | 6): string {
+  const example = family === 4 ? '"127.0.0.1"' : '"::1"';
+  const value = string(table, path, key, def, `an IPv${family} address like ${example}`);
+  if (isIP(value) !== family || value.includes('%')) {
+    throw new ConfigError(child(path, key), `${describe(value)} is not an IPv${family} address; expected an IPv${family} address like ${example}`);
+  }
+  return value;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sections
+
+function parseListen(root: Table): ListenConfig {
+  const path = 'listen';
+  const t = subTable(root, '', path, ['address', 'address6', 'port']);
+  let address6: string | null;
+  const raw6 = t['address6'];
+  if (raw6 === '' || raw6 === false) address6 = null;
+  else if (raw6 === undefined || typeof raw6 === 'string') address6 = address(t, path, 'address6', '::1', 6);
+  else throw new ConfigError(`${path}.address6`, `expected an IPv6 address like "::1", or "" / false to disable IPv6, got ${describe(raw6)}`);
+  return {
+    address: address(t, path, 'address', '127.0.0.1', 4),
+    address6,
+    port: integer(t, path, 'port', 15001, 1, 65535, 'a TCP port 1..65535'),
+  };
+}
+
+const PORT_FORM = 'an array of ports (integers 1..65535) and "a-b" range strings with a <= b, e.g. [8080, "9000-9100"]';
+
+function parsePortEntry(value: unknown, key: string): PortRange {
+  if (typeof value === 'number' && Number.isInteger(value)) {
+    if (value < 1 || value > 65535) throw new ConfigError(key, `port ${value} is out of range; expected ${PORT_FORM}`);
+    return { from: value, to: value };
+  }
+  if (typeof value === 'string') {
+    const m = /^\s*(\d{1,5})\s*(?:-\s*(\d{1,5})\s*)?$/.exec(value);
+    if (m !== null) {
+      const from = Number(m[1]);
+      const to = m[2] === undefined ? from : Number(m[2]);
+      if (from < 1 || to > 65535 || from > 65535 || to < 1) throw new ConfigError(key, `${describe(value)}: ports must be 1..65535; expected ${PORT_FORM}`);
+      if (from > to) throw new ConfigError(key, `${describe(value)}: range start is above its end; write "${to}-${from}"`);
+      return { from, to };
+    }
+  }
+  throw new ConfigError(key, `expected a port (integer 1..65535) or a "a-b" range string, got ${describe(value)}`);
+}
+
+/** Sorted, with overlapping and adjacent ranges merged: nft rejects overlapping set intervals. */
+function mergePortRanges(ranges: readonly PortRange[]): PortRange[] {
+  const sorted = [...ranges].sort((a, b) => a.from - b.from || a.to - b.to);
+  const out: PortRange[] = [];
+  for (const r of sorted) {
+    const last = out[out.length - 1];
+    if (last !== undefined && r.from <= last.to + 1) out[out.length - 1] = { from: last.from, to: Math.max(last.to, r.to) };
+    else out.push({ from: r.from, to: r.to });
+  }
+  return out;
+}
+
+function parseInterfaceName(value: unknown, key: string): string | null {
+  if (value === undefined) return null;
+  const form = 'an interface name (1..15 characters, no "/", ":", "*" or whitespace); omit the key to match any interface';
+  if (typeof value !== 'string') throw new ConfigError(key, `expected ${form}, got ${describe(value)}`);
+  // The kernel's dev_valid_name(), plus "*" (an nft wildcard we do not render).
+  if (value.length === 0 || value.length > 15 || value === '.' || value === '..' || /[/:*\s]/.test(value)) {
+    throw new ConfigError(key, `${describe(value)} is not a valid interface name; expected ${form}`);
+  }
+  return value;
+}
+
+function parseTarget(value: unknown, path: string, listen: ListenConfig): Target {
+  if (!isTable(value)) throw new ConfigError(path, `expected a table with cidr and ports, got ${describe(value)}`);
+  checkKeys(value, path, ['cidr', 'ports', 'interface']);
+  const cidrKey = `${path}.cidr`;
+  const rawCidr = value['cidr'];
+  if (rawCidr === undefined) throw new ConfigError(cidrKey, 'missing; expected a network like "198.18.2.0/24" or "fd00:2::/64"');
+  if (typeof rawCidr !== 'string') throw new ConfigError(cidrKey, `expected a network like "198.18.2.0/24", got ${describe(rawCidr)}`);
+  let cidr;
+  try {
+    cidr = parseCidr(rawCidr);
+  } catch (err) {
+    if (err instanceof InterceptorError) throw new ConfigError(cidrKey, err.message);
+    throw err;
+  }
+  if (cidr.family === 6 && listen.address6 === null) {
+    throw new ConfigError(cidrKey, `${cidr.text} is an IPv6 network but listen.address6 is disabled; set listen.address6 (e.g. "::1") or remove this target`);
+  }
+  const portsKey = `${path}.ports`;
+  const rawPorts = value['ports'];
+  if (rawPorts === undefined) throw new ConfigError(portsKey, `missing; expected ${PORT_FORM}`);
+  if (!Array.isArray(rawPorts)) throw new ConfigError(portsKey, `expected ${PORT_FORM}, got ${describe(rawPorts)}`);
+  if (rawPorts.length === 0) throw new ConfigError(portsKey, `is empty; expected ${PORT_FORM}`);
+  const ports = mergePortRanges(rawPorts.map((p: unknown, i) => parsePortEntry(p, `${portsKey}[${i}]`)));
+  return { cidr: cidr.text, family: cidr.family, ports, interface: parseInterfaceName(value['interface'], `${path}.interface`) };
+}
+
+function parseIntercept(root: Table, listen: ListenConfig): InterceptConfig {
+  const path = 'intercept';
+  const t = subTable(root, '', path, ['table', 'mark', 'mask', 'route_table', 'fail_closed', 'local_backends', 'targets']);
+  const tableForm = 'a name of 1..32 letters, digits and underscores';
+  const table = string(t, path, 'table', 'tproxy_interceptor', tableForm);
+  if (!/^[A-Za-z0-9_]{1,32}$/.test(table)) throw new ConfigError(`${path}.table`, `${describe(table)} is not allowed; expected ${tableForm}`);
+  const markForm = 'an integer 0x1..0xffffffff (TOML hex like 0x4000 works)';
+  const mark = integer(t, path, 'mark', 0x1, 1, 0xffffffff, markForm);
+  const mask = integer(t, path, 'mask', 0x1, 1, 0xffffffff, markForm);
+  if ((mark & ~mask) >>> 0 !== 0) {
+    throw new ConfigError(`${path}.mark`, `${hex(mark)} has bits outside ${path}.mask ${hex(mask)}; the mark must fit in the mask (mark & ~mask == 0)`);
+  }
+  const routeTable = integer(t, path, 'route_table', 100, 1, 2 ** 31 - 1, 'an integer 1..2147483647 other than 253, 254, 255');
+  const reserved = RESERVED_ROUTE_TABLES.get(routeTable);
+  if (reserved !== undefined) {
+    throw new ConfigError(`${path}.route_table`, `${routeTable} is the kernel's "${reserved}" table; expected an integer 1..2147483647 other than 253, 254, 255`);
+  }
+  const rawTargets = t['targets'];
+  let targets: Target[] = [];
+  if (rawTargets !== undefined) {
+    if (!Array.isArray(rawTargets)) throw new ConfigError(`${path}.targets`, `expected an array of tables ([[intercept.targets]]), got ${describe(rawTargets)}`);
+    targets = rawTargets.map((v: unknown, i) => parseTarget(v, `${path}.targets[${i}]`, listen));
+  }
+  return {
+    table,
+    mark,
+    mask,
+    routeTable,
+    failClosed: boolean(t, path, 'fail_closed', true),
+    localBackends: boolean(t, path, 'local_backends', false),
+    targets,
+  };
+}
+
+function parseUpstream(root: Table): UpstreamConfig {
+  const path = 'upstream';
+  const t = subTable(root, '', path, ['connect_timeout', 'idle_timeout', 'pp_version', 'keep_client_port', 'relay']);
+  return {
+    connectTimeoutMs: duration(t, path, 'connect_timeout', 5_000),
+    idleTimeoutMs: duration(t, path, 'idle_timeout', 300_000),
+    ppVersion: integer(t, path, 'pp_version', 2, 1, 2, '1 or 2') as 1 | 2,
+    keepClientPort: boolean(t, path, 'keep_client_port', false),
+    relay: oneOf(t, path, 'relay', 'stream', RELAY_MODES),
+  };
+}
+
+function parseLog(root: Table): LogConfig {
+  const t = subTable(root, '', 'log', ['level']);
+  return { level: oneOf(t, 'log', 'level', 'info', LOG_LEVELS) };
+}
+
+function parseRegistry(root: Table): RegistryConfig {
+  const path = 'registry';
+  const t = subTable(root, '', path, ['path', 'admin_socket', 'agent_port', 'fetch']);
+  const fpath = `${path}.fetch`;
+  const f = subTable(t, path, 'fetch', ['timeout', 'max_retries', 'backoff_initial', 'backoff_max', 'max_response_bytes']);
+  const fetch: FetchConfig = {
+    timeoutMs: duration(f, fpath, 'timeout', 10_000),
+    maxRetries: integer(f, fpath, 'max_retries', 5, 0, 1000),
+    backoffInitialMs: duration(f, fpath, 'backoff_initial', 1_000),
+    backoffMaxMs: duration(f, fpath, 'backoff_max', 30_000),
+    maxResponseBytes: integer(f, fpath, 'max_response_bytes', 4 * 1024 * 1024, 1024, 2 ** 30, 'an integer number of bytes 1024..1073741824'),
+  };
+  if (fetch.backoffMaxMs < fetch.backoffInitialMs) {
+    throw new ConfigError(`${fpath}.backoff_max`, `${fetch.backoffMaxMs}ms is below ${fpath}.backoff_initial (${fetch.backoffInitialMs}ms); expected a duration >= backoff_initial`);
+  }
+  return {
+    path: absolutePath(t, path, 'path', '/var/lib/tproxy-interceptor'),
+    adminSocket: absolutePath(t, path, 'admin_socket', '/run/tproxy-interceptor.sock'),
+    agentPort: integer(t, path, 'agent_port', 8090, 1, 65535, 'a TCP port 1..65535'),
+    fetch,
+  };
+}
+
+function parseInboundPp(root: Table): InboundPpConfig {
+  const path = 'inbound_pp';
+  const t = subTable(root, '', path, ['trusted_sources', 'timeout', 'max_v2_length']);
+  const key = `${path}.trusted_sources`;
+  const form = 'an array of networks like ["10.0.0.0/8", "fd00::/8"] (a single address means /32 or /128)';
+  const raw = t['trusted_sources'];
+  let trustedSources: string[] = [];
+  if (raw !== undefined) {
+    if (!Array.isArray(raw)) throw new ConfigError(key, `expected ${form}, got ${describe(raw)}`);
+    trustedSources = raw.map((v: unknown, i) => {
+      if (typeof v !== 'string') throw new ConfigError(`${key}[${i}]`, `expected a network like "10.0.0.0/8", got ${describe(v)}`);
+      try {
+        return parseCidr(v).text;
+      } catch (err) {
+        if (err instanceof InterceptorError) throw new ConfigError(`${key}[${i}]`, err.message);
+        throw err;
+      }
+    });
+  }
+  return {
+    trustedSources,
+    timeoutMs: duration(t, path, 'timeout', 3_000),
+    maxV2Length: integer(t, path, 'max_v2_length', 4096, 16, 65535),
+  };
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Parses and validates config TOML. `source` (the file name) is used as the key of TOML syntax
+ * errors. Targets may be empty here: only `run` needs them, and the daemon checks.
+ */
+export function parseConfig(tomlText: string, source = '<config>'): Config {
+  let root: Table;
+  try {
+    root = parseToml(tomlText, { integersAsBigInt: 'asNeeded' }) as Table;
+  } catch (err) {
+    if (err instanceof TomlError) {
+      const reason = err.message.replace(/^Invalid TOML document: /, '').split('\n\n')[0];
+      throw new ConfigError(source, `TOML syntax error at line ${err.line}, column ${err.column}: ${reason}\n\n${err.codeblock}`);
+    }
+    throw err;
+  }
+  checkKeys(root, '', ['listen', 'intercept', 'upstream', 'log', 'registry', 'inbound_pp']);
+  const listen = parseListen(root);
+  const config: Config = {
+    listen,
+    intercept: parseIntercept(root, listen),
+    upstream: parseUpstream(root),
+    log: parseLog(root),
+    registry: parseRegistry(root),
+    inboundPp: parseInboundPp(root),
+  };
+  return deepFreeze(config);
+}
+
+/** Reads and parses a config file; an unreadable file is a ConfigError keyed by its path. */
+export async function loadConfig(path: string): Promise<Config> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const problem =
+      code === 'ENOENT' ? 'file not found; pass an existing TOML file with --config (see examples/config.toml)'
+      : code === 'EACCES' || code === 'EPERM' ? 'permission denied reading the file'
+      : code === 'EISDIR' ? 'is a directory; expected a TOML file'
+      : `cannot read the file (${code ?? String(err)})`;
+    throw new ConfigError(path, problem);
+  }
+  return parseConfig(text, path);
+}
+
+/** All defaults (no targets). */
+export const DEFAULT_CONFIG: Config = parseConfig('');

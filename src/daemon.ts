@@ -1,0 +1,114 @@
+// Lifecycle. Start: store (a corrupt store stops us before any rule is touched) → listeners
+// (EPERM surfaces before any rule exists) → routing → rules → admin API. Stop: admin API →
+// stop accepting and drain → rules → routing → store. Rules go last on stop because draining
+// connections still need the `socket transparent` rule and the policy route for their replies.
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import { InterceptorError } from './errors.js';
+import { createNftFirewall, type Firewall } from './firewall/nft.js';
+import { createIpRouting, type Routing } from './routing/ip.js';
+import { compileCidrMatcher } from './net/cidr.js';
+import { createInterceptor, type Interceptor } from './proxy/listener.js';
+import { createFileStore } from './registry/store.js';
+import { createRegistryService, type RegistryService } from './registry/service.js';
+import { createAdminServer } from './admin/server.js';
+
+export interface Daemon {
+  readonly interceptor: Interceptor;
+  readonly registry: RegistryService;
+  stop(drainMs: number): Promise<void>;
+}
+
+export function firewallSpec(config: Config) {
+  return {
+    table: config.intercept.table,
+    mark: config.intercept.mark,
+    mask: config.intercept.mask,
+    failClosed: config.intercept.failClosed,
+    listen: config.listen,
+    targets: config.intercept.targets,
+  };
+}
+
+export function routingSpec(config: Config) {
+  return {
+    mark: config.intercept.mark,
+    mask: config.intercept.mask,
+    routeTable: config.intercept.routeTable,
+    localBackends: config.intercept.localBackends,
+    ipv6: config.listen.address6 !== null,
+  };
+}
+
+export async function startDaemon(opts: {
+  config: Config;
+  logger: Logger;
+  firewall?: Firewall;
+  routing?: Routing;
+}): Promise<Daemon> {
+  const { config, logger } = opts;
+  if (config.intercept.targets.length === 0) {
+    throw new InterceptorError('ERR_NO_TARGETS', 'config: intercept.targets: at least one [[intercept.targets]] entry is required to run');
+  }
+  const firewall = opts.firewall ?? createNftFirewall({ logger: logger.child({ component: 'nft' }) });
+  const routing = opts.routing ?? createIpRouting({ logger: logger.child({ component: 'routing' }) });
+  const undo: Array<() => Promise<unknown>> = [];
+  const rollback = async (): Promise<void> => {
+    for (const step of undo.reverse()) {
+      await step().catch((err: unknown) => logger.error({ err }, 'cleanup step failed'));
+    }
+  };
+
+  try {
+    const store = createFileStore({ dir: config.registry.path, logger: logger.child({ component: 'store' }) });
+    const registry = await createRegistryService({
+      logger: logger.child({ component: 'registry' }),
+      config: config.registry,
+      store,
+    });
+    undo.push(() => registry.close());
+
+    const interceptor = createInterceptor({
+      logger,
+      config,
+      decide: (ip, port) => registry.decide(ip, port),
+      isTrustedSource: compileCidrMatcher([...config.inboundPp.trustedSources]),
+    });
+    await interceptor.start();
+    undo.push(() => interceptor.stop(0));
+
+    const rSpec = routingSpec(config);
+    await routing.install(rSpec);
+    undo.push(() => routing.remove(rSpec));
+    await firewall.install(firewallSpec(config));
+    undo.push(() => firewall.remove(config.intercept.table));
+    logger.info({ table: config.intercept.table, targets: config.intercept.targets.length }, 'rules installed');
+
+    const admin = await createAdminServer({
+      logger: logger.child({ component: 'admin' }),
+      socketPath: config.registry.adminSocket,
+      service: registry,
+    });
+    undo.push(() => admin.close());
+
+    let stopping: Promise<void> | undefined;
+    return {
+      interceptor,
+      registry,
+      stop(drainMs) {
+        stopping ??= (async () => {
+          await admin.close();
+          const { drained, aborted } = await interceptor.stop(drainMs);
+          await firewall.remove(config.intercept.table);
+          await routing.remove(rSpec);
+          await registry.close();
+          logger.info({ drained, aborted }, 'stopped; rules removed');
+        })();
+        return stopping;
+      },
+    };
+  } catch (err) {
+    await rollback();
+    throw err;
+  }
+}

@@ -1,0 +1,6 @@
+import { pino, type Logger } from 'pino';
+import type { LogLevel } from './config.js';
+
+export function createLogger(level: LogLevel): Logger {
+  return pino({ level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime });
+}

@@ -1,0 +1,98 @@
+// The transparent listeners (IPv4 and optionally IPv6) and the set of live connections.
+import net from 'node:net';
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import type { Decision } from '../registry/types.js';
+import { openTransparentListener, closeFd } from '../native/sockets.js';
+import { handleConnection, createStats, type ProxyStats, type ConnectionDeps, type RelayStarter } from './connection.js';
+import { startRelay, type Relay } from './relay.js';
+
+export interface Interceptor {
+  readonly stats: ProxyStats;
+  /** Opens the listeners; throws a system error (EPERM without CAP_NET_ADMIN, EADDRINUSE...). */
+  start(): Promise<void>;
+  /** Stops accepting, waits up to `drainMs` for live connections, then ends the rest. */
+  stop(drainMs: number): Promise<{ drained: number; aborted: number }>;
+}
+
+export function createInterceptor(opts: {
+  logger: Logger;
+  config: Config;
+  decide: (ip: string, port: number) => Decision;
+  isTrustedSource: (ip: string) => boolean;
+  /** Defaults to the stream relay. */
+  startRelay?: RelayStarter;
+}): Interceptor {
+  const { config, logger } = opts;
+  const stats = createStats();
+  const relays = new Set<Relay>();
+  const pendingConnections = new Set<Promise<void>>();
+  const servers: net.Server[] = [];
+  const deps: ConnectionDeps = {
+    logger: logger.child({ component: 'proxy' }),
+    decide: opts.decide,
+    isTrustedSource: opts.isTrustedSource,
+    upstream: config.upstream,
+    inboundPp: config.inboundPp,
+    stats,
+    relays,
+    startRelay: opts.startRelay ?? startRelay,
+  };
+
+  const onConnection = (socket: net.Socket): void => {
+    socket.setNoDelay(true);
+    const p = handleConnection(socket, deps).catch((err: unknown) => {
+      logger.error({ err }, 'connection handler failed');
+      socket.destroy();
+    });
+    pendingConnections.add(p);
+    void p.finally(() => pendingConnections.delete(p));
+  };
+
+  async function listenOn(address: string): Promise<void> {
+    const fd = openTransparentListener(address, config.listen.port);
+    // pauseOnConnect: nothing is read from a client before the decision is made.
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, onConnection);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen({ fd }, () => {
+          server.removeListener('error', reject);
+          resolve();
+        });
+      });
+    } catch (err) {
+      closeFd(fd);
+      throw err;
+    }
+    server.on('error', (err) => logger.error({ err, address }, 'listener error'));
+    servers.push(server);
+    logger.info({ address, port: config.listen.port }, 'transparent listener ready');
+  }
+
+  return {
+    stats,
+    async start() {
+      await listenOn(config.listen.address);
+      if (config.listen.address6) await listenOn(config.listen.address6);
+    },
+    async stop(drainMs) {
+      await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+      servers.length = 0;
+      const live = pendingConnections.size;
+      if (live > 0) {
+        logger.info({ live, drainMs }, 'draining connections');
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          Promise.allSettled([...pendingConnections]),
+          new Promise<void>((resolve) => (timer = setTimeout(resolve, drainMs))),
+        ]);
+        clearTimeout(timer);
+      }
+      const aborted = relays.size;
+      for (const relay of [...relays]) relay.abort('shutdown');
+      await Promise.allSettled([...pendingConnections]);
+      return { drained: live - aborted, aborted };
+    },
+  };
+}

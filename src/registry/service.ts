@@ -1,0 +1,194 @@
+// The registry as the daemon and the admin API use it: the in-memory Registry, made durable by a
+// RegistryStore, with the policy fetcher learning what registrations did not report.
+import type { Logger } from 'pino';
+import type { RegistryConfig } from '../config.js';
+import { InterceptorError } from '../errors.js';
+import { createPolicyFetcher } from './fetcher.js';
+import type { FetchStatus, PolicyFetcher, PolicyFetcherOptions } from './fetcher.js';
+import { Registry } from './registry.js';
+import type { RegistrationInput } from './registry.js';
+import type { RegistryStore } from './store.js';
+import type { Decision, InstanceRecord, PortPolicy } from './types.js';
+
+export type { FetchStatus, PolicyFetcher };
+/** What the service hands a fetcher factory. */
+export type PolicyFetcherDeps = Omit<PolicyFetcherOptions, 'fetchInfo' | 'concurrency' | 'now'>;
+
+export interface RegistryCounters {
+  /** Decisions by kind since start. */
+  transparent: number;
+  proxy: number;
+  refused: number;
+  /** Learned policies that could not be persisted (they stay in memory and are re-learned after a restart). */
+  learnPersistFailures: number;
+}
+
+export interface RegistryService {
+  readonly registry: Registry;
+  /** Synchronous per-connection decision; queues the policy fetch the registry asks for. */
+  decide(ip: string, port: number): Decision;
+  /** Resolves once the registration is durable; rejects (and leaves the registry unchanged) otherwise. */
+  add(input: RegistrationInput): Promise<InstanceRecord>;
+  remove(instanceId: string): Promise<InstanceRecord>;
+  setOverride(instanceId: string, policy: PortPolicy | null): Promise<InstanceRecord>;
+  list(): InstanceRecord[];
+  get(instanceId: string): InstanceRecord | undefined;
+  fetchStatus(instanceId: string): FetchStatus | undefined;
+  readonly counters: Readonly<RegistryCounters>;
+  /** Stops the fetcher, waits for in-flight mutations, closes the store. */
+  close(): Promise<void>;
+}
+
+export interface RegistryServiceOptions {
+  logger: Logger;
+  config: RegistryConfig;
+  store: RegistryStore;
+  registry?: Registry;
+  fetcherFactory?: (deps: PolicyFetcherDeps) => PolicyFetcher;
+}
+
+export async function createRegistryService(opts: RegistryServiceOptions): Promise<RegistryService> {
+  const logger = opts.logger.child({ component: 'registry' });
+  const { store, config } = opts;
+  const registry = opts.registry ?? new Registry({ logger });
+  const counters: RegistryCounters = { transparent: 0, proxy: 0, refused: 0, learnPersistFailures: 0 };
+  let closed = false;
+
+  // Mutations run one at a time: each applies to memory, then waits for its store write, and a
+  // failed write is undone with registry.restore(). Interleaving two mutations would make that
+  // undo clobber the other one (or resurrect an IP another instance has taken since).
+  let tail: Promise<unknown> = Promise.resolve();
+  function serialized<T>(fn: () => Promise<T>): Promise<T> {
+    const run = tail.then(fn, fn);
+    tail = run.catch(() => {});
+    return run;
+  }
+
+  const records = await store.load();
+  try {
+    registry.load(records);
+  } catch (err) {
+    await store.close().catch(() => {});
+    throw err;
+  }
+
+  const fetcherDeps: PolicyFetcherDeps = {
+    logger,
+    agentPort: config.agentPort,
+    timeoutMs: config.fetch.timeoutMs,
+    maxRetries: config.fetch.maxRetries,
+    backoffInitialMs: config.fetch.backoffInitialMs,
+    backoffMaxMs: config.fetch.backoffMaxMs,
+    maxResponseBytes: config.fetch.maxResponseBytes,
+    getInstance: (id: string) => registry.get(id),
+    onLearned: (id: string, composeHash: string, policy: PortPolicy) => learned(id, composeHash, policy),
+  };
+  const fetcher = (opts.fetcherFactory ?? createPolicyFetcher)(fetcherDeps);
+
+  function learned(id: string, composeHash: string, policy: PortPolicy): Promise<void> {
+    return serialized(async () => {
+      if (closed) return;
+      const record = registry.learnPolicy(id, composeHash, policy);
+      if (!record) return; // removed, or its compose hash changed while the fetch ran
+      try {
+        await store.put(record);
+      } catch (err) {
+        counters.learnPersistFailures++;
+        logger.error({ err, instanceId: id }, 'persisting a learned policy failed; it is kept in memory only');
+      }
+    });
+  }
+
+  let queued = 0;
+  for (const record of registry.list()) {
+    if (record.reportedPolicy === null) {
+      fetcher.enqueue(record.instanceId);
+      queued++;
+    }
+  }
+  logger.info({ instances: registry.size, fetchesQueued: queued }, 'registry loaded');
+
+  /** A mutation requested before close() still completes; one requested after is refused. */
+  function mutation<T>(fn: () => Promise<T>): Promise<T> {
+    if (closed) return Promise.reject(new InterceptorError('ERR_REGISTRY_CLOSED', 'the registry service is shutting down'));
+    return serialized(fn);
+  }
+
+  return {
+    registry,
+
+    decide(ip, port) {
+      const { decision, fetch } = registry.decide(ip, port);
+      if (fetch !== null && !closed) fetcher.enqueue(fetch);
+      if (decision.kind === 'refuse') counters.refused++;
+      else if (decision.kind === 'proxy') counters.proxy++;
+      else counters.transparent++;
+      return decision;
+    },
+
+    add(input) {
+      return mutation(async () => {
+        const { record, previous, fetchNeeded } = registry.register(input);
+        try {
+          await store.put(record);
+        } catch (err) {
+          registry.restore(record, previous);
+          throw err;
+        }
+        logger.info(
+          { instanceId: record.instanceId, appId: record.appId, ip: record.ip, reregistration: previous !== undefined },
+          'instance registered',
+        );
+        if (fetchNeeded) fetcher.enqueue(record.instanceId);
+        return record;
+      });
+    },
+
+    remove(instanceId) {
+      return mutation(async () => {
+        const removed = registry.remove(instanceId);
+        if (!removed) throw unknownInstance(instanceId);
+        try {
+          await store.delete(instanceId);
+        } catch (err) {
+          registry.restore(removed, removed);
+          throw err;
+        }
+        logger.info({ instanceId }, 'instance removed');
+        return removed;
+      });
+    },
+
+    setOverride(instanceId, policy) {
+      return mutation(async () => {
+        const previous = registry.get(instanceId);
+        const record = registry.setOverride(instanceId, policy);
+        try {
+          await store.put(record);
+        } catch (err) {
+          registry.restore(record, previous);
+          throw err;
+        }
+        logger.info({ instanceId, cleared: policy === null }, policy === null ? 'override cleared' : 'override set');
+        return record;
+      });
+    },
+
+    list: () => registry.list(),
+    get: (instanceId) => registry.get(instanceId),
+    fetchStatus: (instanceId) => fetcher.status(instanceId),
+    counters,
+
+    async close() {
+      if (closed) return;
+      closed = true;
+      await fetcher.close();
+      await tail;
+      await store.close();
+    },
+  };
+}
+
+function unknownInstance(instanceId: string): InterceptorError {
+  return new InterceptorError('ERR_UNKNOWN_INSTANCE', `no instance registered with id ${JSON.stringify(instanceId)}`);
+}

@@ -1,0 +1,97 @@
+// The transparent path end to end: client -> gateway (interceptor) -> backend, in namespaces.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Lab, ADDR, BASE_CONFIG, CLI, sawAddress } from './helpers/lab.js';
+
+describe('transparent interception (pp=false)', () => {
+  let lab: Lab;
+  beforeAll(async () => {
+    lab = await Lab.create();
+    await lab.exec(lab.ns.gateway, ['nft', 'add', 'table', 'inet', 'unrelated']);
+    await lab.startBackend([8080, 8081]);
+  });
+  afterAll(async () => lab?.destroy());
+
+  it('the backend sees the client address and the original destination port, over IPv4 and IPv6', async () => {
+    const daemon = await lab.startDaemon(await lab.writeConfig(BASE_CONFIG));
+    const r = await lab.client(ADDR.backend, 8081);
+    expect(r.error).toBeNull();
+    expect(sawAddress(r)).toBe(ADDR.client);
+    expect((r.saw as { local: string }).local).toBe(`${ADDR.backend}:8081`);
+
+    const r6 = await lab.client(ADDR.backend6, 8080);
+    expect(r6.error).toBeNull();
+    expect(sawAddress(r6)).toBe(ADDR.client6);
+    expect((r6.saw as { local: string }).local).toBe(`${ADDR.backend6}:8080`);
+    // It went through the interceptor, which logged it.
+    await daemon.waitFor(`"client":"${ADDR.client}:`);
+    daemon.child.kill('SIGTERM');
+    expect((await daemon.exited).code).toBe(0);
+  });
+
+  it('half-closes and relays 8 MiB each way intact', async () => {
+    const daemon = await lab.startDaemon(await lab.writeConfig(BASE_CONFIG));
+    const r = await lab.client(ADDR.backend, 8080, { bytes: 8 << 20, timeoutMs: 30_000 });
+    expect(r.error).toBeNull();
+    // The client half-closed after sending; the echo still came back in full, then the backend's FIN.
+    expect(r.echoBytes).toBe(8 << 20);
+    expect(r.echoIntact).toBe(true);
+    expect(r.ended).toBe(true);
+    expect(sawAddress(r)).toBe(ADDR.client);
+    daemon.child.kill('SIGTERM');
+    expect((await daemon.exited).code).toBe(0);
+  });
+
+  it('resets the client when the upstream refuses', async () => {
+    const daemon = await lab.startDaemon(await lab.writeConfig(BASE_CONFIG));
+    const r = await lab.client(ADDR.backend, 9005, { timeoutMs: 5000 });
+    expect(r.connected).toBe(true); // accepted by the interceptor...
+    expect(r.error).toBe('ECONNRESET'); // ...then reset, not a clean empty response
+    expect(r.bytesReceived).toBe(0);
+    await daemon.waitFor('"reason":"connect-failed"');
+    expect(daemon.output()).toContain('"code":"ECONNREFUSED"');
+    daemon.child.kill('SIGTERM');
+    expect((await daemon.exited).code).toBe(0);
+  });
+
+  it('drops target traffic while the listener is gone instead of forwarding it', async () => {
+    const daemon = await lab.startDaemon(await lab.writeConfig(BASE_CONFIG));
+    daemon.child.kill('SIGKILL'); // a crash: rules stay, listener is gone
+    await daemon.exited;
+    const r = await lab.client(ADDR.backend, 8081, { timeoutMs: 1500 });
+    expect(r.connected).toBe(false);
+    expect(r.error).toBe('timeout');
+    // The next start cleans up what the crashed run left and serves again.
+    const again = await lab.startDaemon(await lab.writeConfig(BASE_CONFIG));
+    const ok = await lab.client(ADDR.backend, 8081);
+    expect(sawAddress(ok)).toBe(ADDR.client);
+    const rules = await lab.ipRules(4);
+    expect(rules.match(/fwmark 0x1\/0x1 lookup 100/g)).toHaveLength(1);
+    again.child.kill('SIGTERM');
+    expect((await again.exited).code).toBe(0);
+  });
+
+  it('after stop, its table and ip rules are gone and an unrelated table is untouched', async () => {
+    const daemon = await lab.startDaemon(await lab.writeConfig(BASE_CONFIG));
+    expect(await lab.nftTables()).toEqual(expect.arrayContaining(['inet tproxy_interceptor', 'inet unrelated']));
+    expect(await lab.ipRules(4)).toMatch(/fwmark 0x1\/0x1 lookup 100/);
+    expect(await lab.ipRules(6)).toMatch(/fwmark 0x1\/0x1 lookup 100/);
+    daemon.child.kill('SIGTERM');
+    expect((await daemon.exited).code).toBe(0);
+    expect(await lab.nftTables()).toEqual(['inet unrelated']);
+    expect(await lab.ipRules(4)).not.toMatch(/lookup 100/);
+    expect(await lab.ipRules(6)).not.toMatch(/lookup 100/);
+    const routes = await lab.exec(lab.ns.gateway, ['ip', 'route', 'show', 'table', '100'], { allowFail: true });
+    expect(routes.stdout.trim()).toBe('');
+  });
+
+  it('without CAP_NET_ADMIN, says so and installs nothing', async () => {
+    const config = await lab.writeConfig(BASE_CONFIG);
+    // Root, but with CAP_NET_ADMIN and CAP_NET_RAW removed from the bounding set.
+    const p = lab.spawn(lab.ns.gateway, ['setpriv', '--bounding-set', '-net_admin,-net_raw', '--inh-caps', '-net_admin,-net_raw', 'node', CLI, 'run', '--config', config]);
+    const { code } = await p.exited;
+    expect(code).not.toBe(0);
+    expect(p.output()).toMatch(/EPERM/);
+    expect(p.output()).toMatch(/CAP_NET_ADMIN/);
+    expect(await lab.nftTables()).toEqual(['inet unrelated']);
+  });
+});
