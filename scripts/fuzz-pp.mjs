@@ -109,7 +109,7 @@ function randomTlv(pp, rng) {
     return { type, value: Buffer.concat([head, ...subs]) };
   }
   if (type === pp.PP2_TYPE.CRC32C) return { type: pp.PP2_TYPE.NOOP, value: rng.bytes(rng.int(4)) };
-  const length = type === pp.PP2_TYPE.UNIQUE_ID ? rng.int(140) : rng.int(rng.chance(0.9) ? 24 : 300);
+  const length = type === pp.PP2_TYPE.UNIQUE_ID ? rng.int(129) : rng.int(rng.chance(0.9) ? 24 : 300);
   return { type, value: rng.bytes(length) };
 }
 
@@ -196,16 +196,22 @@ function mutate(rng, input) {
   return b;
 }
 
-/** One fuzz input: header-ish bytes, often followed by payload. */
+/**
+ * One fuzz input: header-ish bytes, often followed by payload. `validLength` is the header's
+ * length when the input starts with an unmutated valid header, else null.
+ */
 export function generateInput(pp, rng) {
   const roll = rng.int(100);
   let input;
+  let validLength = null;
   if (roll < 8) input = rng.bytes(rng.int(64));
   else if (roll < 14) input = Buffer.concat([rng.chance(0.5) ? SIGNATURE : Buffer.from('PROXY '), rng.bytes(rng.int(120))]);
-  else if (roll < 40) input = validHeader(pp, rng);
-  else input = mutate(rng, validHeader(pp, rng));
+  else if (roll < 40) {
+    input = validHeader(pp, rng);
+    validLength = input.length;
+  } else input = mutate(rng, validHeader(pp, rng));
   if (rng.chance(0.5)) input = Buffer.concat([input, rng.bytes(1 + rng.int(40))]);
-  return input;
+  return { input, validLength };
 }
 
 const MAX_V2_CHOICES = [undefined, undefined, undefined, 0, 12, 40, 216, 300, 65535];
@@ -314,11 +320,21 @@ function checkReencode(pp, input, header) {
   }
 }
 
-/** Runs one input through every way of feeding it. Returns the whole-input outcome. */
-export function checkInput(pp, input, rng, maxV2Length, stats) {
+/**
+ * Runs one input through every way of feeding it. Returns the whole-input outcome.
+ * `validLength`: the input starts with a valid header of that length, which must parse (or
+ * exceed the length cap).
+ */
+export function checkInput(pp, input, rng, maxV2Length, stats, validLength = null) {
   const opts = maxV2Length === undefined ? {} : { maxV2Length };
-  const bound = input.length > 0 && input[0] === 0x50 ? V1_MAX : 16 + (maxV2Length ?? 4096);
+  const cap = maxV2Length ?? 4096;
+  const bound = input.length > 0 && input[0] === 0x50 ? V1_MAX : 16 + cap;
   const whole = feed(pp, [input], opts, bound, stats);
+  if (validLength !== null) {
+    const tooLong = input[0] !== 0x50 && validLength - 16 > cap;
+    const ok = tooLong ? whole.kind === 'error' && whole.code === 'PP_ERR_V2_TOO_LONG' : whole.kind === 'header' && whole.header.length === validLength;
+    if (!ok) throw new FuzzFailure(`a valid ${validLength}-byte header gave ${describe(whole)}`);
+  }
   if (whole.kind === 'header') {
     if (whole.header.length + whole.rest.length !== input.length || !whole.rest.equals(input.subarray(whole.header.length))) {
       throw new FuzzFailure('header.length and rest do not add up to the input');
@@ -366,10 +382,10 @@ export function runFuzz(pp, { cases, seed, first = 0, onProgress } = {}) {
   for (let index = first; index < first + cases; index++) {
     const rng = xorshift32(caseSeed(seed, index));
     const maxV2Length = rng.pick(MAX_V2_CHOICES);
-    const input = generateInput(pp, rng);
+    const { input, validLength } = generateInput(pp, rng);
     let outcome;
     try {
-      outcome = checkInput(pp, input, rng, maxV2Length, stats);
+      outcome = checkInput(pp, input, rng, maxV2Length, stats, validLength);
     } catch (err) {
       if (!(err instanceof FuzzFailure)) throw err;
       err.details = { seed, index, maxV2Length, hex: input.toString('hex') };

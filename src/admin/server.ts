@@ -38,7 +38,7 @@ export async function createAdminServer(opts: AdminServerOptions): Promise<Admin
   const logger = opts.logger.child({ component: 'admin', socket: socketPath });
   const { service } = opts;
 
-  await fs.mkdir(path.dirname(socketPath), { recursive: true, mode: 0o755 });
+  await ensureParentDir(path.dirname(socketPath));
   await removeStaleSocket(socketPath);
 
   const server = http.createServer((req, res) => {
@@ -105,6 +105,16 @@ export async function createAdminServer(opts: AdminServerOptions): Promise<Admin
       return closing;
     },
   };
+}
+
+/** Creates the socket's directory (and missing ancestors) 0755 whatever the umask; leaves existing ones alone. */
+async function ensureParentDir(dir: string): Promise<void> {
+  const created = await fs.mkdir(dir, { recursive: true, mode: 0o755 });
+  if (created === undefined) return;
+  for (let d = dir; ; d = path.dirname(d)) {
+    await fs.chmod(d, 0o755);
+    if (d === path.resolve(created) || d === path.dirname(d)) break;
+  }
 }
 
 async function removeStaleSocket(socketPath: string): Promise<void> {

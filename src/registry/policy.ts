@@ -318,7 +318,7 @@ export function deserializeInstance(json: unknown): InstanceRecord {
  * Zone ids are refused: an instance address is global to the host.
  */
 export function normalizeIp(ip: string): string | null {
-  if (IPV4_PATTERN.test(ip)) return ip;
+  if (IPV4_PATTERN.test(ip)) return flat(ip);
   if (!ip.includes(':') || ip.includes('%') || ip.includes('[') || ip.includes('/')) return null;
   let host: string;
   try {
@@ -331,9 +331,18 @@ export function normalizeIp(ip: string): string | null {
   if (mapped) {
     const hi = parseInt(mapped[1] as string, 16);
     const lo = parseInt(mapped[2] as string, 16);
-    return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+    return flat(`${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`);
   }
-  return v6;
+  return flat(v6);
+}
+
+/**
+ * A flat, sequential copy of an ASCII string. Normalised addresses become registry map keys;
+ * a key that is a rope or a slice (template literals, substrings) makes every lookup by a
+ * socket's address walk it.
+ */
+function flat(s: string): string {
+  return Buffer.from(s, 'latin1').toString('latin1');
 }
 
 const IPV4_PATTERN = /^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$/;

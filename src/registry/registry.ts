@@ -49,17 +49,6 @@ export class UnknownInstanceError extends InterceptorError {
   }
 }
 
-/** A record plus what decide() needs, derived once per record. Results are built lazily and reused. */
-interface Entry {
-  readonly record: InstanceRecord;
-  readonly effective: PortPolicy | null;
-  readonly reason: 'override' | 'policy';
-  transparent: DecideResult | null;
-  proxy: DecideResult | null;
-  refuse: DecideResult | null;
-  unknown: DecideResult | null;
-}
-
 const UNKNOWN_INSTANCE: DecideResult = Object.freeze({
   decision: Object.freeze({ kind: 'transparent', instanceId: null, reason: 'unknown-instance' }),
   fetch: null,
@@ -69,16 +58,66 @@ function result(decision: Decision, fetch: string | null): DecideResult {
   return Object.freeze({ decision: Object.freeze(decision), fetch });
 }
 
+/** Policies with at most this many ports are held inside the entry itself. */
+const INLINE_PORTS = 4;
+
+/**
+ * A record plus everything decide() needs, derived once per record. With many instances
+ * decide() is bound by cache misses, not instructions: small port lists sit inline
+ * (`port << 1 | pp`, 0 = unused) instead of behind a Map, and the results it can return are
+ * built up front, next to the entry, and reused.
+ */
+class Entry {
+  readonly record: InstanceRecord;
+  readonly known: boolean;
+  readonly restrictMode: boolean;
+  readonly p0: number;
+  readonly p1: number;
+  readonly p2: number;
+  readonly p3: number;
+  /** Only for policies with more than INLINE_PORTS ports. */
+  readonly ports: PortPolicy['ports'] | null;
+  readonly transparent: DecideResult | null;
+  readonly proxy: DecideResult | null;
+  readonly refuse: DecideResult | null;
+  readonly unknown: DecideResult | null;
+
+  constructor(record: InstanceRecord) {
+    const id = record.instanceId;
+    const effective = record.override ?? record.reportedPolicy;
+    const reason = record.override !== null ? 'override' : 'policy';
+    this.record = record;
+    this.known = effective !== null;
+    this.restrictMode = effective !== null && effective.restrictMode;
+    const inline = [0, 0, 0, 0];
+    let anyPp = false;
+    if (effective !== null) {
+      let i = 0;
+      for (const [port, rule] of effective.ports) {
+        if (i < INLINE_PORTS) inline[i++] = (port << 1) | (rule.pp ? 1 : 0);
+        anyPp ||= rule.pp;
+      }
+    }
+    const big = effective !== null && effective.ports.size > INLINE_PORTS;
+    this.p0 = big ? 0 : (inline[0] as number);
+    this.p1 = big ? 0 : (inline[1] as number);
+    this.p2 = big ? 0 : (inline[2] as number);
+    this.p3 = big ? 0 : (inline[3] as number);
+    this.ports = big ? (effective as PortPolicy).ports : null;
+    this.transparent = effective !== null ? result({ kind: 'transparent', instanceId: id, reason }, null) : null;
+    this.proxy = anyPp ? result({ kind: 'proxy', instanceId: id, reason }, null) : null;
+    this.refuse = this.restrictMode ? result({ kind: 'refuse', instanceId: id, reason: 'port-not-listed' }, null) : null;
+    this.unknown =
+      effective !== null
+        ? null
+        : record.restricted
+          ? result({ kind: 'refuse', instanceId: id, reason: 'policy-unknown-restricted' }, id)
+          : result({ kind: 'transparent', instanceId: id, reason: 'policy-unknown' }, id);
+  }
+}
+
 function makeEntry(record: InstanceRecord): Entry {
-  return {
-    record,
-    effective: record.override ?? record.reportedPolicy,
-    reason: record.override !== null ? 'override' : 'policy',
-    transparent: null,
-    proxy: null,
-    refuse: null,
-    unknown: null,
-  };
+  return new Entry(record);
 }
 
 function checkPolicy(policy: unknown, field: string): PortPolicy {
@@ -308,8 +347,8 @@ export class Registry {
   }
 
   /**
-   * The per-connection decision for a connection to `ip`:`port`. O(1) and allocation-free
-   * after the first call per (record, outcome). `ip` is what the socket reports (libuv's
+   * The per-connection decision for a connection to `ip`:`port`. O(1), allocation-free: it
+   * returns frozen results built with the entry. `ip` is what the socket reports (libuv's
    * canonical text); only an IPv4-mapped IPv6 form is rewritten.
    */
   decide(ip: string, port: number): DecideResult {
@@ -320,17 +359,18 @@ export class Registry {
       }
       if (e === undefined) return UNKNOWN_INSTANCE;
     }
-    const policy = e.effective;
-    if (policy === null) return e.unknown ?? (e.unknown = unknownResult(e.record));
-    const rule = policy.ports.get(port);
-    if (rule !== undefined) {
-      if (rule.pp) return e.proxy ?? (e.proxy = result({ kind: 'proxy', instanceId: e.record.instanceId, reason: e.reason }, null));
-      return e.transparent ?? (e.transparent = result({ kind: 'transparent', instanceId: e.record.instanceId, reason: e.reason }, null));
+    if (!e.known) return e.unknown as DecideResult;
+    // v: the listed `port << 1 | pp`, or 0 when the port is not listed.
+    let v = 0;
+    if (e.ports === null) {
+      const k = (port << 1) | 1;
+      v = (e.p0 | 1) === k ? e.p0 : (e.p1 | 1) === k ? e.p1 : (e.p2 | 1) === k ? e.p2 : (e.p3 | 1) === k ? e.p3 : 0;
+    } else {
+      const rule = e.ports.get(port);
+      if (rule !== undefined) v = rule.pp ? 3 : 2;
     }
-    if (policy.restrictMode) {
-      return e.refuse ?? (e.refuse = result({ kind: 'refuse', instanceId: e.record.instanceId, reason: 'port-not-listed' }, null));
-    }
-    return e.transparent ?? (e.transparent = result({ kind: 'transparent', instanceId: e.record.instanceId, reason: e.reason }, null));
+    if (v !== 0) return ((v & 1) === 1 ? e.proxy : e.transparent) as DecideResult;
+    return (e.restrictMode ? e.refuse : e.transparent) as DecideResult;
   }
 
   #put(record: InstanceRecord, previous: InstanceRecord | undefined): void {
@@ -346,11 +386,4 @@ export class Registry {
 function isMappedPrefix(ip: string): boolean {
   const p = ip.slice(0, 7);
   return p === '::ffff:' || p === '::FFFF:';
-}
-
-function unknownResult(record: InstanceRecord): DecideResult {
-  const instanceId = record.instanceId;
-  return record.restricted
-    ? result({ kind: 'refuse', instanceId, reason: 'policy-unknown-restricted' }, instanceId)
-    : result({ kind: 'transparent', instanceId, reason: 'policy-unknown' }, instanceId);
 }

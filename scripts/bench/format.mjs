@@ -1,0 +1,81 @@
+// The results as a Markdown table, each figure with its ratio to the baseline path. Pure.
+
+/**
+ * @typedef {{ gbit1: number|null, gbit8: number|null, connPerSec: number|null, p50Ms: number|null,
+ *   p99Ms: number|null, cpuSecPerGiB: number|null, kibPerIdleConn: number|null }} Metrics
+ * @typedef {{ name: string, label: string, status: 'ok'|'broken'|'failed', reason?: string|null,
+ *   metrics: Metrics, metricErrors?: Record<string, string>, notApplicable?: string[] }} PathResult
+ */
+
+export const COLUMNS = Object.freeze([
+  { key: 'gbit1', title: '1-stream Gbit/s', digits: 2 },
+  { key: 'gbit8', title: '8-stream Gbit/s', digits: 2 },
+  { key: 'connPerSec', title: 'conn/s', digits: 0 },
+  { key: 'p50Ms', title: 'p50 ms', digits: 2 },
+  { key: 'p99Ms', title: 'p99 ms', digits: 2 },
+  { key: 'cpuSecPerGiB', title: 'CPU s/GiB', digits: 3 },
+  { key: 'kibPerIdleConn', title: 'KiB/idle conn', digits: 2 },
+]);
+
+export function formatNumber(value, digits) {
+  if (digits === 0) return Math.round(value).toLocaleString('en-US');
+  return value.toFixed(digits);
+}
+
+/** "0.95×"; null when there is nothing sensible to divide by. */
+export function formatRatio(value, baseline) {
+  if (typeof value !== 'number' || typeof baseline !== 'number' || !Number.isFinite(value) || !Number.isFinite(baseline)) return null;
+  if (baseline === 0) return null;
+  const r = value / baseline;
+  return `${r >= 10 || r <= -10 ? r.toFixed(1) : r.toFixed(2)}×`;
+}
+
+function escapeCell(text) {
+  return String(text).replace(/\|/g, '\\|').replace(/\n/g, ' ');
+}
+
+/** One cell: the figure, "(ratio)" against the baseline, or why there is none. */
+export function formatCell(result, column, baselineResult) {
+  const value = result.metrics?.[column.key];
+  if (typeof value === 'number' && Number.isFinite(value)) {
+    const text = formatNumber(value, column.digits);
+    if (!baselineResult || baselineResult === result) return text;
+    const ratio = formatRatio(value, baselineResult.metrics?.[column.key]);
+    return ratio ? `${text} (${ratio})` : text;
+  }
+  if (result.notApplicable?.includes(column.key)) return 'n/a';
+  if (result.metricErrors?.[column.key]) return 'error';
+  return '-';
+}
+
+/**
+ * @param {PathResult[]} results in the order measured
+ * @param {string} baselineName
+ * @returns {string} Markdown table
+ */
+export function formatTable(results, baselineName) {
+  const baseline = results.find((r) => r.name === baselineName && r.status === 'ok') ?? null;
+  const header = ['path', ...COLUMNS.map((c) => c.title)];
+  const lines = [`| ${header.join(' | ')} |`, `|${header.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`];
+  for (const r of results) {
+    const name = r.name === baselineName ? `${r.label} [baseline]` : r.label;
+    let cells;
+    if (r.status === 'ok') cells = COLUMNS.map((c) => formatCell(r, c, baseline));
+    else cells = [`${r.status.toUpperCase()}: ${r.reason ?? 'unknown'}`, ...COLUMNS.slice(1).map(() => '-')];
+    lines.push(`| ${[name, ...cells].map(escapeCell).join(' | ')} |`);
+  }
+  return lines.join('\n');
+}
+
+/** Wall-clock seconds as "1m 05s". */
+export function formatElapsed(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  const m = Math.floor(s / 60);
+  return m > 0 ? `${m}m ${String(s % 60).padStart(2, '0')}s` : `${s}s`;
+}
+
+/** "bench-20260102-030405" for a Date, in UTC. */
+export function resultBaseName(date) {
+  const p = (n) => String(n).padStart(2, '0');
+  return `bench-${date.getUTCFullYear()}${p(date.getUTCMonth() + 1)}${p(date.getUTCDate())}-${p(date.getUTCHours())}${p(date.getUTCMinutes())}${p(date.getUTCSeconds())}`;
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env node
+// The backend end of the idle connections: accepts and holds, reads and drops whatever arrives
+// (a PROXY header on the pp=true path). Prints {"count":N} whenever the number of open
+// connections changed (at most every 100 ms), and "ready" once listening.
+// usage: hold-server.mjs HOST PORT
+import net from 'node:net';
+
+const [host, portText] = process.argv.slice(2);
+const port = Number(portText);
+if (!host || !Number.isInteger(port) || port < 1 || port > 65535) {
+  console.error('usage: hold-server.mjs HOST PORT');
+  process.exit(2);
+}
+let open = 0;
+let reported = -1;
+const server = net.createServer({ allowHalfOpen: false }, (s) => {
+  open++;
+  s.on('data', () => {});
+  s.on('error', () => {});
+  s.on('close', () => open--);
+});
+server.on('error', (err) => {
+  console.error(`hold-server: ${err.code ?? err.message}`);
+  process.exit(1);
+});
+server.listen({ host, port, backlog: 8192 }, () => console.log('ready'));
+setInterval(() => {
+  if (open !== reported) {
+    reported = open;
+    console.log(JSON.stringify({ count: open }));
+  }
+}, 100);
+for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => process.exit(0));
