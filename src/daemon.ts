@@ -60,9 +60,9 @@ export async function startDaemon(opts: {
   };
 
   try {
-    const store = createFileStore({ dir: config.registry.path, logger: logger.child({ component: 'store' }) });
+    const store = createFileStore({ dir: config.registry.path, logger });
     const registry = await createRegistryService({
-      logger: logger.child({ component: 'registry' }),
+      logger,
       config: config.registry,
       store,
     });
@@ -85,7 +85,7 @@ export async function startDaemon(opts: {
     logger.info({ table: config.intercept.table, targets: config.intercept.targets.length }, 'rules installed');
 
     const admin = await createAdminServer({
-      logger: logger.child({ component: 'admin' }),
+      logger,
       socketPath: config.registry.adminSocket,
       service: registry,
     });

@@ -1,0 +1,182 @@
+// Bringing up and tearing down each proxy in the gateway namespace, with its nftables table and
+// policy routing. Every setup returns { pid, notes, teardown }, and teardown undoes exactly what
+// setup did, in reverse order, even when setup failed halfway.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { INTERCEPTED_PORTS, LAB } from './plan.mjs';
+import { fillTemplate, renderDaemonConfig, renderGuardTable, renderMarkTable, renderTproxyTable } from './render.mjs';
+import { runCommand, sleep, waitUntil } from './procs.mjs';
+
+export const GUARD_TABLE = 'tpibench_guard';
+const PROXY_TABLE = 'tpibench_proxy';
+const DAEMON_TABLE = 'tpibench_tpi';
+// Our mark and routing table for the HAProxy/nginx paths (the daemon uses its defaults 0x1/100).
+const MARK = 0x2;
+const ROUTE_TABLE = 102;
+const HAPROXY_PORT = 15002;
+const DAEMON_PORT = 15001;
+const MAXCONN = 60_000;
+
+const TEMPLATES = path.join(import.meta.dirname, 'templates');
+const template = (name) => readFileSync(path.join(TEMPLATES, name), 'utf8');
+
+/**
+ * @param {{ ns: { gateway: string }, dir: string, tracker: ReturnType<import('./procs.mjs').createProcessTracker>,
+ *   cli: string, relay: string | null, log: (s: string) => void }} ctx
+ */
+export function createProxies(ctx) {
+  const gw = ctx.ns.gateway;
+  const inGw = (argv, opts) => runCommand(gw, argv, { timeoutMs: 15_000, ...opts });
+
+  /** Applies nft text (one transaction) from a file. */
+  async function nftApply(name, text) {
+    const file = path.join(ctx.dir, `${name}.nft`);
+    writeFileSync(file, text);
+    await inGw(['nft', '-f', file]);
+  }
+
+  async function listening(port) {
+    const { stdout } = await inGw(['ss', '-Hltn', `sport = :${port}`]);
+    return stdout.trim() !== '';
+  }
+
+  /** Runs undo steps in reverse; failures are collected, never thrown, so cleanup goes on. */
+  function undoStack() {
+    const steps = [];
+    return {
+      push: (what, fn) => steps.push({ what, fn }),
+      async run() {
+        const failed = [];
+        for (const { what, fn } of steps.reverse()) {
+          try {
+            await fn();
+          } catch (err) {
+            failed.push(`${what}: ${err.message}`);
+          }
+        }
+        steps.length = 0;
+        if (failed.length > 0) ctx.log(`  teardown problems: ${failed.join('; ')}`);
+        return failed;
+      },
+    };
+  }
+
+  async function withUndo(setup) {
+    const undo = undoStack();
+    try {
+      const r = await setup(undo);
+      return { ...r, teardown: () => undo.run() };
+    } catch (err) {
+      await undo.run();
+      throw err;
+    }
+  }
+
+  async function installGuard(undo) {
+    await nftApply('guard', renderGuardTable({ table: GUARD_TABLE, cidr: LAB.backendNet, ports: INTERCEPTED_PORTS }));
+    undo.push('guard table', () => inGw(['nft', 'delete', 'table', 'inet', GUARD_TABLE]));
+  }
+
+  async function installLocalRoute(undo) {
+    await inGw(['ip', 'rule', 'add', 'pref', '100', 'fwmark', `0x${MARK.toString(16)}/0x${MARK.toString(16)}`, 'lookup', String(ROUTE_TABLE)]);
+    undo.push('fwmark rule', () => inGw(['ip', 'rule', 'del', 'pref', '100']));
+    await inGw(['ip', 'route', 'add', 'local', '0.0.0.0/0', 'dev', 'lo', 'table', String(ROUTE_TABLE)]);
+    undo.push('local route', () => inGw(['ip', 'route', 'flush', 'table', String(ROUTE_TABLE)]));
+  }
+
+  function startService(undo, name, argv) {
+    const proc = ctx.tracker.start(name, gw, argv);
+    undo.push(`stop ${name}`, () => proc.stop(5000));
+    return proc;
+  }
+
+  async function waitListening(proc, port) {
+    await waitUntil(`${proc.name} listening on ${port}`, async () => {
+      if (!proc.alive()) throw new Error(`${proc.name} exited: ${proc.output().trim().slice(-800)}`);
+      return listening(port);
+    }, 10_000);
+  }
+
+  return {
+    haproxy: () =>
+      withUndo(async (undo) => {
+        const cfg = path.join(ctx.dir, 'haproxy-gateway.cfg');
+        writeFileSync(cfg, fillTemplate(template('haproxy-gateway.cfg'), { MAXCONN, LISTEN_ADDRESS: '127.0.0.1', LISTEN_PORT: HAPROXY_PORT }));
+        await installGuard(undo);
+        await installLocalRoute(undo);
+        const proc = startService(undo, 'haproxy', ['haproxy', '-db', '-f', cfg]);
+        await waitListening(proc, HAPROXY_PORT);
+        await nftApply('proxy', renderTproxyTable({
+          table: PROXY_TABLE, cidr: LAB.backendNet, ports: INTERCEPTED_PORTS, listenAddress: '127.0.0.1', listenPort: HAPROXY_PORT, mark: MARK,
+        }));
+        undo.push('proxy table', () => inGw(['nft', 'delete', 'table', 'inet', PROXY_TABLE]));
+        const version = (await runCommand(null, ['haproxy', '-v'])).stdout.split('\n')[0];
+        return { pid: proc.pid, notes: [`${version}; nbthread 2, option splice-request + splice-response, tproxy → 127.0.0.1:${HAPROXY_PORT} transparent`] };
+      }),
+
+    nginx: () =>
+      withUndo(async (undo) => {
+        const cfg = path.join(ctx.dir, 'nginx-gateway.conf');
+        const listens = INTERCEPTED_PORTS.map((p) => `        listen ${p} reuseport backlog=8192;`).join('\n');
+        writeFileSync(cfg, fillTemplate(template('nginx-gateway.conf'), { NOFILE: 200_000, DIR: ctx.dir, WORKER_CONNECTIONS: MAXCONN, LISTENS: listens }));
+        await installGuard(undo);
+        const proc = startService(undo, 'nginx', ['nginx', '-c', cfg, '-e', path.join(ctx.dir, 'nginx-gateway.log')]);
+        await waitListening(proc, INTERCEPTED_PORTS[0]);
+        await installLocalRoute(undo);
+        // The SYN-ACK and every later segment nginx sends from the backend's address must pass
+        // the kernel's source-address check, which for a socket without IP_TRANSPARENT means the
+        // address must be local: declare the backend's address local in the `local` table (the
+        // table that check consults), and keep the gateway's own routing to it (forwarding,
+        // nginx's upstream connections) by looking up `main` first for that destination.
+        await inGw(['ip', 'rule', 'add', 'pref', '150', 'to', LAB.backend, 'lookup', 'main']);
+        undo.push('rule to backend → main', () => inGw(['ip', 'rule', 'del', 'pref', '150']));
+        await inGw(['ip', 'rule', 'add', 'pref', '200', 'lookup', 'local']);
+        undo.push('local rule at 200', () => inGw(['ip', 'rule', 'del', 'pref', '200']));
+        await inGw(['ip', 'rule', 'del', 'pref', '0', 'lookup', 'local']);
+        undo.push('local rule back at 0', () => inGw(['ip', 'rule', 'add', 'pref', '0', 'lookup', 'local']));
+        await inGw(['ip', 'route', 'add', 'local', LAB.backend, 'dev', 'lo', 'table', 'local']);
+        undo.push('backend address local', () => inGw(['ip', 'route', 'del', 'local', LAB.backend, 'dev', 'lo', 'table', 'local']));
+        await nftApply('proxy', renderMarkTable({ table: PROXY_TABLE, cidr: LAB.backendNet, ports: INTERCEPTED_PORTS, mark: MARK }));
+        undo.push('proxy table', () => inGw(['nft', 'delete', 'table', 'inet', PROXY_TABLE]));
+        const version = (await runCommand(null, ['nginx', '-v'])).stderr.trim();
+        return {
+          pid: proc.pid,
+          notes: [
+            `${version}; 2 workers, reuseport, proxy_half_close; delivered by fwmark → \`local 0.0.0.0/0 dev lo\` to 0.0.0.0 listeners, plus \`local ${LAB.backend}\` in table local (behind an ip rule sending that destination to main) so that nginx's non-transparent accepted sockets may answer from it`,
+          ],
+        };
+      }),
+
+    daemon: (pp) =>
+      withUndo(async (undo) => {
+        if (!existsSync(ctx.cli)) throw new Error(`${ctx.cli} is missing: \`npm run build\` did not produce it`);
+        const dir = path.join(ctx.dir, pp ? 'daemon-pp' : 'daemon');
+        const cfg = `${dir}.toml`;
+        writeFileSync(cfg, renderDaemonConfig({ table: DAEMON_TABLE, cidr: LAB.backendNet, ports: INTERCEPTED_PORTS, listenPort: DAEMON_PORT, dir, relay: ctx.relay }));
+        await installGuard(undo);
+        const proc = startService(undo, 'tproxy-interceptor', ['node', ctx.cli, 'run', '--config', cfg, '--drain', '0ms']);
+        // Whatever stop left behind (a crash, a kill after the grace time): its table, rule, routes.
+        undo.push('daemon leftovers', async () => {
+          await inGw(['nft', 'delete', 'table', 'inet', DAEMON_TABLE], { allowFail: true });
+          for (let i = 0; i < 4; i++) {
+            const r = await inGw(['ip', 'rule', 'del', 'fwmark', '0x1/0x1', 'lookup', '100'], { allowFail: true });
+            if (r.code !== 0) break;
+          }
+          await inGw(['ip', 'route', 'flush', 'table', '100'], { allowFail: true });
+        });
+        // The admin socket is the last thing `run` opens: rules and routes are in place by then.
+        const sock = path.join(dir, 'admin.sock');
+        await waitUntil('the daemon to start (admin socket)', () => {
+          if (!proc.alive()) throw new Error(`the daemon exited: ${proc.output().trim().slice(-1500)}`);
+          return existsSync(sock);
+        }, 20_000, 50);
+        await sleep(100);
+        const policy = pp ? '5202:pp,8080:pp,9000:pp' : '5201,8081,9000';
+        await inGw(['node', ctx.cli, 'instances', 'add', 'bench', '--app', 'bench', '--ip', LAB.backend, '--policy', policy, '--config', cfg], { timeoutMs: 20_000 });
+        return {
+          pid: proc.pid,
+          notes: [`relay ${ctx.relay ?? 'default (stream)'}, log level warn, instance policy "${policy}"${pp ? '; PROXY v2 to an HAProxy accept-proxy front on the backend for iperf3 (extra hop on the backend host), nginx `listen proxy_protocol` for wrk' : ''}`],
+        };
+      }),
+  };
+}
