@@ -252,7 +252,8 @@ export class Registry {
       restricted,
       restrictRequested: restrict,
       override: previous?.override ?? null,
-      registeredAt: now,
+      // First registration time; a re-registration only moves updatedAt.
+      registeredAt: previous?.registeredAt ?? now,
       updatedAt: now,
     });
     this.#put(record, previous);

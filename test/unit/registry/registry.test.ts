@@ -149,6 +149,14 @@ describe('Registry.register', () => {
     expect(record.policyComposeHash).toBe(H1);
   });
 
+  it('re-registration keeps the first registration time and moves updatedAt', () => {
+    const { registry, tick } = makeRegistry();
+    registry.register(reg());
+    tick(500);
+    const { record } = registry.register(reg({ appId: 'app2' }));
+    expect(record).toMatchObject({ appId: 'app2', registeredAt: 1000, updatedAt: 1500 });
+  });
+
   it('re-registration without a hash keeps the cached policy (no claim of a change)', () => {
     const { registry } = makeRegistry();
     registry.register(reg({ composeHash: H1, policy: P_8080 }));
@@ -430,6 +438,31 @@ describe('Registry.decide', () => {
     expect(registry.decide('198.18.0.1', 8080).decision.kind).toBe('proxy');
     registry.setOverride('i1', parsePolicyString('', true));
     expect(registry.decide('198.18.0.1', 8080).decision).toMatchObject({ kind: 'refuse', reason: 'port-not-listed' });
+  });
+
+  it('agrees with a reference decision for small (inline) and large policies, any port', () => {
+    const { registry } = makeRegistry();
+    let seed = 7;
+    const rnd = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed % n;
+    };
+    const policies = Array.from({ length: 40 }, (_, i) => {
+      const count = i % 9; // 0..8 ports: both sides of the inline limit
+      const items = new Set<number>();
+      while (items.size < count) items.add(1 + rnd(20));
+      return parsePolicyString([...items].map((p) => (rnd(2) === 1 ? `${p}:pp` : `${p}`)).join(','), rnd(2) === 1);
+    });
+    policies.forEach((policy, i) => {
+      registry.register(reg({ instanceId: `p${i}`, ip: `198.18.1.${i + 1}`, policy }));
+    });
+    policies.forEach((policy, i) => {
+      for (const port of [0, -1, 65536, 70000, NaN, ...Array.from({ length: 22 }, (_, p) => p)]) {
+        const rule = policy.ports.get(port);
+        const kind = rule !== undefined ? (rule.pp ? 'proxy' : 'transparent') : policy.restrictMode ? 'refuse' : 'transparent';
+        expect(registry.decide(`198.18.1.${i + 1}`, port).decision.kind, `p${i} port ${port}`).toBe(kind);
+      }
+    });
   });
 
   it('returns the same frozen result object for repeated lookups (no allocation on the hot path)', () => {
