@@ -25,11 +25,8 @@ function setTransparent(addon: NativeAddon, fd: number, family: 4 | 6): void {
   else check(addon.setsockopt(fd, c.SOL_IPV6, c.IPV6_TRANSPARENT, 1), 'setsockopt', fd, addon);
 }
 
-/**
- * A listening socket that accepts connections tproxy hands it, for any destination.
- * Returns the fd, to be passed to `net.Server.listen({ fd })`.
- */
-export function openTransparentListener(address: string, port: number, backlog = 4096): number {
+/** A TCP socket of the address's family with SO_REUSEADDR and IP(V6)_TRANSPARENT set. */
+function openTransparentSocket(address: string): { addon: NativeAddon; fd: number; family: 4 | 6 } {
   const addon = loadAddon();
   const c = addon.constants;
   const family = familyOf(address);
@@ -37,6 +34,16 @@ export function openTransparentListener(address: string, port: number, backlog =
   check(fd, 'socket', -1, addon);
   check(addon.setsockopt(fd, c.SOL_SOCKET, c.SO_REUSEADDR, 1), 'setsockopt', fd, addon);
   setTransparent(addon, fd, family);
+  return { addon, fd, family };
+}
+
+/**
+ * A listening socket that accepts connections tproxy hands it, for any destination.
+ * Returns the fd, to be passed to `net.Server.listen({ fd })`.
+ */
+export function openTransparentListener(address: string, port: number, backlog = 4096): number {
+  const { addon, fd, family } = openTransparentSocket(address);
+  const c = addon.constants;
   if (family === 6) check(addon.setsockopt(fd, c.SOL_IPV6, c.IPV6_V6ONLY, 1), 'setsockopt', fd, addon);
   check(addon.bind(fd, address, port), 'bind', fd, addon, { address, port });
   check(addon.listen(fd, backlog), 'listen', fd, addon, { address, port });
@@ -50,13 +57,8 @@ export function openTransparentListener(address: string, port: number, backlog =
  * `sourcePort` set the client's port is kept, falling back to an ephemeral one on EADDRINUSE.
  */
 export function openSpoofedSocket(sourceAddress: string, sourcePort = 0): number {
-  const addon = loadAddon();
+  const { addon, fd } = openTransparentSocket(sourceAddress);
   const c = addon.constants;
-  const family = familyOf(sourceAddress);
-  const fd = addon.socket(family === 4 ? c.AF_INET : c.AF_INET6);
-  check(fd, 'socket', -1, addon);
-  check(addon.setsockopt(fd, c.SOL_SOCKET, c.SO_REUSEADDR, 1), 'setsockopt', fd, addon);
-  setTransparent(addon, fd, family);
   if (sourcePort !== 0) {
     const rc = addon.bind(fd, sourceAddress, sourcePort);
     if (rc === 0) return fd;
