@@ -325,6 +325,15 @@ function checkReencode(pp, input, header) {
  * `validLength`: the input starts with a valid header of that length, which must parse (or
  * exceed the length cap).
  */
+/**
+ * @param {any} pp
+ * @param {Buffer} input
+ * @param {ReturnType<typeof xorshift32>} rng
+ * @param {number | undefined} maxV2Length
+ * @param {{ maxBuffered: number }} stats
+ * @param {number | null} [validLength]
+ * @returns {{ kind: 'error', code: string } | { kind: 'incomplete', buffered: number } | { kind: 'header', header: any, rest: Buffer }}
+ */
 export function checkInput(pp, input, rng, maxV2Length, stats, validLength = null) {
   const opts = maxV2Length === undefined ? {} : { maxV2Length };
   const cap = maxV2Length ?? 4096;
@@ -375,8 +384,11 @@ export function checkInput(pp, input, rng, maxV2Length, stats, validLength = nul
 /**
  * Runs `cases` cases from `seed`. Returns { cases, histogram, maxBuffered }; throws FuzzFailure
  * (with details.seed, details.index, details.hex) on the first failure.
+ * @param {any} pp the codec module (src/pp/index.ts or dist/pp/index.js)
+ * @param {{ cases: number, seed: number, first?: number, onProgress?: (done: number) => void }} options
+ * @returns {{ cases: number, histogram: Record<string, number>, maxBuffered: number }}
  */
-export function runFuzz(pp, { cases, seed, first = 0, onProgress } = {}) {
+export function runFuzz(pp, { cases, seed, first = 0, onProgress }) {
   const stats = { maxBuffered: 0 };
   const histogram = Object.create(null);
   for (let index = first; index < first + cases; index++) {

@@ -107,6 +107,8 @@ class Parser implements HeaderParser {
         this.store = store = grown;
       }
       const n = chunk.copy(store, this.stored, offset, offset + (capacity - this.stored));
+      // advance() decides by the time the store is full; guard against a future edit looping forever.
+      if (n === 0) throw new Error(`PROXY header parser made no progress at ${this.stored} bytes (bug)`);
       this.stored += n;
       offset += n;
       const end = this.advance(store, this.stored);

@@ -164,11 +164,11 @@ describe('v2 TLVs', () => {
     }
     // CRC32C first, as HAProxy sends it: already covered by the HAProxy vector; corrupt a byte after it.
     const corrupt = Buffer.from(HAPROXY_TCP4_CRC_AUTHORITY_UNIQUE_ID);
-    corrupt[corrupt.length - 1] ^= 0x01;
+    corrupt[corrupt.length - 1] = corrupt[corrupt.length - 1]! ^ 0x01;
     expect(codeOf(corrupt)).toBe('PP_ERR_CRC32C');
     // A change in the fixed part is covered too: the destination port.
     const port = Buffer.from(HAPROXY_TCP4_CRC_AUTHORITY_UNIQUE_ID);
-    port[27] ^= 0x01;
+    port[27] = port[27]! ^ 0x01;
     expect(codeOf(port)).toBe('PP_ERR_CRC32C');
   });
 
