@@ -71,11 +71,11 @@ export async function handleConnection(client: net.Socket, deps: ConnectionDeps)
     dst: `${destination.address}:${destination.port}`,
   };
   const log = deps.logger;
-  const end = (reason: string, level: 'info' | 'warn', extra: Record<string, unknown> = {}): void => {
+  const end = (reason: string, level: 'info' | 'warn', extra: Record<string, unknown> = {}, bytesIn = client.bytesRead, bytesOut = client.bytesWritten): void => {
     stats.active--;
-    stats.bytesFromClients += client.bytesRead;
-    stats.bytesToClients += client.bytesWritten;
-    log[level]({ ...fields, reason, bytesIn: client.bytesRead, bytesOut: client.bytesWritten, durationMs: Math.round(performance.now() - startedAt), ...extra }, 'connection closed');
+    stats.bytesFromClients += bytesIn;
+    stats.bytesToClients += bytesOut;
+    log[level]({ ...fields, reason, bytesIn, bytesOut, durationMs: Math.round(performance.now() - startedAt), ...extra }, 'connection closed');
   };
 
   let source = peer;
@@ -149,10 +149,12 @@ export async function handleConnection(client: net.Socket, deps: ConnectionDeps)
   deps.relays.delete(relay);
   stats.completed++;
   const abnormal = result.reason !== 'done';
+  // The splice relay counts the bytes Node never saw.
+  const counted = result as { bytesFromClient?: number; bytesToClient?: number };
   end(result.reason, abnormal && result.reason !== 'client-reset' ? 'warn' : 'info', {
     bytesUpstreamOut: upstream.bytesWritten,
     ...(result.error ? { err: errorFields(result.error) } : {}),
-  });
+  }, counted.bytesFromClient ?? client.bytesRead, counted.bytesToClient ?? client.bytesWritten);
 }
 
 function forwardedTlvs(inbound: ProxyHeader | null): PpTlv[] {

@@ -77,7 +77,9 @@ export function createInterceptor(opts: {
       if (config.listen.address6) await listenOn(config.listen.address6);
     },
     async stop(drainMs) {
-      await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+      // close() stops accepting at once, but its callback waits for every connection to end:
+      // the drain below must not wait for it.
+      const closed = servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
       servers.length = 0;
       const live = pendingConnections.size;
       if (live > 0) {
@@ -92,6 +94,7 @@ export function createInterceptor(opts: {
       const aborted = relays.size;
       for (const relay of [...relays]) relay.abort('shutdown');
       await Promise.allSettled([...pendingConnections]);
+      await Promise.all(closed);
       return { drained: live - aborted, aborted };
     },
   };

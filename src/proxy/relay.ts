@@ -28,8 +28,10 @@ function pump(from: net.Socket, to: net.Socket): void {
   });
   to.on('drain', () => from.resume());
   // Half-close: the peer's FIN becomes our FIN towards the other side; the other direction
-  // keeps flowing until it ends too.
-  from.on('end', () => to.end());
+  // keeps flowing until it ends too. The FIN may already have been read (and 'end' emitted)
+  // while the upstream connection was being set up.
+  if (from.readableEnded) to.end();
+  else from.on('end', () => to.end());
 }
 
 export function startRelay(client: net.Socket, upstream: net.Socket, idleTimeoutMs: number): Relay {

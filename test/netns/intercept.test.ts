@@ -84,6 +84,22 @@ describe('transparent interception (pp=false)', () => {
     expect(routes.stdout.trim()).toBe('');
   });
 
+  it('on SIGTERM, drains for --drain and then ends what is still open', async () => {
+    const config = await lab.writeConfig(BASE_CONFIG.replace('connect_timeout = "2s"', 'connect_timeout = "2s"\nidle_timeout = "60s"'));
+    const daemon = await lab.startDaemon(config, ['--drain', '1s']);
+    const holder = lab.spawn(lab.ns.client, [
+      'node', '-e',
+      `const s = require('net').connect(8081, '${ADDR.backend}'); s.on('data', () => console.log('open')); s.on('close', () => console.log('closed')); s.on('error', (e) => console.log(e.code));`,
+    ]);
+    await holder.waitFor('open');
+    const t0 = Date.now();
+    daemon.child.kill('SIGTERM');
+    expect((await daemon.exited).code).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(8000); // not the 60 s idle timeout
+    expect(daemon.output()).toMatch(/"aborted":1/);
+    await holder.waitFor('closed');
+  });
+
   it('without CAP_NET_ADMIN, says so and installs nothing', async () => {
     const config = await lab.writeConfig(BASE_CONFIG);
     // Root, but with CAP_NET_ADMIN and CAP_NET_RAW removed from the bounding set.
