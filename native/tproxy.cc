@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
 #include <string.h>
@@ -12,6 +13,9 @@
 #include <unistd.h>
 
 #include <string>
+
+// The splice relay's exports (relay.cc).
+void RelayInit(Napi::Env env, Napi::Object exports);
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -84,12 +88,20 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
   return Result(info.Env(), close(fd));
 }
 
+// dup(fd): a close-on-exec duplicate (F_DUPFD_CLOEXEC), so the socket outlives the caller's fd.
+Napi::Value Dup(const Napi::CallbackInfo& info) {
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  return Result(info.Env(), fcntl(fd, F_DUPFD_CLOEXEC, 0));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("socket", Napi::Function::New(env, Socket, "socket"));
   exports.Set("setsockopt", Napi::Function::New(env, SetSockOpt, "setsockopt"));
   exports.Set("bind", Napi::Function::New(env, Bind, "bind"));
   exports.Set("listen", Napi::Function::New(env, Listen, "listen"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));
+  exports.Set("dup", Napi::Function::New(env, Dup, "dup"));
+  RelayInit(env, exports);
 
   Napi::Object c = Napi::Object::New(env);
   c.Set("AF_INET", AF_INET);

@@ -9,6 +9,7 @@ import { createNftFirewall, type Firewall } from './firewall/nft.js';
 import { createIpRouting, type Routing } from './routing/ip.js';
 import { compileCidrMatcher } from './net/cidr.js';
 import { createInterceptor, type Interceptor } from './proxy/listener.js';
+import { createSpliceRelayStarter } from './proxy/splice-relay.js';
 import { createFileStore } from './registry/store.js';
 import { createRegistryService, type RegistryService } from './registry/service.js';
 import { createAdminServer } from './admin/server.js';
@@ -68,11 +69,14 @@ export async function startDaemon(opts: {
     });
     undo.push(() => registry.close());
 
+    const splice = config.upstream.relay === 'splice' ? createSpliceRelayStarter({ logger }) : null;
+    if (splice) undo.push(() => splice.close());
     const interceptor = createInterceptor({
       logger,
       config,
       decide: (ip, port) => registry.decide(ip, port),
       isTrustedSource: compileCidrMatcher([...config.inboundPp.trustedSources]),
+      ...(splice ? { startRelay: splice.start } : {}),
     });
     await interceptor.start();
     undo.push(() => interceptor.stop(0));
@@ -99,6 +103,7 @@ export async function startDaemon(opts: {
         stopping ??= (async () => {
           await admin.close();
           const { drained, aborted } = await interceptor.stop(drainMs);
+          await splice?.close();
           await firewall.remove(config.intercept.table);
           await routing.remove(rSpec);
           await registry.close();

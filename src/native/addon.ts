@@ -17,6 +17,28 @@ export interface NativeConstants {
   readonly IP_BIND_ADDRESS_NO_PORT: number;
 }
 
+/** How a native relay ended (`relayEnd` constants). */
+export interface NativeRelayEnds {
+  readonly DONE: number;
+  readonly ERROR_A: number;
+  readonly ERROR_B: number;
+  readonly IDLE_TIMEOUT: number;
+  readonly ABORTED: number;
+}
+
+/**
+ * Called on the JS thread once per relay: `negErrno` is 0 unless `end` is ERROR_A/ERROR_B, and
+ * `syscall` names the failed call then; bytes are those written to B (from A) and to A (from B).
+ */
+export type NativeRelayEndCallback = (
+  id: number,
+  end: number,
+  negErrno: number,
+  syscall: string | undefined,
+  bytesAToB: number,
+  bytesBToA: number,
+) => void;
+
 /** The raw addon: every function returns an fd, 0 or -errno. */
 export interface NativeAddon {
   socket(family: number): number;
@@ -24,6 +46,16 @@ export interface NativeAddon {
   bind(fd: number, address: string, port: number): number;
   listen(fd: number, backlog: number): number;
   close(fd: number): number;
+  dup(fd: number): number;
+  /** Starts the splice relay's worker threads; -EBUSY when already running. */
+  relayInit(threads: number, onEnd: NativeRelayEndCallback): number;
+  /** Takes ownership of both fds, also on failure. Returns the relay id or -errno. */
+  relayStart(fdA: number, fdB: number, idleTimeoutMs: number, pendingToB?: Buffer, pendingToA?: Buffer): number;
+  relayAbort(id: number): number;
+  relayStats(): { live: number; threads: number };
+  /** Stops the workers; returns how many relays were still open (closed unreported). */
+  relayShutdown(): number;
+  readonly relayEnd: NativeRelayEnds;
   readonly constants: NativeConstants;
 }
 

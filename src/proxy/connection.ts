@@ -150,11 +150,10 @@ export async function handleConnection(client: net.Socket, deps: ConnectionDeps)
   stats.completed++;
   const abnormal = result.reason !== 'done';
   // The splice relay counts the bytes Node never saw.
-  const counted = result as { bytesFromClient?: number; bytesToClient?: number };
   end(result.reason, abnormal && result.reason !== 'client-reset' ? 'warn' : 'info', {
-    bytesUpstreamOut: upstream.bytesWritten,
+    relay: result.relay,
     ...(result.error ? { err: errorFields(result.error) } : {}),
-  }, counted.bytesFromClient ?? client.bytesRead, counted.bytesToClient ?? client.bytesWritten);
+  }, result.bytesFromClient ?? client.bytesRead, result.bytesToClient ?? client.bytesWritten);
 }
 
 function forwardedTlvs(inbound: ProxyHeader | null): PpTlv[] {

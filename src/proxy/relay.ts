@@ -12,8 +12,13 @@ export type CloseReason =
   | 'shutdown';
 
 export interface RelayResult {
+  /** Which relay moved the bytes. */
+  readonly relay: 'stream' | 'splice';
   readonly reason: CloseReason;
   readonly error: (Error & { code?: string }) | null;
+  /** Set by relays that move bytes Node never sees (splice): totals over the whole connection. */
+  readonly bytesFromClient?: number;
+  readonly bytesToClient?: number;
 }
 
 export interface Relay {
@@ -47,7 +52,7 @@ export function startRelay(client: net.Socket, upstream: net.Socket, idleTimeout
     if (resetOther) resetOther.resetAndDestroy();
     client.destroy();
     upstream.destroy();
-    settle({ reason, error });
+    settle({ relay: 'stream', reason, error });
   };
 
   const isReset = (err: Error & { code?: string }): boolean => err.code === 'ECONNRESET' || err.code === 'EPIPE';

@@ -17,13 +17,6 @@ import { closeFd } from '../native/sockets.js';
 import type { RelayStarter } from './connection.js';
 import { startRelay as startStreamRelay, type CloseReason, type Relay, type RelayResult } from './relay.js';
 
-export interface SpliceRelayResult extends RelayResult {
-  /** Bytes from the client that reached the upstream socket over the whole connection. */
-  readonly bytesFromClient?: number;
-  /** Bytes written to the client over the whole connection. */
-  readonly bytesToClient?: number;
-}
-
 export interface SpliceRelayStarter {
   readonly start: RelayStarter;
   /** Ends live relays (reason `shutdown`), waits for them, stops the worker threads. */
@@ -72,18 +65,19 @@ export function createSpliceRelayStarter(opts: { threads?: number; logger: Logge
   };
 
   const start: RelayStarter = (client, upstream, idleTimeoutMs) => {
-    let settle!: (r: SpliceRelayResult) => void;
-    const done = new Promise<SpliceRelayResult>((resolve) => (settle = resolve));
+    let settle!: (r: RelayResult) => void;
+    const done = new Promise<RelayResult>((resolve) => (settle = resolve));
     let phase: 'hand-off' | 'native' | 'stream' | 'finished' = 'hand-off';
     let nativeId = 0;
     let abortReason: CloseReason = 'shutdown';
     let fallback: Relay | null = null;
 
-    const finish = (r: SpliceRelayResult): void => {
+    // Results of the stream fallback say 'stream'; everything else ended on the splice path.
+    const finish = (r: Omit<RelayResult, 'relay'> & { relay?: RelayResult['relay'] }): void => {
       if (phase === 'finished') return;
       phase = 'finished';
       live.delete(relay);
-      settle(r);
+      settle({ relay: 'splice', ...r });
     };
     // Until the hand-off the sockets are Node's; a failure then ends like in the stream relay.
     // The listeners stay: a late 'error' after finish() must not become an uncaught exception.
@@ -187,7 +181,7 @@ export function createSpliceRelayStarter(opts: { threads?: number; logger: Logge
       client.destroy();
       upstream.destroy();
 
-      function resultOf(c: SpliceRelayCompletion): SpliceRelayResult {
+      function resultOf(c: SpliceRelayCompletion): Omit<RelayResult, 'relay'> {
         const bytes = {
           bytesFromClient: clientRead - (toUpstream?.length ?? 0) + c.bytesAToB,
           bytesToClient: clientWritten + c.bytesBToA,
@@ -218,7 +212,7 @@ export function createSpliceRelayStarter(opts: { threads?: number; logger: Logge
       if (closed) {
         client.destroy();
         upstream.destroy();
-        return { done: Promise.resolve({ reason: 'shutdown', error: null }), abort: () => {} };
+        return { done: Promise.resolve({ relay: 'splice', reason: 'shutdown', error: null }), abort: () => {} };
       }
       return start(client, upstream, idleTimeoutMs);
     },

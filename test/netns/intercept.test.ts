@@ -1,8 +1,10 @@
 // The transparent path end to end: client -> gateway (interceptor) -> backend, in namespaces.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Lab, ADDR, BASE_CONFIG, CLI, sawAddress } from './helpers/lab.js';
+import { Lab, ADDR, BASE_CONFIG as BASE, CLI, sawAddress } from './helpers/lab.js';
 
-describe('transparent interception (pp=false)', () => {
+// Both relays must behave the same: every test runs with each.
+describe.each(['stream', 'splice'])('transparent interception (pp=false), %s relay', (relay) => {
+  const BASE_CONFIG = `${BASE}\nrelay = "${relay}"\n`;
   let lab: Lab;
   beforeAll(async () => {
     lab = await Lab.create();
@@ -37,6 +39,11 @@ describe('transparent interception (pp=false)', () => {
     expect(r.echoIntact).toBe(true);
     expect(r.ended).toBe(true);
     expect(sawAddress(r)).toBe(ADDR.client);
+    // The relay under test moved the bytes, and the log counts all of them.
+    await daemon.waitFor(`"relay":"${relay}"`);
+    const line = JSON.parse(daemon.output().split('\n').find((l) => l.includes('"connection closed"'))!) as Record<string, unknown>;
+    expect(line).toMatchObject({ relay, reason: 'done', bytesIn: 8 << 20, client: expect.stringMatching(/^198\.18\.1\.2:/) });
+    expect(line.bytesOut).toBe((8 << 20) + r.bytesReceived - (r.echoBytes ?? 0));
     daemon.child.kill('SIGTERM');
     expect((await daemon.exited).code).toBe(0);
   });

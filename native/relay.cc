@@ -1,0 +1,651 @@
+// The splice relay: moves bytes between two connected TCP sockets with splice(2) through one pipe
+// per direction, on a few epoll worker threads, so that relayed bytes never reach JavaScript.
+// TypeScript decides everything; this file only runs the syscalls and reports, once per
+// connection, how it ended (done, an errno on side A or B, idle timeout, aborted) and the bytes
+// written each way. Exports return an id, 0 or -errno and never throw for an OS failure.
+#include <napi.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <climits>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace {
+
+// How a relay ended; exported as `relayEnd`.
+enum End : int { kEndDone = 0, kEndErrorA = 1, kEndErrorB = 2, kEndIdleTimeout = 3, kEndAborted = 4 };
+
+constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+// Upper bound per splice call; the pipe's capacity (64 KiB by default) is the real bound, and the
+// kernel returns what fits.
+constexpr size_t kSpliceMax = 1 << 20;
+constexpr int kMaxEvents = 256;
+constexpr int kMaxThreads = 256;
+
+int64_t NowMs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+void CloseFd(int* fd) {
+  if (*fd >= 0) close(*fd);
+  *fd = -1;
+}
+
+struct Conn;
+
+// One of the two sockets. canRead/canWrite cache edge-triggered readiness: set by an event,
+// cleared only when a syscall returns EAGAIN.
+struct Side {
+  Conn* conn = nullptr;
+  int fd = -1;
+  bool canRead = false;
+  bool canWrite = false;
+};
+
+// One direction: sockets[from] -> pipe -> sockets[to].
+struct Flow {
+  int pipeR = -1;
+  int pipeW = -1;
+  size_t queued = 0;       // bytes in the pipe
+  uint64_t bytes = 0;      // bytes written to the destination socket
+  bool pipeMaybeFull = false;
+  bool eof = false;        // the source sent FIN
+  bool shut = false;       // shutdown(SHUT_WR) done on the destination
+};
+
+struct Conn {
+  uint64_t id = 0;
+  Side side[2];
+  Flow flow[2];  // flow[0]: side 0 (A) -> side 1 (B); flow[1]: B -> A
+  uint32_t idleMs = 0;
+  int64_t lastActive = 0;
+  int64_t deadline = 0;  // its key in the worker's deadlines; 0 when not armed
+  bool closed = false;
+};
+
+void CloseConnFds(Conn* c) {
+  for (Side& s : c->side) CloseFd(&s.fd);
+  for (Flow& f : c->flow) {
+    CloseFd(&f.pipeR);
+    CloseFd(&f.pipeW);
+  }
+}
+
+struct Completion {
+  uint64_t id;
+  int end;
+  int err;
+  const char* syscall;
+  uint64_t bytesAToB;
+  uint64_t bytesBToA;
+};
+
+struct Engine;
+void Deliver(Engine* engine, std::vector<Completion>* batch);
+
+struct Command {
+  enum Kind { kAdopt, kAbort, kStop } kind;
+  Conn* conn;
+  uint64_t id;
+};
+
+class Worker {
+ public:
+  Worker(Engine* engine, int index) : engine_(engine), index_(index) {}
+
+  int Open() {
+    epfd_ = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd_ < 0) return -errno;
+    wakefd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wakefd_ < 0) return -errno;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = nullptr;  // the wake-up; every socket carries its Side
+    if (epoll_ctl(epfd_, EPOLL_CTL_ADD, wakefd_, &ev) < 0) return -errno;
+    return 0;
+  }
+
+  void Start() {
+    thread_ = std::thread([this] { Run(); });
+  }
+
+  // From the JS thread.
+  void Post(Command cmd) {
+    bool wasEmpty;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      wasEmpty = inbox_.empty();
+      inbox_.push_back(cmd);
+    }
+    // The worker reads the eventfd before taking the inbox, so a command pushed after that read
+    // finds the inbox empty and writes again: no wake-up is lost.
+    if (wasEmpty) {
+      uint64_t one = 1;
+      ssize_t rc;
+      do rc = write(wakefd_, &one, sizeof(one));
+      while (rc < 0 && errno == EINTR);
+    }
+  }
+
+  // Returns how many connections were still open.
+  size_t Join() {
+    if (thread_.joinable()) thread_.join();
+    CloseFd(&epfd_);
+    CloseFd(&wakefd_);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (Command& cmd : inbox_) {
+        if (cmd.kind == Command::kAdopt) {
+          CloseConnFds(cmd.conn);
+          delete cmd.conn;
+          closedAtStop_++;
+        }
+      }
+      inbox_.clear();
+    }
+    return closedAtStop_;
+  }
+
+  ~Worker() {
+    CloseFd(&epfd_);
+    CloseFd(&wakefd_);
+  }
+
+ private:
+  void Run() {
+    char name[16];
+    snprintf(name, sizeof(name), "splice-relay-%d", index_);
+    pthread_setname_np(pthread_self(), name);
+    epoll_event events[kMaxEvents];
+    bool stop = false;
+    while (!stop) {
+      int n = epoll_wait(epfd_, events, kMaxEvents, Timeout());
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        break;
+      }
+      now_ = NowMs();
+      for (int i = 0; i < n; i++) {
+        if (events[i].data.ptr == nullptr) {
+          stop = TakeInbox() || stop;
+          continue;
+        }
+        Side* s = static_cast<Side*>(events[i].data.ptr);
+        Conn* c = s->conn;
+        if (c->closed) continue;  // closed earlier in this batch; freed after it
+        uint32_t ev = events[i].events;
+        if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) s->canRead = true;
+        if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) s->canWrite = true;
+        Pump(c);
+        // An error the splices did not surface (that direction had nothing to do).
+        if (!c->closed && (ev & EPOLLERR)) CheckSocketError(c, s == &c->side[0] ? 0 : 1);
+      }
+      ExpireIdle();
+      for (Conn* c : graveyard_) delete c;
+      graveyard_.clear();
+      Deliver(engine_, &finished_);
+    }
+    for (auto& entry : conns_) {
+      CloseConnFds(entry.second);
+      delete entry.second;
+      closedAtStop_++;
+    }
+    conns_.clear();
+  }
+
+  int Timeout() {
+    if (deadlines_.empty()) return -1;
+    int64_t wait = deadlines_.begin()->first - NowMs();
+    if (wait < 0) return 0;
+    return wait > INT_MAX ? INT_MAX : static_cast<int>(wait);
+  }
+
+  // Returns true when told to stop.
+  bool TakeInbox() {
+    uint64_t count;
+    while (read(wakefd_, &count, sizeof(count)) < 0 && errno == EINTR) {
+    }
+    std::vector<Command> cmds;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      cmds.swap(inbox_);
+    }
+    bool stop = false;
+    for (Command& cmd : cmds) {
+      switch (cmd.kind) {
+        case Command::kAdopt:
+          Adopt(cmd.conn);
+          break;
+        case Command::kAbort: {
+          auto it = conns_.find(cmd.id);
+          if (it != conns_.end()) Finish(it->second, kEndAborted, 0, nullptr);
+          break;
+        }
+        case Command::kStop:
+          stop = true;
+          break;
+      }
+    }
+    return stop;
+  }
+
+  void Adopt(Conn* c) {
+    c->lastActive = now_;
+    conns_.emplace(c->id, c);
+    for (int i = 0; i < 2; i++) {
+      // Registering reports the current readiness at once, so nothing that arrived before the
+      // hand-off is missed.
+      epoll_event ev{};
+      ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
+      ev.data.ptr = &c->side[i];
+      if (epoll_ctl(epfd_, EPOLL_CTL_ADD, c->side[i].fd, &ev) < 0) {
+        Fail(c, i, errno, "epoll_ctl");
+        return;
+      }
+    }
+    if (c->idleMs > 0) Arm(c, c->lastActive + c->idleMs);
+  }
+
+  void Pump(Conn* c) {
+    Move(c, 0);
+    if (c->closed) return;
+    Move(c, 1);
+    if (c->closed) return;
+    if (c->flow[0].shut && c->flow[1].shut) Finish(c, kEndDone, 0, nullptr);
+  }
+
+  // Moves what it can in one direction until a syscall would block.
+  //
+  // splice(socket -> pipe) returns EAGAIN both when the socket is empty and when the pipe is full,
+  // and a pipe can be full with far fewer bytes than its capacity (each slot holds one skb
+  // fragment, often less than a page). Telling the two apart matters with edge-triggered epoll:
+  // clearing canRead on a full pipe would wait for an EPOLLIN that never comes if the peer has
+  // already sent everything (a stall); keeping it on an empty socket would spin. Only an empty
+  // pipe is known to have room, so EAGAIN with an empty pipe means the socket is drained; EAGAIN
+  // with bytes queued means "maybe full": reading waits until a write to the destination has
+  // made room. Bytes are only queued at that point when the destination is blocked (the loop
+  // writes first), so its EPOLLOUT is what resumes the flow: no spin, no lost wake-up.
+  // splice(pipe -> socket) is called only with bytes queued, so its EAGAIN is unambiguous.
+  void Move(Conn* c, int d) {
+    Flow& f = c->flow[d];
+    Side& from = c->side[d];
+    Side& to = c->side[1 - d];
+    for (;;) {
+      if (f.queued > 0 && to.canWrite) {
+        ssize_t n = splice(f.pipeR, nullptr, to.fd, nullptr, f.queued, kSpliceFlags);
+        if (n > 0) {
+          f.queued -= static_cast<size_t>(n);
+          f.bytes += static_cast<uint64_t>(n);
+          f.pipeMaybeFull = false;
+          c->lastActive = now_;
+          continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EAGAIN) {
+          to.canWrite = false;
+        } else {
+          // Node ignores SIGPIPE process-wide, so a reset peer shows up here as EPIPE.
+          Fail(c, 1 - d, n < 0 ? errno : EIO, "splice");
+          return;
+        }
+      }
+      if (!f.eof && from.canRead && !f.pipeMaybeFull) {
+        ssize_t n = splice(from.fd, nullptr, f.pipeW, nullptr, kSpliceMax, kSpliceFlags);
+        if (n > 0) {
+          f.queued += static_cast<size_t>(n);
+          c->lastActive = now_;
+          continue;
+        }
+        if (n == 0) {
+          f.eof = true;
+        } else if (errno == EINTR) {
+          continue;
+        } else if (errno == EAGAIN) {
+          if (f.queued == 0) from.canRead = false;
+          else f.pipeMaybeFull = true;
+        } else {
+          Fail(c, d, errno, "splice");
+          return;
+        }
+      }
+      break;
+    }
+    // Half-close: the FIN goes on only after everything before it left the pipe; the other
+    // direction keeps flowing. An error from shutdown (peer already gone) surfaces on the next
+    // splice or as EPOLLERR.
+    if (f.eof && f.queued == 0 && !f.shut) {
+      shutdown(to.fd, SHUT_WR);
+      f.shut = true;
+    }
+  }
+
+  void CheckSocketError(Conn* c, int side) {
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(c->side[side].fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
+      Fail(c, side, err, "splice");
+    }
+  }
+
+  // A failed socket ends the connection. SO_LINGER {on, 0 s} makes close() of the other socket
+  // send a RST (and drop what is still queued) instead of a FIN, so its peer learns that the
+  // connection broke rather than ended cleanly: what the stream relay's resetAndDestroy() does.
+  void Fail(Conn* c, int side, int err, const char* syscall) {
+    linger reset{1, 0};
+    setsockopt(c->side[1 - side].fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+    Finish(c, side == 0 ? kEndErrorA : kEndErrorB, err, syscall);
+  }
+
+  void Arm(Conn* c, int64_t at) {
+    c->deadline = at;
+    deadlines_.emplace(at, c);
+  }
+
+  void ExpireIdle() {
+    while (!deadlines_.empty() && deadlines_.begin()->first <= now_) {
+      Conn* c = deadlines_.begin()->second;
+      deadlines_.erase(deadlines_.begin());
+      c->deadline = 0;
+      // Activity only updates lastActive; the deadline moves when it comes due.
+      int64_t due = c->lastActive + c->idleMs;
+      if (due > now_) Arm(c, due);
+      else Finish(c, kEndIdleTimeout, 0, nullptr);
+    }
+  }
+
+  void Finish(Conn* c, int end, int err, const char* syscall) {
+    c->closed = true;
+    for (Side& s : c->side) {
+      // Explicit: the registration belongs to the open file description, which outlives this fd
+      // if anything else still holds it.
+      if (s.fd >= 0) epoll_ctl(epfd_, EPOLL_CTL_DEL, s.fd, nullptr);
+    }
+    CloseConnFds(c);
+    if (c->deadline != 0) deadlines_.erase({c->deadline, c});
+    conns_.erase(c->id);
+    graveyard_.push_back(c);  // other events of this batch may still point at it
+    finished_.push_back(Completion{c->id, end, err, syscall, c->flow[0].bytes, c->flow[1].bytes});
+  }
+
+  Engine* engine_;
+  int index_;
+  int epfd_ = -1;
+  int wakefd_ = -1;
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<Command> inbox_;
+  // Worker-thread only from here on.
+  int64_t now_ = 0;
+  std::unordered_map<uint64_t, Conn*> conns_;
+  std::set<std::pair<int64_t, Conn*>> deadlines_;  // live connections with an idle timeout
+  std::vector<Conn*> graveyard_;
+  std::vector<Completion> finished_;
+  size_t closedAtStop_ = 0;
+};
+
+struct Engine {
+  napi_env env = nullptr;
+  napi_threadsafe_function tsfn = nullptr;
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::mutex doneMu;
+  std::vector<Completion> done;
+  // JS thread only.
+  int64_t live = 0;
+  bool referenced = false;
+  bool closing = false;
+};
+
+// Deliberately never destroyed while threads may run: process.exit() runs static destructors
+// without stopping them.
+Engine* g_engine = nullptr;
+// Never reused, also across engines, so a stale id cannot abort another connection.
+uint64_t g_nextId = 1;
+
+// Worker side: one thread-safe call per batch; completions queued while one is pending ride along.
+void Deliver(Engine* engine, std::vector<Completion>* batch) {
+  if (batch->empty()) return;
+  bool wasEmpty;
+  {
+    std::lock_guard<std::mutex> lock(engine->doneMu);
+    wasEmpty = engine->done.empty();
+    engine->done.insert(engine->done.end(), batch->begin(), batch->end());
+  }
+  batch->clear();
+  if (wasEmpty) napi_call_threadsafe_function(engine->tsfn, nullptr, napi_tsfn_nonblocking);
+}
+
+void CallJs(napi_env env, napi_value callback, void* context, void* /*data*/) {
+  Engine* e = static_cast<Engine*>(context);
+  if (env == nullptr || e->closing) return;
+  std::vector<Completion> batch;
+  {
+    std::lock_guard<std::mutex> lock(e->doneMu);
+    batch.swap(e->done);
+  }
+  e->live -= static_cast<int64_t>(batch.size());
+  // Idle: let the event loop end; a live relay holds it like a socket would.
+  if (e->live == 0 && e->referenced) {
+    napi_unref_threadsafe_function(env, e->tsfn);
+    e->referenced = false;
+  }
+  napi_value undefined;
+  napi_get_undefined(env, &undefined);
+  for (const Completion& c : batch) {
+    napi_value argv[6];
+    napi_create_double(env, static_cast<double>(c.id), &argv[0]);
+    napi_create_int32(env, c.end, &argv[1]);
+    napi_create_int32(env, -c.err, &argv[2]);
+    if (c.syscall != nullptr) napi_create_string_utf8(env, c.syscall, NAPI_AUTO_LENGTH, &argv[3]);
+    else argv[3] = undefined;
+    napi_create_double(env, static_cast<double>(c.bytesAToB), &argv[4]);
+    napi_create_double(env, static_cast<double>(c.bytesBToA), &argv[5]);
+    if (napi_call_function(env, undefined, callback, 6, argv, nullptr) != napi_ok) break;
+  }
+}
+
+void FinalizeEngine(napi_env /*env*/, void* data, void* /*hint*/) {
+  delete static_cast<Engine*>(data);
+}
+
+// Stops the workers (closing whatever they still hold, unreported) and releases the callback.
+// The Engine itself is freed by the thread-safe function's finalizer.
+size_t StopEngine(Engine* e) {
+  e->closing = true;
+  for (auto& w : e->workers) w->Post(Command{Command::kStop, nullptr, 0});
+  size_t closed = 0;
+  for (auto& w : e->workers) closed += w->Join();
+  e->workers.clear();
+  {
+    std::lock_guard<std::mutex> lock(e->doneMu);
+    e->done.clear();
+  }
+  e->live = 0;
+  if (g_engine == e) g_engine = nullptr;
+  napi_release_threadsafe_function(e->tsfn, napi_tsfn_release);
+  return closed;
+}
+
+void CleanupHook(void* arg) {
+  StopEngine(static_cast<Engine*>(arg));
+}
+
+// Worker threads take no signals: Node handles them on the main thread.
+int StartThreads(Engine* e) {
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  for (auto& w : e->workers) w->Start();
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return 0;
+}
+
+// relayInit(threads, onEnd): starts the workers. onEnd(id, end, -errno, syscall, bytesAToB,
+// bytesBToA) is called on the JS thread once per relay. -EBUSY if already running.
+Napi::Value RelayInitFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (g_engine != nullptr) return Napi::Number::New(env, -EBUSY);
+  int threads = info[0].As<Napi::Number>().Int32Value();
+  if (threads < 1 || threads > kMaxThreads || !info[1].IsFunction()) return Napi::Number::New(env, -EINVAL);
+  auto* e = new Engine();
+  e->env = env;
+  for (int i = 0; i < threads; i++) {
+    e->workers.push_back(std::make_unique<Worker>(e, i));
+    int rc = e->workers.back()->Open();
+    if (rc < 0) {
+      delete e;
+      return Napi::Number::New(env, rc);
+    }
+  }
+  napi_value name;
+  napi_create_string_utf8(env, "tproxy:splice-relay", NAPI_AUTO_LENGTH, &name);
+  napi_status status = napi_create_threadsafe_function(env, info[1], nullptr, name, 0, 1, e, FinalizeEngine, e,
+                                                       CallJs, &e->tsfn);
+  if (status != napi_ok) {
+    delete e;
+    return Napi::Number::New(env, -ENOMEM);
+  }
+  napi_unref_threadsafe_function(env, e->tsfn);
+  StartThreads(e);
+  // Registered after the thread-safe function's own hook, so it runs first (hooks run in reverse):
+  // the workers stop before the function they call goes away.
+  napi_add_env_cleanup_hook(env, CleanupHook, e);
+  g_engine = e;
+  return Napi::Number::New(env, 0);
+}
+
+// Puts bytes Node had already read into the pipe, ahead of anything spliced later. The pipe is
+// new and empty; it grows only when the bytes exceed its default capacity.
+int Preload(Flow* f, const Napi::Value& value) {
+  if (!value.IsBuffer()) return value.IsUndefined() || value.IsNull() ? 0 : -EINVAL;
+  auto buf = value.As<Napi::Buffer<uint8_t>>();
+  size_t len = buf.Length();
+  if (len == 0) return 0;
+  int cap = fcntl(f->pipeW, F_GETPIPE_SZ);
+  if (cap < 0) return -errno;
+  if (static_cast<size_t>(cap) < len && len <= INT_MAX && fcntl(f->pipeW, F_SETPIPE_SZ, static_cast<int>(len)) < 0) {
+    return -errno;
+  }
+  size_t off = 0;
+  while (off < len) {
+    ssize_t n = write(f->pipeW, buf.Data() + off, len - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return n < 0 ? -errno : -EIO;
+    off += static_cast<size_t>(n);
+  }
+  f->queued = len;
+  return 0;
+}
+
+int SetNonBlocking(int fd) {
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return -errno;
+  return 0;
+}
+
+// relayStart(fdA, fdB, idleTimeoutMs, pendingToB?, pendingToA?) -> id or -errno. Takes ownership
+// of both fds, also on failure. pendingToB/pendingToA: bytes already read from A/B, sent first.
+Napi::Value RelayStartFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fdA = info[0].As<Napi::Number>().Int32Value();
+  int fdB = info[1].As<Napi::Number>().Int32Value();
+  int64_t idleMs = info[2].As<Napi::Number>().Int64Value();
+  auto c = std::make_unique<Conn>();
+  c->side[0].fd = fdA;
+  c->side[1].fd = fdB;
+  int rc = 0;
+  if (g_engine == nullptr || idleMs < 0 || idleMs > UINT32_MAX) rc = -EINVAL;
+  c->idleMs = static_cast<uint32_t>(idleMs < 0 ? 0 : idleMs);
+  // Non-blocking sockets make splice(socket -> pipe) return EAGAIN instead of sleeping; they
+  // already are (libuv set it on the shared file description), this only makes it explicit.
+  for (int i = 0; i < 2 && rc == 0; i++) rc = SetNonBlocking(c->side[i].fd);
+  for (int i = 0; i < 2 && rc == 0; i++) {
+    int p[2];
+    if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0) {
+      rc = -errno;
+      break;
+    }
+    c->flow[i].pipeR = p[0];
+    c->flow[i].pipeW = p[1];
+  }
+  if (rc == 0) rc = Preload(&c->flow[0], info[3]);
+  if (rc == 0) rc = Preload(&c->flow[1], info[4]);
+  if (rc < 0) {
+    CloseConnFds(c.get());
+    return Napi::Number::New(env, rc);
+  }
+  Engine* e = g_engine;
+  c->id = g_nextId++;
+  for (Side& s : c->side) s.conn = c.get();
+  uint64_t id = c->id;
+  e->workers[id % e->workers.size()]->Post(Command{Command::kAdopt, c.release(), id});
+  if (e->live++ == 0 && !e->referenced) {
+    napi_ref_threadsafe_function(env, e->tsfn);
+    e->referenced = true;
+  }
+  return Napi::Number::New(env, static_cast<double>(id));
+}
+
+// relayAbort(id): closes both sockets; the relay reports end ABORTED (unless it ended already).
+Napi::Value RelayAbortFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  double raw = info[0].As<Napi::Number>().DoubleValue();
+  Engine* e = g_engine;
+  if (e == nullptr || !(raw >= 1) || raw >= static_cast<double>(g_nextId)) return Napi::Number::New(env, -ENOENT);
+  uint64_t id = static_cast<uint64_t>(raw);
+  e->workers[id % e->workers.size()]->Post(Command{Command::kAbort, nullptr, id});
+  return Napi::Number::New(env, 0);
+}
+
+// relayStats() -> { live, threads }: relays started and not yet reported.
+Napi::Value RelayStatsFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object stats = Napi::Object::New(env);
+  Engine* e = g_engine;
+  stats.Set("live", Napi::Number::New(env, e ? static_cast<double>(e->live) : 0));
+  stats.Set("threads", Napi::Number::New(env, e ? static_cast<double>(e->workers.size()) : 0));
+  return stats;
+}
+
+// relayShutdown() -> how many relays were still open (closed without a report).
+Napi::Value RelayShutdownFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Engine* e = g_engine;
+  if (e == nullptr) return Napi::Number::New(env, 0);
+  napi_remove_env_cleanup_hook(env, CleanupHook, e);
+  return Napi::Number::New(env, static_cast<double>(StopEngine(e)));
+}
+
+}  // namespace
+
+void RelayInit(Napi::Env env, Napi::Object exports) {
+  exports.Set("relayInit", Napi::Function::New(env, RelayInitFn, "relayInit"));
+  exports.Set("relayStart", Napi::Function::New(env, RelayStartFn, "relayStart"));
+  exports.Set("relayAbort", Napi::Function::New(env, RelayAbortFn, "relayAbort"));
+  exports.Set("relayStats", Napi::Function::New(env, RelayStatsFn, "relayStats"));
+  exports.Set("relayShutdown", Napi::Function::New(env, RelayShutdownFn, "relayShutdown"));
+  Napi::Object end = Napi::Object::New(env);
+  end.Set("DONE", static_cast<int>(kEndDone));
+  end.Set("ERROR_A", static_cast<int>(kEndErrorA));
+  end.Set("ERROR_B", static_cast<int>(kEndErrorB));
+  end.Set("IDLE_TIMEOUT", static_cast<int>(kEndIdleTimeout));
+  end.Set("ABORTED", static_cast<int>(kEndAborted));
+  exports.Set("relayEnd", end);
+}
