@@ -71,6 +71,16 @@ export async function handleConnection(client: net.Socket, deps: ConnectionDeps)
     dst: `${destination.address}:${destination.port}`,
   };
   const log = deps.logger;
+  // Where the time goes (µs per phase), logged with the connection: scripts/profile-phases.mjs
+  // aggregates them over a run.
+  const phasesUs: Record<string, number> = {};
+  let phaseStart = startedAt;
+  const phase = (name: string): void => {
+    const t = performance.now();
+    phasesUs[name] = Math.round((t - phaseStart) * 1000);
+    phaseStart = t;
+  };
+  fields.phasesUs = phasesUs;
   const end = (reason: string, level: 'info' | 'warn', extra: Record<string, unknown> = {}, bytesIn = client.bytesRead, bytesOut = client.bytesWritten): void => {
     stats.active--;
     stats.bytesFromClients += bytesIn;
@@ -88,6 +98,7 @@ export async function handleConnection(client: net.Socket, deps: ConnectionDeps)
       source = clientFromHeader(header, peer);
       if (rest.length > 0) pending.push(rest);
       fields.inbound = `v${header.version} ${header.command}`;
+      phase('inboundPp');
     } catch (err) {
       stats.ppRejected++;
       client.destroy();
@@ -98,6 +109,7 @@ export async function handleConnection(client: net.Socket, deps: ConnectionDeps)
   fields.client = `${source.address}:${source.port}`;
 
   const decision = deps.decide(destination.address, destination.port);
+  phase('decide');
   fields.path = decision.kind;
   fields.decision = decision.reason;
   if (decision.instanceId) fields.instance = decision.instanceId;
@@ -123,6 +135,7 @@ export async function handleConnection(client: net.Socket, deps: ConnectionDeps)
     end('connect-failed', 'warn', { err: errorFields(err) });
     return;
   }
+  phase('connect');
   if (client.destroyed || clientError) {
     upstream.destroy();
     end('client-gone', 'info', clientError ? { err: errorFields(clientError) } : {});
@@ -145,7 +158,9 @@ export async function handleConnection(client: net.Socket, deps: ConnectionDeps)
   client.removeListener('error', onEarlyError);
   const relay = deps.startRelay(client, upstream, deps.upstream.idleTimeoutMs);
   deps.relays.add(relay);
+  phase('setup');
   const result = await relay.done;
+  phase('relay');
   deps.relays.delete(relay);
   stats.completed++;
   const abnormal = result.reason !== 'done';
