@@ -110,6 +110,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   c.Set("SOL_IP", SOL_IP);
   c.Set("SOL_IPV6", SOL_IPV6);
   c.Set("SO_REUSEADDR", SO_REUSEADDR);
+  c.Set("SO_REUSEPORT", SO_REUSEPORT);
   c.Set("IP_TRANSPARENT", IP_TRANSPARENT);
   c.Set("IPV6_TRANSPARENT", IPV6_TRANSPARENT);
   c.Set("IPV6_V6ONLY", IPV6_V6ONLY);

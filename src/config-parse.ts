@@ -1,6 +1,7 @@
 // TOML text → frozen Config (src/config.ts). Pure except `loadConfig`, which only reads the file.
 // Every error is a ConfigError naming the dotted key, the problem and the accepted form. Unknown
 // keys are errors: a typo such as `fail_closd = false` must not silently leave the default on.
+import { availableParallelism } from 'node:os';
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { isAbsolute } from 'node:path';
@@ -189,7 +190,7 @@ function address(table: Table, path: string, key: string, def: string, family: 4
 
 function parseListen(root: Table): ListenConfig {
   const path = 'listen';
-  const t = subTable(root, '', path, ['address', 'address6', 'port']);
+  const t = subTable(root, '', path, ['address', 'address6', 'port', 'workers']);
   let address6: string | null;
   const raw6 = t['address6'];
   if (raw6 === '' || raw6 === false) address6 = null;
@@ -199,6 +200,7 @@ function parseListen(root: Table): ListenConfig {
     address: address(t, path, 'address', '127.0.0.1', 4),
     address6,
     port: integer(t, path, 'port', 15001, 1, 65535, 'a TCP port 1..65535'),
+    workers: t['workers'] === 'auto' ? availableParallelism() : integer(t, path, 'workers', 1, 1, 64, 'an integer 1..64 or "auto" (one per CPU)'),
   };
 }
 

@@ -22,6 +22,8 @@ export interface ListenConfig {
   readonly address: string; // IPv4 listener address, default 127.0.0.1
   readonly address6: string | null; // IPv6 listener address, default ::1; null disables IPv6
   readonly port: number; // default 15001
+  /** Processes accepting connections (SO_REUSEPORT); 1 = the daemon itself. "auto" = one per CPU. */
+  readonly workers: number; // default 1
 }
 
 export interface InterceptConfig {

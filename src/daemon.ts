@@ -10,6 +10,7 @@ import { createIpRouting, type Routing } from './routing/ip.js';
 import { compileCidrMatcher } from './net/cidr.js';
 import { createInterceptor, type Interceptor } from './proxy/listener.js';
 import { createSpliceRelayStarter } from './proxy/splice-relay.js';
+import { createWorkerPool } from './proxy/workers.js';
 import { createFileStore } from './registry/store.js';
 import { createRegistryService, type RegistryService } from './registry/service.js';
 import { createAdminServer } from './admin/server.js';
@@ -69,15 +70,18 @@ export async function startDaemon(opts: {
     });
     undo.push(() => registry.close());
 
-    const splice = config.upstream.relay === 'splice' ? createSpliceRelayStarter({ logger }) : null;
+    const pooled = config.listen.workers > 1;
+    const splice = !pooled && config.upstream.relay === 'splice' ? createSpliceRelayStarter({ logger }) : null;
     if (splice) undo.push(() => splice.close());
-    const interceptor = createInterceptor({
-      logger,
-      config,
-      decide: (ip, port) => registry.decide(ip, port),
-      isTrustedSource: compileCidrMatcher([...config.inboundPp.trustedSources]),
-      ...(splice ? { startRelay: splice.start } : {}),
-    });
+    const interceptor = pooled
+      ? createWorkerPool({ logger, config, registry: registry.registry, requestFetch: (id) => registry.requestFetch(id) })
+      : createInterceptor({
+          logger,
+          config,
+          decide: (ip, port) => registry.decide(ip, port),
+          isTrustedSource: compileCidrMatcher([...config.inboundPp.trustedSources]),
+          ...(splice ? { startRelay: splice.start } : {}),
+        });
     await interceptor.start();
     undo.push(() => interceptor.stop(0));
 

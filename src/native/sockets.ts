@@ -41,9 +41,13 @@ function openTransparentSocket(address: string): { addon: NativeAddon; fd: numbe
  * A listening socket that accepts connections tproxy hands it, for any destination.
  * Returns the fd, to be passed to `net.Server.listen({ fd })`.
  */
-export function openTransparentListener(address: string, port: number, backlog = 4096): number {
+export function openTransparentListener(address: string, port: number, opts: { backlog?: number; reusePort?: boolean } = {}): number {
   const { addon, fd, family } = openTransparentSocket(address);
   const c = addon.constants;
+  // Worker processes each open their own listener on the same address; the kernel spreads
+  // connections over the group (tproxy's listener lookup honours SO_REUSEPORT).
+  if (opts.reusePort) check(addon.setsockopt(fd, c.SOL_SOCKET, c.SO_REUSEPORT, 1), 'setsockopt', fd, addon);
+  const backlog = opts.backlog ?? 4096;
   if (family === 6) check(addon.setsockopt(fd, c.SOL_IPV6, c.IPV6_V6ONLY, 1), 'setsockopt', fd, addon);
   check(addon.bind(fd, address, port), 'bind', fd, addon, { address, port });
   check(addon.listen(fd, backlog), 'listen', fd, addon, { address, port });

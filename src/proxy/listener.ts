@@ -22,6 +22,8 @@ export function createInterceptor(opts: {
   isTrustedSource: (ip: string) => boolean;
   /** Defaults to the stream relay. */
   startRelay?: RelayStarter;
+  /** Set by worker processes that share the listening address. */
+  reusePort?: boolean;
 }): Interceptor {
   const { config, logger } = opts;
   const stats = createStats();
@@ -50,7 +52,7 @@ export function createInterceptor(opts: {
   };
 
   async function listenOn(address: string): Promise<void> {
-    const fd = openTransparentListener(address, config.listen.port);
+    const fd = openTransparentListener(address, config.listen.port, { reusePort: opts.reusePort === true });
     // pauseOnConnect: nothing is read from a client before the decision is made.
     const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, onConnection);
     try {

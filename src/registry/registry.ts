@@ -140,6 +140,7 @@ export class Registry {
   readonly #now: () => number;
   #byId = new Map<string, Entry>();
   #byIp = new Map<string, Entry>();
+  readonly #listeners = new Set<ChangeListener>();
 
   constructor(opts: { logger: Logger; now?: () => number }) {
     this.#logger = opts.logger;
@@ -265,7 +266,34 @@ export class Registry {
     if (entry === undefined) return undefined;
     this.#byId.delete(instanceId);
     if (this.#byIp.get(entry.record.ip) === entry) this.#byIp.delete(entry.record.ip);
+    this.#notify(instanceId, undefined);
     return entry.record;
+  }
+
+  /**
+   * Observes every change after load(): (id, new record) or (id, undefined) for a removal,
+   * including undos. Worker processes' replicas follow the primary through it.
+   */
+  subscribe(listener: ChangeListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Applies a change observed on another registry verbatim (a replica following its primary). */
+  replicate(instanceId: string, record: InstanceRecord | undefined): void {
+    if (record === undefined) {
+      this.remove(instanceId);
+      return;
+    }
+    const previous = this.#byId.get(instanceId)?.record;
+    const holder = this.#byIp.get(record.ip);
+    // The primary moved the ip from another instance: that instance's change arrives separately.
+    if (holder !== undefined && holder.record.instanceId !== instanceId) this.#byIp.delete(record.ip);
+    this.#put(record, previous);
+  }
+
+  #notify(instanceId: string, record: InstanceRecord | undefined): void {
+    for (const listener of this.#listeners) listener(instanceId, record);
   }
 
   /** Sets (or with null clears) the operator override. */
@@ -381,8 +409,11 @@ export class Registry {
     const entry = makeEntry(record);
     this.#byId.set(record.instanceId, entry);
     this.#byIp.set(record.ip, entry);
+    this.#notify(record.instanceId, record);
   }
 }
+
+export type ChangeListener = (instanceId: string, record: InstanceRecord | undefined) => void;
 
 function isMappedPrefix(ip: string): boolean {
   const p = ip.slice(0, 7);

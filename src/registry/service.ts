@@ -27,6 +27,8 @@ export interface RegistryService {
   readonly registry: Registry;
   /** Synchronous per-connection decision; queues the policy fetch the registry asks for. */
   decide(ip: string, port: number): Decision;
+  /** Queues a policy fetch a replica's decision asked for (worker processes). */
+  requestFetch(instanceId: string): void;
   /** Resolves once the registration is durable; rejects (and leaves the registry unchanged) otherwise. */
   add(input: RegistrationInput): Promise<InstanceRecord>;
   remove(instanceId: string): Promise<InstanceRecord>;
@@ -117,6 +119,9 @@ export async function createRegistryService(opts: RegistryServiceOptions): Promi
   return {
     registry,
 
+    requestFetch(instanceId) {
+      if (!closed && registry.get(instanceId) !== undefined) fetcher.enqueue(instanceId);
+    },
     decide(ip, port) {
       const { decision, fetch } = registry.decide(ip, port);
       if (fetch !== null && !closed) fetcher.enqueue(fetch);
