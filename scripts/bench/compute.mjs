@@ -22,3 +22,9 @@ export function kibPerConnection(rssBeforeKiB, rssAfterKiB, connections) {
 export function totalTicks(stats) {
   return stats.reduce((sum, s) => sum + s.utime + s.stime, 0);
 }
+
+/** Percentage of the machine's CPU that was busy between two parseCpuTimes() readings. */
+export function busyPercent(before, after) {
+  const total = after.total - before.total;
+  return total > 0 ? (100 * (after.busy - before.busy)) / total : 0;
+}

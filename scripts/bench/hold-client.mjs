@@ -23,7 +23,7 @@ if (!host || !Number.isInteger(port) || !Number.isInteger(count) || count < 1) {
 }
 
 const started = Date.now();
-const sockets = [];
+const sockets = new Set();
 const errors = {};
 let held = 0;
 let failed = 0;
@@ -42,7 +42,7 @@ function openOne() {
     inFlight--;
     if (ok) {
       held++;
-      sockets.push(s);
+      sockets.add(s);
       s.setTimeout(0);
     } else {
       failed++;
@@ -57,7 +57,7 @@ function openOne() {
     if (!settled) settle(false, err.code ?? 'error');
   });
   s.on('close', () => {
-    if (settled && sockets.includes(s)) errors.closedWhileHeld = (errors.closedWhileHeld ?? 0) + 1;
+    if (settled && sockets.delete(s)) errors.closedWhileHeld = (errors.closedWhileHeld ?? 0) + 1;
   });
 }
 

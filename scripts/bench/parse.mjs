@@ -129,3 +129,46 @@ export function parseBackendAnswer(body) {
   const peer = /\bpeer=(\S+)/.exec(body);
   return { client: client[1], peer: peer ? peer[1] : null };
 }
+
+/**
+ * The line of a failed program's output that says why: the first error line (HAProxy [ALERT],
+ * nginx [emerg], "Error: ...") that is not a generic "errors found" summary, else the last
+ * error line, else the last non-empty line.
+ */
+export function summarizeFailure(output) {
+  const lines = output.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  const bad = lines.filter((l) => /\[(ALERT|emerg|crit|alert)\]|\berror\b|\bfailed\b|\bEPERM\b|\bEADDRINUSE\b/i.test(l));
+  const specific = bad.find((l) => !/(Fatal errors|Error\(s\)) found/i.test(l));
+  return describeLogLine(specific ?? bad.at(-1) ?? lines.at(-1) ?? '').slice(0, 300);
+}
+
+/** A pino JSON line as "component: msg: err.code err.message"; any other line as it is. */
+function describeLogLine(line) {
+  if (!line.startsWith('{')) return line;
+  try {
+    const o = JSON.parse(line);
+    const parts = [o.component, o.msg, o.reason, o.err ? [o.err.code, o.err.message].filter(Boolean).join(' ') : null];
+    const text = parts.filter((p) => typeof p === 'string' && p !== '').join(': ');
+    return text || line;
+  } catch {
+    return line;
+  }
+}
+
+/** The hard RLIMIT_NOFILE from /proc/PID/limits text; Infinity for "unlimited". */
+export function parseNofileHardLimit(limitsText) {
+  const m = /^Max open files\s+(\S+)\s+(\S+)/m.exec(limitsText);
+  if (!m) throw new BenchParseError('/proc/PID/limits', 'no "Max open files" line');
+  return m[2] === 'unlimited' ? Infinity : Number(m[2]);
+}
+
+/** The aggregate "cpu" line of /proc/stat: busy and total jiffies (idle = idle + iowait). */
+export function parseCpuTimes(procStatText) {
+  const m = /^cpu\s+(.+)$/m.exec(procStatText);
+  if (!m) throw new BenchParseError('/proc/stat', 'no "cpu" line');
+  const f = m[1].trim().split(/\s+/).map(Number);
+  // user nice system idle iowait irq softirq steal [guest guest_nice: already in user/nice]
+  const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+  const idle = f[3] + (f[4] ?? 0);
+  return { busy: total - idle, total };
+}

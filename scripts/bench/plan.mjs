@@ -50,25 +50,38 @@ export function portsFor(path) {
 
 /** Fixed costs measured on the 2-vCPU lab machine, in seconds (see estimateSeconds). */
 export const OVERHEAD = Object.freeze({
-  setup: 3, // lab up, backend services
-  perRun: 0.6, // start/stop of one iperf3/wrk run
-  proxyStartStop: 1.2,
-  verify: 0.3,
-  idle: 4, // opening, settling and closing the idle connections (10k)
-  teardown: 1,
+  setup: 1.5, // node, lab up, backend services, and the removal of it all at the end
+  perPath: 0.8, // the idle-machine sample, the client-IP check, the state check
+  perRun: 0.15, // start/stop of one iperf3/wrk run
+  proxyStartStop: { haproxy: 0.3, nginx: 0.4, daemon: 1.2 },
+  // Opening, settling and closing 10k idle connections: bound by how fast the proxy accepts.
+  idle: { haproxy: 3.8, nginx: 3.5, daemon: 11 },
 });
 
 /**
  * Expected wall-clock time of a run: three measured runs per path (iperf3 1 and 8 streams, wrk)
- * plus the idle-connection figure for the proxies.
+ * plus, for the proxies, their start and stop and the idle-connection figure.
  */
 export function estimateSeconds(pathNames, durationSec, connections = 10_000) {
-  let total = OVERHEAD.setup + OVERHEAD.teardown;
+  let total = OVERHEAD.setup;
   for (const name of pathNames) {
     const path = PATHS.find((p) => p.name === name);
     if (!path) throw new RangeError(`unknown path ${name}`);
-    total += 3 * (durationSec + OVERHEAD.perRun) + OVERHEAD.verify;
-    if (path.proxy) total += OVERHEAD.proxyStartStop + OVERHEAD.idle * Math.max(0.25, connections / 10_000);
+    total += OVERHEAD.perPath + 3 * (durationSec + OVERHEAD.perRun);
+    if (path.proxy) total += OVERHEAD.proxyStartStop[path.proxy] + OVERHEAD.idle[path.proxy] * (connections / 10_000);
   }
   return Math.round(total);
+}
+
+/** Descriptors a proxy needs besides two per relayed connection (listeners, pipes, runtime). */
+export const FD_RESERVE = 1000;
+
+/**
+ * How many idle connections can be held through a proxy that gets `hardNofile` descriptors: two
+ * per connection (client side and upstream side), in whole hundreds.
+ */
+export function idleConnectionBudget(requested, hardNofile) {
+  if (!Number.isFinite(hardNofile)) return requested;
+  const fit = Math.floor((hardNofile - FD_RESERVE) / 2 / 100) * 100;
+  return Math.max(0, Math.min(requested, fit));
 }

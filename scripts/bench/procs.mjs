@@ -165,13 +165,19 @@ function readProcs() {
   return out;
 }
 
-/** utime + stime (clock ticks) and resident memory (KiB) summed over a process and its descendants. */
+/** utime + stime (clock ticks), resident memory (KiB) and open descriptors summed over a process and its descendants. */
 export function sampleTree(rootPid) {
   const procs = readProcs();
   const pids = descendantsOf(rootPid, procs);
   let ticks = 0;
   let rssKiB = 0;
+  let fds = 0;
   for (const pid of pids) {
+    try {
+      fds += readdirSync(`/proc/${pid}/fd`).length;
+    } catch {
+      // exited meanwhile
+    }
     const p = procs.find((x) => x.pid === pid);
     ticks += p.utime + p.stime;
     try {
@@ -180,7 +186,7 @@ export function sampleTree(rootPid) {
       // exited meanwhile
     }
   }
-  return { pids, ticks, rssKiB };
+  return { pids, ticks, rssKiB, fds };
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

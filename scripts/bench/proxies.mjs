@@ -3,9 +3,11 @@
 // setup did, in reverse order, even when setup failed halfway.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { INTERCEPTED_PORTS, LAB } from './plan.mjs';
 import { fillTemplate, renderDaemonConfig, renderGuardTable, renderMarkTable, renderTproxyTable } from './render.mjs';
 import { runCommand, sleep, waitUntil } from './procs.mjs';
+import { summarizeFailure } from './parse.mjs';
 
 export const GUARD_TABLE = 'tpibench_guard';
 const PROXY_TABLE = 'tpibench_proxy';
@@ -15,14 +17,26 @@ const MARK = 0x2;
 const ROUTE_TABLE = 102;
 const HAPROXY_PORT = 15002;
 const DAEMON_PORT = 15001;
-const MAXCONN = 60_000;
+// Splice pipes HAProxy may keep (2 descriptors each): enough for the measured streams, and small
+// enough that maxconn fits the descriptor limit (by default it reserves maxconn/4 pipes).
+const HAPROXY_MAXPIPES = 256;
 
-const TEMPLATES = path.join(import.meta.dirname, 'templates');
+/** A service died during setup: the message is the line that says why, the detail all of its output. */
+export class ServiceExitError extends Error {
+  constructor(proc) {
+    super(`${proc.name} exited: ${summarizeFailure(proc.output())}`);
+    this.code = 'ERR_BENCH_SERVICE_EXIT';
+    this.detail = proc.output().trim().slice(-2000);
+  }
+}
+
+const TEMPLATES = path.join(path.dirname(fileURLToPath(import.meta.url)), 'templates');
 const template = (name) => readFileSync(path.join(TEMPLATES, name), 'utf8');
 
 /**
  * @param {{ ns: { gateway: string }, dir: string, tracker: ReturnType<import('./procs.mjs').createProcessTracker>,
- *   cli: string, relay: string | null, log: (s: string) => void }} ctx
+ *   cli: string, relay: string | null, log: (s: string) => void, nofile: number, maxConnections: number }} ctx
+ *   nofile: the descriptor limit the proxies get; maxConnections: connections they must hold at once
  */
 export function createProxies(ctx) {
   const gw = ctx.ns.gateway;
@@ -92,7 +106,7 @@ export function createProxies(ctx) {
 
   async function waitListening(proc, port) {
     await waitUntil(`${proc.name} listening on ${port}`, async () => {
-      if (!proc.alive()) throw new Error(`${proc.name} exited: ${proc.output().trim().slice(-800)}`);
+      if (!proc.alive()) throw new ServiceExitError(proc);
       return listening(port);
     }, 10_000);
   }
@@ -101,7 +115,8 @@ export function createProxies(ctx) {
     haproxy: () =>
       withUndo(async (undo) => {
         const cfg = path.join(ctx.dir, 'haproxy-gateway.cfg');
-        writeFileSync(cfg, fillTemplate(template('haproxy-gateway.cfg'), { MAXCONN, LISTEN_ADDRESS: '127.0.0.1', LISTEN_PORT: HAPROXY_PORT }));
+        const maxconn = ctx.maxConnections + 50;
+        writeFileSync(cfg, fillTemplate(template('haproxy-gateway.cfg'), { MAXCONN: maxconn, MAXPIPES: HAPROXY_MAXPIPES, LISTEN_ADDRESS: '127.0.0.1', LISTEN_PORT: HAPROXY_PORT }));
         await installGuard(undo);
         await installLocalRoute(undo);
         const proc = startService(undo, 'haproxy', ['haproxy', '-db', '-f', cfg]);
@@ -111,14 +126,14 @@ export function createProxies(ctx) {
         }));
         undo.push('proxy table', () => inGw(['nft', 'delete', 'table', 'inet', PROXY_TABLE]));
         const version = (await runCommand(null, ['haproxy', '-v'])).stdout.split('\n')[0];
-        return { pid: proc.pid, notes: [`${version}; nbthread 2, option splice-request + splice-response, tproxy → 127.0.0.1:${HAPROXY_PORT} transparent`] };
+        return { pid: proc.pid, output: proc.output, notes: [`${version}; nbthread 2, maxconn ${maxconn}, option splice-request + splice-response, tproxy → 127.0.0.1:${HAPROXY_PORT} transparent`] };
       }),
 
     nginx: () =>
       withUndo(async (undo) => {
         const cfg = path.join(ctx.dir, 'nginx-gateway.conf');
         const listens = INTERCEPTED_PORTS.map((p) => `        listen ${p} reuseport backlog=8192;`).join('\n');
-        writeFileSync(cfg, fillTemplate(template('nginx-gateway.conf'), { NOFILE: 200_000, DIR: ctx.dir, WORKER_CONNECTIONS: MAXCONN, LISTENS: listens }));
+        writeFileSync(cfg, fillTemplate(template('nginx-gateway.conf'), { NOFILE: ctx.nofile, DIR: ctx.dir, WORKER_CONNECTIONS: Math.max(1024, ctx.nofile - 100), LISTENS: listens }));
         await installGuard(undo);
         const proc = startService(undo, 'nginx', ['nginx', '-c', cfg, '-e', path.join(ctx.dir, 'nginx-gateway.log')]);
         await waitListening(proc, INTERCEPTED_PORTS[0]);
@@ -141,6 +156,7 @@ export function createProxies(ctx) {
         const version = (await runCommand(null, ['nginx', '-v'])).stderr.trim();
         return {
           pid: proc.pid,
+          output: proc.output,
           notes: [
             `${version}; 2 workers, reuseport, proxy_half_close; delivered by fwmark → \`local 0.0.0.0/0 dev lo\` to 0.0.0.0 listeners, plus \`local ${LAB.backend}\` in table local (behind an ip rule sending that destination to main) so that nginx's non-transparent accepted sockets may answer from it`,
           ],
@@ -167,7 +183,7 @@ export function createProxies(ctx) {
         // The admin socket is the last thing `run` opens: rules and routes are in place by then.
         const sock = path.join(dir, 'admin.sock');
         await waitUntil('the daemon to start (admin socket)', () => {
-          if (!proc.alive()) throw new Error(`the daemon exited: ${proc.output().trim().slice(-1500)}`);
+          if (!proc.alive()) throw new ServiceExitError(proc);
           return existsSync(sock);
         }, 20_000, 50);
         await sleep(100);
@@ -175,6 +191,7 @@ export function createProxies(ctx) {
         await inGw(['node', ctx.cli, 'instances', 'add', 'bench', '--app', 'bench', '--ip', LAB.backend, '--policy', policy, '--config', cfg], { timeoutMs: 20_000 });
         return {
           pid: proc.pid,
+          output: proc.output,
           notes: [`relay ${ctx.relay ?? 'default (stream)'}, log level warn, instance policy "${policy}"${pp ? '; PROXY v2 to an HAProxy accept-proxy front on the backend for iperf3 (extra hop on the backend host), nginx `listen proxy_protocol` for wrk' : ''}`],
         };
       }),

@@ -1,0 +1,33 @@
+import { describe, expect, it } from 'vitest';
+import { parseBenchArgs } from '../../../scripts/bench/args.mjs';
+
+describe('parseBenchArgs', () => {
+  it('defaults: 10 s runs, every path, 10k idle connections, no extra JSON file', () => {
+    expect(parseBenchArgs([])).toEqual({
+      help: false, duration: 10, paths: ['direct', 'haproxy', 'nginx', 'tpi', 'tpi-pp'], json: null, connections: 10_000, relay: null,
+    });
+  });
+
+  it('takes --opt value and --opt=value', () => {
+    const o = parseBenchArgs(['--duration', '3', '--paths=direct,tpi', '--json', 'out.json', '--connections=500', '--relay', 'splice']);
+    expect(o).toMatchObject({ duration: 3, paths: ['direct', 'tpi'], json: 'out.json', connections: 500, relay: 'splice' });
+  });
+
+  it.each([
+    [['--duration', '0'], /--duration/],
+    [['--duration', '2.5'], /--duration/],
+    [['--duration'], /needs a value/],
+    [['--paths', 'direct,squid'], /unknown path "squid"/],
+    [['--paths', 'tpi,tpi'], /twice/],
+    [['--relay', 'zero-copy'], /--relay/],
+    [['--connections', '-1'], /--connections/],
+    [['--fast'], /unknown argument/],
+  ])('rejects %j', (argv, message) => {
+    expect(() => parseBenchArgs(argv)).toThrow(message);
+    try {
+      parseBenchArgs(argv);
+    } catch (err) {
+      expect((err as { code?: string }).code).toBe('ERR_BENCH_USAGE');
+    }
+  });
+});
