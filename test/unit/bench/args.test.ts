@@ -4,7 +4,7 @@ import { parseBenchArgs } from '../../../scripts/bench/args.mjs';
 describe('parseBenchArgs', () => {
   it('defaults: 10 s runs, every path, 10k idle connections, no extra JSON file', () => {
     expect(parseBenchArgs([])).toEqual({
-      help: false, duration: 10, paths: ['direct', 'haproxy', 'nginx', 'tpi', 'tpi-pp'], json: null, connections: 10_000, relay: null,
+      help: false, duration: 10, paths: ['direct', 'haproxy', 'nginx', 'tpi', 'tpi-pp'], json: null, connections: 10_000, relay: null, workers: null,
     });
   });
 
@@ -29,5 +29,9 @@ describe('parseBenchArgs', () => {
     } catch (err) {
       expect((err as { code?: string }).code).toBe('ERR_BENCH_USAGE');
     }
+  });
+  it('--workers sets the daemon\'s accepting processes and rejects nonsense', () => {
+    expect(parseBenchArgs(['--workers', '2']).workers).toBe(2);
+    expect(() => parseBenchArgs(['--workers', '0'])).toThrow(/--workers must be an integer 1..64/);
   });
 });
