@@ -80,12 +80,11 @@ export async function handleConnection(client: net.Socket, deps: ConnectionDeps)
     phasesUs[name] = Math.round((t - phaseStart) * 1000);
     phaseStart = t;
   };
-  fields.phasesUs = phasesUs;
   const end = (reason: string, level: 'info' | 'warn', extra: Record<string, unknown> = {}, bytesIn = client.bytesRead, bytesOut = client.bytesWritten): void => {
     stats.active--;
     stats.bytesFromClients += bytesIn;
     stats.bytesToClients += bytesOut;
-    log[level]({ ...fields, reason, bytesIn, bytesOut, durationMs: Math.round(performance.now() - startedAt), ...extra }, 'connection closed');
+    log[level]({ ...fields, reason, bytesIn, bytesOut, durationMs: Math.round(performance.now() - startedAt), ...extra, phasesUs }, 'connection closed');
   };
 
   let source = peer;
