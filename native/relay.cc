@@ -1,5 +1,7 @@
-// The splice relay: moves bytes between two connected TCP sockets with splice(2) through one pipe
-// per direction, on a few epoll worker threads, so that relayed bytes never reach JavaScript.
+// The splice relay: moves bytes between two connected TCP sockets with splice(2) through a pipe,
+// on a few epoll worker threads, so that relayed bytes never reach JavaScript. A direction holds a
+// pipe only while bytes are in flight (HAProxy's approach): each worker keeps a small pool of
+// empty pipes, so an idle connection costs its two sockets and nothing more.
 // TypeScript decides everything; this file only runs the syscalls and reports, once per
 // connection, how it ended (done, an errno on side A or B, idle timeout, aborted) and the bytes
 // written each way. Exports return an id, 0 or -errno and never throw for an OS failure.
@@ -17,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <climits>
 #include <memory>
 #include <mutex>
@@ -37,6 +40,12 @@ constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 constexpr size_t kSpliceMax = 1 << 20;
 constexpr int kMaxEvents = 256;
 constexpr int kMaxThreads = 256;
+// Empty pipes a worker keeps for reuse; more are closed. Bounds what idle costs (2 descriptors
+// each) while sparing a bulk transfer a pipe2() per wake-up.
+constexpr size_t kPipePoolMax = 64;
+// How often a connection that could not get a pipe (EMFILE, ENFILE) tries again, unless a pipe
+// is freed first.
+constexpr int kPipeRetryMs = 50;
 
 int64_t NowMs() {
   timespec ts;
@@ -60,10 +69,16 @@ struct Side {
   bool canWrite = false;
 };
 
-// One direction: sockets[from] -> pipe -> sockets[to].
+struct Pipe {
+  int r = -1;
+  int w = -1;
+};
+
+// One direction: sockets[from] -> pipe -> sockets[to]. The pipe is held only while queued > 0,
+// plus the span of one Move(); an empty one goes back to the worker's pool.
 struct Flow {
-  int pipeR = -1;
-  int pipeW = -1;
+  Pipe pipe;
+  bool pipeGrown = false;  // enlarged for pending bytes: closed when empty, never pooled
   size_t queued = 0;       // bytes in the pipe
   uint64_t bytes = 0;      // bytes written to the destination socket
   bool pipeMaybeFull = false;
@@ -79,14 +94,17 @@ struct Conn {
   int64_t lastActive = 0;
   int64_t deadline = 0;  // its key in the worker's deadlines; 0 when not armed
   bool closed = false;
+  bool waitingForPipe = false;  // in the worker's starved_ list
 };
+
+void ClosePipe(Pipe* p) {
+  CloseFd(&p->r);
+  CloseFd(&p->w);
+}
 
 void CloseConnFds(Conn* c) {
   for (Side& s : c->side) CloseFd(&s.fd);
-  for (Flow& f : c->flow) {
-    CloseFd(&f.pipeR);
-    CloseFd(&f.pipeW);
-  }
+  for (Flow& f : c->flow) ClosePipe(&f.pipe);
 }
 
 struct Completion {
@@ -167,7 +185,12 @@ class Worker {
   ~Worker() {
     CloseFd(&epfd_);
     CloseFd(&wakefd_);
+    ClosePool();
   }
+
+  // From any thread: pipes held by connections, and empty ones in the pool.
+  size_t PipesInUse() const { return pipesInUse_.load(std::memory_order_relaxed); }
+  size_t PipesPooled() const { return pipesPooled_.load(std::memory_order_relaxed); }
 
  private:
   void Run() {
@@ -198,6 +221,7 @@ class Worker {
         // An error the splices did not surface (that direction had nothing to do).
         if (!c->closed && (ev & EPOLLERR)) CheckSocketError(c, s == &c->side[0] ? 0 : 1);
       }
+      if (!starved_.empty()) RetryStarved();
       ExpireIdle();
       for (Conn* c : graveyard_) delete c;
       graveyard_.clear();
@@ -209,13 +233,72 @@ class Worker {
       closedAtStop_++;
     }
     conns_.clear();
+    starved_.clear();
+    pipesInUse_.store(0, std::memory_order_relaxed);
+    ClosePool();
   }
 
   int Timeout() {
-    if (deadlines_.empty()) return -1;
-    int64_t wait = deadlines_.begin()->first - NowMs();
-    if (wait < 0) return 0;
+    int64_t wait = -1;
+    if (!deadlines_.empty()) {
+      wait = deadlines_.begin()->first - NowMs();
+      if (wait < 0) wait = 0;
+    }
+    if (!starved_.empty() && (wait < 0 || wait > kPipeRetryMs)) wait = kPipeRetryMs;
     return wait > INT_MAX ? INT_MAX : static_cast<int>(wait);
+  }
+
+  // A pipe for f: from the pool, else a new one. False when none can be had (out of
+  // descriptors or pipe buffers): the caller waits and RetryStarved() tries again.
+  bool TakePipe(Flow* f) {
+    if (!pool_.empty()) {
+      f->pipe = pool_.back();
+      pool_.pop_back();
+      pipesPooled_.store(pool_.size(), std::memory_order_relaxed);
+    } else {
+      int p[2];
+      if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0) return false;
+      f->pipe.r = p[0];
+      f->pipe.w = p[1];
+    }
+    pipesInUse_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+
+  // Releases f's pipe. Only an empty pipe (queued == 0: every byte spliced in was spliced out)
+  // may be reused; one with bytes is closed, and so are those beyond the pool's cap.
+  void PutPipe(Flow* f) {
+    if (f->pipe.r < 0) return;
+    if (f->queued == 0 && !f->pipeGrown && pool_.size() < kPipePoolMax) {
+      pool_.push_back(f->pipe);
+      f->pipe = Pipe{};
+      pipesPooled_.store(pool_.size(), std::memory_order_relaxed);
+    } else {
+      ClosePipe(&f->pipe);
+    }
+    f->pipeGrown = false;
+    f->pipeMaybeFull = false;
+    pipesInUse_.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  void ClosePool() {
+    for (Pipe& p : pool_) ClosePipe(&p);
+    pool_.clear();
+    pipesPooled_.store(0, std::memory_order_relaxed);
+  }
+
+  // Connections that could not get a pipe: their readiness is cached (canRead), so nothing
+  // is lost by waiting, but no epoll event would bring them back. Once one of them fails
+  // again the rest would too; they keep their place.
+  void RetryStarved() {
+    std::vector<Conn*> waiting;
+    waiting.swap(starved_);
+    size_t i = 0;
+    for (; i < waiting.size() && starved_.empty(); i++) {
+      waiting[i]->waitingForPipe = false;
+      Pump(waiting[i]);
+    }
+    starved_.insert(starved_.end(), waiting.begin() + i, waiting.end());
   }
 
   // Returns true when told to stop.
@@ -250,6 +333,9 @@ class Worker {
   void Adopt(Conn* c) {
     c->lastActive = now_;
     conns_.emplace(c->id, c);
+    for (Flow& f : c->flow) {
+      if (f.pipe.r >= 0) pipesInUse_.fetch_add(1, std::memory_order_relaxed);  // pending bytes
+    }
     for (int i = 0; i < 2; i++) {
       // Registering reports the current readiness at once, so nothing that arrived before the
       // hand-off is missed.
@@ -284,13 +370,17 @@ class Worker {
   // made room. Bytes are only queued at that point when the destination is blocked (the loop
   // writes first), so its EPOLLOUT is what resumes the flow: no spin, no lost wake-up.
   // splice(pipe -> socket) is called only with bytes queued, so its EAGAIN is unambiguous.
+  //
+  // The pipe is taken just before reading and given back when Move ends with it empty: a pipe
+  // that still holds bytes stays with its direction until the destination's EPOLLOUT drains it
+  // (reading stops meanwhile, as above), so bytes never change pipes and keep their order.
   void Move(Conn* c, int d) {
     Flow& f = c->flow[d];
     Side& from = c->side[d];
     Side& to = c->side[1 - d];
     for (;;) {
       if (f.queued > 0 && to.canWrite) {
-        ssize_t n = splice(f.pipeR, nullptr, to.fd, nullptr, f.queued, kSpliceFlags);
+        ssize_t n = splice(f.pipe.r, nullptr, to.fd, nullptr, f.queued, kSpliceFlags);
         if (n > 0) {
           f.queued -= static_cast<size_t>(n);
           f.bytes += static_cast<uint64_t>(n);
@@ -308,7 +398,11 @@ class Worker {
         }
       }
       if (!f.eof && from.canRead && !f.pipeMaybeFull) {
-        ssize_t n = splice(from.fd, nullptr, f.pipeW, nullptr, kSpliceMax, kSpliceFlags);
+        if (f.pipe.r < 0 && !TakePipe(&f)) {
+          WaitForPipe(c);
+          break;
+        }
+        ssize_t n = splice(from.fd, nullptr, f.pipe.w, nullptr, kSpliceMax, kSpliceFlags);
         if (n > 0) {
           f.queued += static_cast<size_t>(n);
           c->lastActive = now_;
@@ -328,6 +422,7 @@ class Worker {
       }
       break;
     }
+    if (f.queued == 0) PutPipe(&f);
     // Half-close: the FIN goes on only after everything before it left the pipe; the other
     // direction keeps flowing. An error from shutdown (peer already gone) surfaces on the next
     // splice or as EPOLLERR.
@@ -335,6 +430,12 @@ class Worker {
       shutdown(to.fd, SHUT_WR);
       f.shut = true;
     }
+  }
+
+  void WaitForPipe(Conn* c) {
+    if (c->waitingForPipe) return;
+    c->waitingForPipe = true;
+    starved_.push_back(c);
   }
 
   void CheckSocketError(Conn* c, int side) {
@@ -378,8 +479,18 @@ class Worker {
       // if anything else still holds it.
       if (s.fd >= 0) epoll_ctl(epfd_, EPOLL_CTL_DEL, s.fd, nullptr);
     }
+    for (Flow& f : c->flow) PutPipe(&f);
     CloseConnFds(c);
     if (c->deadline != 0) deadlines_.erase({c->deadline, c});
+    if (c->waitingForPipe) {
+      for (auto it = starved_.begin(); it != starved_.end(); ++it) {
+        if (*it == c) {
+          starved_.erase(it);
+          break;
+        }
+      }
+      c->waitingForPipe = false;
+    }
     conns_.erase(c->id);
     graveyard_.push_back(c);  // other events of this batch may still point at it
     finished_.push_back(Completion{c->id, end, err, syscall, c->flow[0].bytes, c->flow[1].bytes});
@@ -398,7 +509,12 @@ class Worker {
   std::set<std::pair<int64_t, Conn*>> deadlines_;  // live connections with an idle timeout
   std::vector<Conn*> graveyard_;
   std::vector<Completion> finished_;
+  std::vector<Pipe> pool_;         // empty pipes, at most kPipePoolMax
+  std::vector<Conn*> starved_;     // live connections waiting for a pipe
   size_t closedAtStop_ = 0;
+  // Written by the worker only; read by relayStats().
+  std::atomic<size_t> pipesInUse_{0};
+  std::atomic<size_t> pipesPooled_{0};
 };
 
 struct Engine {
@@ -531,21 +647,28 @@ Napi::Value RelayInitFn(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, 0);
 }
 
-// Puts bytes Node had already read into the pipe, ahead of anything spliced later. The pipe is
-// new and empty; it grows only when the bytes exceed its default capacity.
+// Puts bytes Node had already read into a new pipe, ahead of anything spliced later. Created here
+// on the JS thread (the pools belong to the workers); it grows only when the bytes exceed its
+// default capacity, and the worker then closes rather than pools it.
 int Preload(Flow* f, const Napi::Value& value) {
   if (!value.IsBuffer()) return value.IsUndefined() || value.IsNull() ? 0 : -EINVAL;
   auto buf = value.As<Napi::Buffer<uint8_t>>();
   size_t len = buf.Length();
   if (len == 0) return 0;
-  int cap = fcntl(f->pipeW, F_GETPIPE_SZ);
+  int p[2];
+  if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0) return -errno;
+  f->pipe.r = p[0];
+  f->pipe.w = p[1];
+  int cap = fcntl(f->pipe.w, F_GETPIPE_SZ);
   if (cap < 0) return -errno;
-  if (static_cast<size_t>(cap) < len && len <= INT_MAX && fcntl(f->pipeW, F_SETPIPE_SZ, static_cast<int>(len)) < 0) {
-    return -errno;
+  if (static_cast<size_t>(cap) < len) {
+    if (len > INT_MAX) return -EINVAL;
+    if (fcntl(f->pipe.w, F_SETPIPE_SZ, static_cast<int>(len)) < 0) return -errno;
+    f->pipeGrown = true;
   }
   size_t off = 0;
   while (off < len) {
-    ssize_t n = write(f->pipeW, buf.Data() + off, len - off);
+    ssize_t n = write(f->pipe.w, buf.Data() + off, len - off);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return n < 0 ? -errno : -EIO;
     off += static_cast<size_t>(n);
@@ -576,15 +699,6 @@ Napi::Value RelayStartFn(const Napi::CallbackInfo& info) {
   // Non-blocking sockets make splice(socket -> pipe) return EAGAIN instead of sleeping; they
   // already are (libuv set it on the shared file description), this only makes it explicit.
   for (int i = 0; i < 2 && rc == 0; i++) rc = SetNonBlocking(c->side[i].fd);
-  for (int i = 0; i < 2 && rc == 0; i++) {
-    int p[2];
-    if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0) {
-      rc = -errno;
-      break;
-    }
-    c->flow[i].pipeR = p[0];
-    c->flow[i].pipeW = p[1];
-  }
   if (rc == 0) rc = Preload(&c->flow[0], info[3]);
   if (rc == 0) rc = Preload(&c->flow[1], info[4]);
   if (rc < 0) {
@@ -614,13 +728,26 @@ Napi::Value RelayAbortFn(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, 0);
 }
 
-// relayStats() -> { live, threads }: relays started and not yet reported.
+// relayStats() -> { live, threads, pipesInUse, pipesPooled, pipePoolMax }: relays started and
+// not yet reported; pipes held by connections (bytes in flight), empty pipes kept by the workers,
+// and the most each worker keeps. Pipe counts are a moment's snapshot of running threads.
 Napi::Value RelayStatsFn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object stats = Napi::Object::New(env);
   Engine* e = g_engine;
+  size_t inUse = 0;
+  size_t pooled = 0;
+  if (e != nullptr) {
+    for (auto& w : e->workers) {
+      inUse += w->PipesInUse();
+      pooled += w->PipesPooled();
+    }
+  }
   stats.Set("live", Napi::Number::New(env, e ? static_cast<double>(e->live) : 0));
   stats.Set("threads", Napi::Number::New(env, e ? static_cast<double>(e->workers.size()) : 0));
+  stats.Set("pipesInUse", Napi::Number::New(env, static_cast<double>(inUse)));
+  stats.Set("pipesPooled", Napi::Number::New(env, static_cast<double>(pooled)));
+  stats.Set("pipePoolMax", Napi::Number::New(env, static_cast<double>(kPipePoolMax)));
   return stats;
 }
 

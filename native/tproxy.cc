@@ -9,9 +9,11 @@
 #include <netinet/in.h>
 #include <netinet/ip.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <string>
 
 // The splice relay's exports (relay.cc).
@@ -94,6 +96,48 @@ Napi::Value Dup(const Napi::CallbackInfo& info) {
   return Result(info.Env(), fcntl(fd, F_DUPFD_CLOEXEC, 0));
 }
 
+// Limits cross as JS numbers, RLIM_INFINITY as Infinity. Every finite limit Linux reports is far
+// below 2^53, so the conversion is exact.
+Napi::Value LimitToJs(Napi::Env env, rlim_t v) {
+  if (v == RLIM_INFINITY) return Napi::Number::New(env, INFINITY);
+  return Napi::Number::New(env, static_cast<double>(v));
+}
+
+// Infinity (or anything at or above rlim_t's range) is RLIM_INFINITY; false for a negative or
+// fractional number.
+bool LimitFromJs(const Napi::Value& value, rlim_t* out) {
+  if (!value.IsNumber()) return false;
+  double d = value.As<Napi::Number>().DoubleValue();
+  if (std::isnan(d) || d < 0 || d != std::floor(d)) return false;
+  *out = d >= static_cast<double>(RLIM_INFINITY) ? RLIM_INFINITY : static_cast<rlim_t>(d);
+  return true;
+}
+
+// getrlimit(resource) -> [soft, hard] or -errno.
+Napi::Value GetRlimit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int resource = info[0].As<Napi::Number>().Int32Value();
+  rlimit lim;
+  if (getrlimit(resource, &lim) < 0) return Napi::Number::New(env, -errno);
+  Napi::Array pair = Napi::Array::New(env, 2);
+  pair.Set(0u, LimitToJs(env, lim.rlim_cur));
+  pair.Set(1u, LimitToJs(env, lim.rlim_max));
+  return pair;
+}
+
+// setrlimit(resource, soft, hard) -> 0 or -errno; -EINVAL for a limit that is not a
+// non-negative integer or Infinity. Raising hard needs CAP_SYS_RESOURCE, and RLIMIT_NOFILE
+// cannot exceed /proc/sys/fs/nr_open (EPERM either way).
+Napi::Value SetRlimit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int resource = info[0].As<Napi::Number>().Int32Value();
+  rlimit lim;
+  if (!LimitFromJs(info[1], &lim.rlim_cur) || !LimitFromJs(info[2], &lim.rlim_max)) {
+    return Napi::Number::New(env, -EINVAL);
+  }
+  return Result(env, setrlimit(resource, &lim));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("socket", Napi::Function::New(env, Socket, "socket"));
   exports.Set("setsockopt", Napi::Function::New(env, SetSockOpt, "setsockopt"));
@@ -101,6 +145,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("listen", Napi::Function::New(env, Listen, "listen"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("dup", Napi::Function::New(env, Dup, "dup"));
+  exports.Set("getrlimit", Napi::Function::New(env, GetRlimit, "getrlimit"));
+  exports.Set("setrlimit", Napi::Function::New(env, SetRlimit, "setrlimit"));
   RelayInit(env, exports);
 
   Napi::Object c = Napi::Object::New(env);
@@ -115,6 +161,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   c.Set("IPV6_TRANSPARENT", IPV6_TRANSPARENT);
   c.Set("IPV6_V6ONLY", IPV6_V6ONLY);
   c.Set("IP_BIND_ADDRESS_NO_PORT", IP_BIND_ADDRESS_NO_PORT);
+  c.Set("RLIMIT_NOFILE", static_cast<int>(RLIMIT_NOFILE));
   exports.Set("constants", c);
   return exports;
 }

@@ -8,6 +8,7 @@ import { InterceptorError } from './errors.js';
 import { createNftFirewall, type Firewall } from './firewall/nft.js';
 import { createIpRouting, type Routing } from './routing/ip.js';
 import { compileCidrMatcher } from './net/cidr.js';
+import { raiseOpenFilesLimit } from './native/limits.js';
 import { createInterceptor, type Interceptor } from './proxy/listener.js';
 import { createSpliceRelayStarter } from './proxy/splice-relay.js';
 import { createWorkerPool } from './proxy/workers.js';
@@ -54,6 +55,10 @@ export async function startDaemon(opts: {
   }
   const firewall = opts.firewall ?? createNftFirewall({ logger: logger.child({ component: 'nft' }) });
   const routing = opts.routing ?? createIpRouting({ logger: logger.child({ component: 'routing' }) });
+  // Each relayed connection holds two descriptors (four briefly, with the splice relay's pipes):
+  // the default soft limit of 1024 would cap us at a few hundred connections.
+  const limits = raiseOpenFilesLimit();
+  logger.info(limits, 'open files limit');
   const undo: Array<() => Promise<unknown>> = [];
   const rollback = async (): Promise<void> => {
     for (const step of undo.reverse()) {

@@ -16,6 +16,7 @@ export interface NativeConstants {
   readonly IPV6_TRANSPARENT: number;
   readonly IPV6_V6ONLY: number;
   readonly IP_BIND_ADDRESS_NO_PORT: number;
+  readonly RLIMIT_NOFILE: number;
 }
 
 /** How a native relay ended (`relayEnd` constants). */
@@ -53,9 +54,17 @@ export interface NativeAddon {
   /** Takes ownership of both fds, also on failure. Returns the relay id or -errno. */
   relayStart(fdA: number, fdB: number, idleTimeoutMs: number, pendingToB?: Buffer, pendingToA?: Buffer): number;
   relayAbort(id: number): number;
-  relayStats(): { live: number; threads: number };
+  /**
+   * Relays started and not yet reported; pipes held by relays (bytes in flight), empty pipes the
+   * workers keep, and the most each worker keeps (descriptors: 2 per pipe).
+   */
+  relayStats(): { live: number; threads: number; pipesInUse: number; pipesPooled: number; pipePoolMax: number };
   /** Stops the workers; returns how many relays were still open (closed unreported). */
   relayShutdown(): number;
+  /** [soft, hard], RLIM_INFINITY as Infinity; or -errno. */
+  getrlimit(resource: number): [soft: number, hard: number] | number;
+  /** Infinity means RLIM_INFINITY; -EINVAL for a negative or fractional limit. */
+  setrlimit(resource: number, soft: number, hard: number): number;
   readonly relayEnd: NativeRelayEnds;
   readonly constants: NativeConstants;
 }

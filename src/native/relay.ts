@@ -94,8 +94,21 @@ export function abortSpliceRelay(id: number): void {
   loadAddon().relayAbort(id);
 }
 
-/** Relays started and not yet reported, and the number of worker threads (0 when stopped). */
-export function spliceRelayStats(): { live: number; threads: number } {
+export interface SpliceRelayStats {
+  /** Relays started and not yet reported. */
+  readonly live: number;
+  /** Worker threads; 0 when stopped. */
+  readonly threads: number;
+  /** Pipes held by relays: one per direction with bytes in flight (2 descriptors each). */
+  readonly pipesInUse: number;
+  /** Empty pipes the workers keep for reuse (2 descriptors each). */
+  readonly pipesPooled: number;
+  /** The most empty pipes each worker keeps; more are closed. */
+  readonly pipePoolMax: number;
+}
+
+/** Live relays, worker threads, and the pipes (in use, pooled) behind them. */
+export function spliceRelayStats(): SpliceRelayStats {
   return loadAddon().relayStats();
 }
 

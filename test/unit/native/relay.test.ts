@@ -1,14 +1,16 @@
 // The splice relay on loopback with the real addon: bytes, half-close, resets, idle timeout,
-// abort, descriptor hygiene and a process that exits on its own.
+// abort, descriptor hygiene (pipes only while bytes are in flight, a bounded pool, waiting out
+// EMFILE) and a process that exits on its own.
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
+import { getOpenFilesLimit, setOpenFilesLimit } from '../../../src/native/limits.js';
 import { spliceRelayStats } from '../../../src/native/relay.js';
 import type { Relay } from '../../../src/proxy/relay.js';
 import { createSpliceRelayStarter, type SpliceRelayResult, type SpliceRelayStarter } from '../../../src/proxy/splice-relay.js';
@@ -108,6 +110,35 @@ function once<T = unknown>(emitter: net.Socket, event: string): Promise<T> {
 
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function until(what: string, condition: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!condition()) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+/** This process's open descriptors, and how many of them are pipes and sockets. */
+function openFds(): { total: number; pipes: number; sockets: number } {
+  let total = 0;
+  let pipes = 0;
+  let sockets = 0;
+  for (const name of readdirSync('/proc/self/fd')) {
+    let target: string;
+    try {
+      target = readlinkSync(`/proc/self/fd/${name}`);
+    } catch {
+      continue; // the directory's own descriptor, gone by now
+    }
+    total++;
+    if (target.startsWith('pipe:')) pipes++;
+    else if (target.startsWith('socket:')) sockets++;
+  }
+  return { total, pipes, sockets };
+}
+
 describe('splice relay', () => {
   it('moves 8 MiB each way intact, with the byte counts', async () => {
     const h = await harness();
@@ -156,11 +187,15 @@ describe('splice relay', () => {
     await new Promise((resolve) => setTimeout(resolve, 500));
     const used = process.cpuUsage(cpu);
     expect((used.user + used.system) / 1000).toBeLessThan(100); // ms of CPU in 500 ms, all threads
+    // The blocked direction keeps its pipe, bytes and all; the idle one holds none.
+    expect(spliceRelayStats().pipesInUse).toBe(1);
     const got = collect(backend);
     backend.resume();
+    // The client's FIN came while bytes were still in the pipe: they all arrive before the EOF.
     expect(sha256(await got)).toBe(sha256(up));
     backend.end();
     expect(await relay.done).toMatchObject({ reason: 'done', bytesFromClient: 32 * MiB, bytesToClient: 0 });
+    expect(spliceRelayStats().pipesInUse).toBe(0);
   });
 
   it('half-close, client first: the backend sees EOF and can still answer', async () => {
@@ -308,7 +343,7 @@ describe('splice relay', () => {
     await h.starter.close();
     expect((await relay.done).reason).toBe('shutdown');
     await clientEnded;
-    expect(spliceRelayStats()).toEqual({ live: 0, threads: 0 });
+    expect(spliceRelayStats()).toMatchObject({ live: 0, threads: 0, pipesInUse: 0, pipesPooled: 0 });
   });
 
   it('500 sequential short connections leak no descriptors and leave no live relays', async () => {
@@ -323,13 +358,121 @@ describe('splice relay', () => {
       await closed;
     };
     await oneConnection(); // the workers exist from here on
-    const openFds = (): number => readdirSync('/proc/self/fd').length;
-    const before = openFds();
+    // Pooled pipes are the workers' to keep (2 descriptors each, a bounded number): not a leak.
+    const fdsBesidesPool = (): number => openFds().total - 2 * spliceRelayStats().pipesPooled;
+    const before = fdsBesidesPool();
     for (let i = 0; i < 500; i++) await oneConnection();
     await new Promise((resolve) => setImmediate(resolve));
-    expect(spliceRelayStats().live).toBe(0);
-    expect(openFds()).toBe(before);
+    const stats = spliceRelayStats();
+    expect(stats).toMatchObject({ live: 0, pipesInUse: 0 });
+    expect(stats.pipesPooled).toBeLessThanOrEqual(stats.pipePoolMax * stats.threads);
+    expect(fdsBesidesPool()).toBe(before);
   }, 60_000);
+
+  it('idle relays hold two descriptors each and no pipe; after traffic the pipes go back to a bounded pool', async () => {
+    const N = 200;
+    const h = await harness();
+    const backends: net.Socket[] = [];
+    h.setBackend((s) => {
+      backends.push(s);
+      s.pipe(s);
+    });
+    const before = openFds();
+    const clients: net.Socket[] = [];
+    for (let i = 0; i < N; i += 50) {
+      clients.push(...(await Promise.all(Array.from({ length: Math.min(50, N - i) }, () => h.connect()))));
+    }
+    await until(`${N} live relays`, () => spliceRelayStats().live === N && backends.length === N);
+    // Node's own descriptors for the relayed sockets are closed at the hand-off, synchronously.
+    const idle = openFds();
+    // This process also holds the test's ends: the client sockets and the backend's accepted ones.
+    const relayFds = idle.total - before.total - 2 * N;
+    expect(idle.sockets - before.sockets).toBe(4 * N);
+    expect(idle.pipes - before.pipes).toBe(0);
+    expect(spliceRelayStats()).toMatchObject({ live: N, pipesInUse: 0, pipesPooled: 0 });
+    // 2 sockets per relay, plus each worker's epoll and eventfd.
+    expect(relayFds).toBeLessThanOrEqual(2 * N + 8);
+
+    // Traffic on all of them at once, each way, then quiet again.
+    const payload = randomBytes(64 * 1024);
+    await Promise.all(
+      clients.map(
+        (c) =>
+          new Promise<void>((resolve, reject) => {
+            let got = 0;
+            const onData = (chunk: Buffer): void => {
+              got += chunk.length;
+              if (got === payload.length) {
+                c.off('data', onData);
+                resolve();
+              }
+            };
+            c.on('data', onData);
+            c.once('error', reject);
+            c.write(payload);
+          }),
+      ),
+    );
+    await until('every pipe back in the pool', () => spliceRelayStats().pipesInUse === 0, 2000);
+    const stats = spliceRelayStats();
+    expect(stats.live).toBe(N);
+    expect(stats.pipesPooled).toBeGreaterThan(0);
+    expect(stats.pipesPooled).toBeLessThanOrEqual(stats.pipePoolMax * stats.threads);
+    const after = openFds();
+    expect(after.pipes - before.pipes).toBe(2 * stats.pipesPooled);
+    expect(after.total - before.total - 2 * N).toBeLessThanOrEqual(2 * N + 2 * stats.pipePoolMax * stats.threads + 8);
+  }, 30_000);
+
+  it('a relay that cannot get a pipe (EMFILE) waits without spinning, then carries on in order', async () => {
+    const h = await harness(); // new workers: their pools are empty
+    let backendGot: Promise<Buffer> | undefined;
+    let backendBytes = 0;
+    h.setBackend((s) => {
+      backendGot = collect(s);
+      s.on('data', (chunk: Buffer) => (backendBytes += chunk.length));
+      void backendGot.then(() => s.end('bye'));
+    });
+    const client = await h.connect();
+    const clientGot = collect(client);
+    const relay = await h.nextRelay();
+    await until('the relay to run', () => spliceRelayStats().live === 1);
+    expect(spliceRelayStats()).toMatchObject({ pipesInUse: 0, pipesPooled: 0 });
+
+    // Use up every descriptor under a lowered soft limit.
+    const limit = getOpenFilesLimit();
+    const fillers: number[] = [];
+    const release = (): void => {
+      for (const fd of fillers.splice(0)) closeSync(fd);
+      setOpenFilesLimit(limit.soft, limit.hard);
+    };
+    cleanups.push(release);
+    const highest = Math.max(...readdirSync('/proc/self/fd').map(Number));
+    setOpenFilesLimit(Math.min(limit.soft, highest + 16), limit.hard);
+    for (;;) {
+      try {
+        fillers.push(openSync('/dev/null', 'r'));
+      } catch (err) {
+        if ((err as { code?: string }).code === 'EMFILE') break;
+        throw err;
+      }
+    }
+
+    client.write('first ');
+    const cpu = process.cpuUsage();
+    await sleep(400);
+    const used = process.cpuUsage(cpu);
+    expect((used.user + used.system) / 1000).toBeLessThan(100); // ms of CPU in 400 ms: no spin
+    expect(spliceRelayStats()).toMatchObject({ live: 1, pipesInUse: 0 });
+    expect(backendBytes).toBe(0); // no pipe, no bytes: they wait in the client socket
+
+    // Nothing new arrives to wake the relay: it must retry by itself.
+    release();
+    await until("the waiting bytes to go on once a pipe can be had", () => backendBytes === 6, 1000);
+    client.end('second');
+    expect((await backendGot!).toString()).toBe('first second');
+    expect((await clientGot).toString()).toBe('bye');
+    expect(await relay.done).toMatchObject({ reason: 'done', bytesFromClient: 12, bytesToClient: 3 });
+  });
 
   it('does not hold the event loop open: a process with one relay exits by itself', async () => {
     // The child has no handle of its own once its listener closes: only the live relay keeps it
