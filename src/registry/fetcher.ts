@@ -153,6 +153,10 @@ export function createPolicyFetcher(opts: PolicyFetcherOptions): PolicyFetcher {
         { ...where, composeHash, ports: policy.ports.size, restrictMode: policy.restrictMode },
         'port policy learned from guest agent',
       );
+      // Re-registered (new compose hash) while this fetch ran: what came back was for the old
+      // record and was ignored, so fetch again for the new one.
+      const current = getInstance(id);
+      if (current !== undefined && current !== instance && current.reportedPolicy === null) api.enqueue(id);
     } catch (err) {
       if (closed) return;
       failed(id, job, instance, err, where);
@@ -196,7 +200,7 @@ export function createPolicyFetcher(opts: PolicyFetcherOptions): PolicyFetcher {
     }
   }
 
-  return {
+  const api = {
     enqueue(id: string): void {
       if (closed) return;
       const existing = jobs.get(id);
@@ -257,4 +261,5 @@ export function createPolicyFetcher(opts: PolicyFetcherOptions): PolicyFetcher {
       await Promise.allSettled([...inflight]);
     },
   };
+  return api;
 }

@@ -433,8 +433,8 @@ describe('policy fetcher against a fake guest agent', () => {
     const newer = 'a'.repeat(64);
     let h: Harness | undefined;
     const agent = await startAgent((req, res) => {
-      // The instance is re-registered with another compose while the request is in flight.
-      h?.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1', composeHash: newer });
+      // The instance is re-registered with another compose while the first request is in flight.
+      if (agent.requests.length === 1) h?.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1', composeHash: newer });
       json(infoResponse(APP_COMPOSE))(req, res);
     });
     h = harness(agent.port);
@@ -443,6 +443,11 @@ describe('policy fetcher against a fake guest agent', () => {
     await h.settled('i1');
     expect(h.registry.get('i1')?.reportedPolicy).toBeNull();
     expect(h.registry.get('i1')?.composeHash).toBe(newer);
+    // It fetched again for the new record rather than reporting `learned`: the agent still
+    // serves the old compose, which does not hash to the new attested value.
+    for (let i = 0; i < 100 && h.fetcher.status('i1')?.state !== 'failed'; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(agent.requests).toHaveLength(2);
+    expect(h.fetcher.status('i1')).toMatchObject({ state: 'failed', lastError: { code: 'ERR_COMPOSE_HASH_MISMATCH' } });
   });
 
   it('close() aborts in-flight requests and cancels retry timers', async () => {
