@@ -7,6 +7,7 @@
 // written each way. Exports return an id, 0 or -errno and never throw for an OS failure.
 #include <napi.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -15,12 +16,16 @@
 #include <stdio.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <climits>
+#include <string>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -32,7 +37,19 @@
 namespace {
 
 // How a relay ended; exported as `relayEnd`.
-enum End : int { kEndDone = 0, kEndErrorA = 1, kEndErrorB = 2, kEndIdleTimeout = 3, kEndAborted = 4 };
+enum End : int {
+  kEndDone = 0,
+  kEndErrorA = 1,
+  kEndErrorB = 2,
+  kEndIdleTimeout = 3,
+  kEndAborted = 4,
+  // relayConnect only: the upstream socket could not be opened or connected; the client was reset.
+  kEndConnectFailed = 5,
+};
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
 
 constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 // Upper bound per splice call; the pipe's capacity (64 KiB by default) is the real bound, and the
@@ -95,6 +112,15 @@ struct Conn {
   int64_t deadline = 0;  // its key in the worker's deadlines; 0 when not armed
   bool closed = false;
   bool waitingForPipe = false;  // in the worker's starved_ list
+  // relayConnect: the worker opens side B itself. Until connected only side B is registered,
+  // and the deadline is the connect timeout.
+  bool connecting = false;
+  bool hasSource = false;
+  sockaddr_storage source{};
+  sockaddr_storage destination{};
+  socklen_t sourceLen = 0;
+  socklen_t destinationLen = 0;
+  uint32_t connectTimeoutMs = 0;
 };
 
 void ClosePipe(Pipe* p) {
@@ -215,6 +241,10 @@ class Worker {
         Conn* c = s->conn;
         if (c->closed) continue;  // closed earlier in this batch; freed after it
         uint32_t ev = events[i].events;
+        if (c->connecting) {
+          OnConnectEvent(c, ev);
+          continue;
+        }
         if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) s->canRead = true;
         if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) s->canWrite = true;
         Pump(c);
@@ -336,6 +366,10 @@ class Worker {
     for (Flow& f : c->flow) {
       if (f.pipe.r >= 0) pipesInUse_.fetch_add(1, std::memory_order_relaxed);  // pending bytes
     }
+    if (c->connecting) {
+      StartConnect(c);
+      return;
+    }
     for (int i = 0; i < 2; i++) {
       // Registering reports the current readiness at once, so nothing that arrived before the
       // hand-off is missed.
@@ -348,6 +382,90 @@ class Worker {
       }
     }
     if (c->idleMs > 0) Arm(c, c->lastActive + c->idleMs);
+  }
+
+  // relayConnect, on the worker: socket, options, bind, non-blocking connect. Only side B is
+  // registered until the connect completes: the client's readiness is picked up when it is
+  // registered then, and its bytes wait in its receive queue meanwhile.
+  void StartConnect(Conn* c) {
+    int family = c->destination.ss_family;
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+    if (fd < 0) {
+      FailConnect(c, errno, "socket");
+      return;
+    }
+    c->side[1].fd = fd;
+    int one = 1;
+    if (c->hasSource) {
+      // The same as sockets.ts openSpoofedSocket: IP(V6)_TRANSPARENT before bind (binding a
+      // non-local address), port 0 + IP_BIND_ADDRESS_NO_PORT so the kernel picks the port at
+      // connect time from the full 4-tuple. No SO_MARK: the SYN would be routed to lo.
+      bool v4 = family == AF_INET;
+      if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+          setsockopt(fd, v4 ? SOL_IP : SOL_IPV6, v4 ? IP_TRANSPARENT : IPV6_TRANSPARENT, &one, sizeof(one)) < 0 ||
+          setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) < 0) {
+        FailConnect(c, errno, "setsockopt");
+        return;
+      }
+      if (bind(fd, reinterpret_cast<sockaddr*>(&c->source), c->sourceLen) < 0) {
+        FailConnect(c, errno, "bind");
+        return;
+      }
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    int rc;
+    do rc = connect(fd, reinterpret_cast<sockaddr*>(&c->destination), c->destinationLen);
+    while (rc < 0 && errno == EINTR);
+    if (rc < 0 && errno != EINPROGRESS) {
+      FailConnect(c, errno, "connect");
+      return;
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
+    ev.data.ptr = &c->side[1];
+    if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) < 0) {
+      FailConnect(c, errno, "epoll_ctl");
+      return;
+    }
+    if (c->connectTimeoutMs > 0) Arm(c, now_ + c->connectTimeoutMs);
+  }
+
+  void OnConnectEvent(Conn* c, uint32_t ev) {
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(c->side[1].fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    if (err == 0 && (ev & (EPOLLERR | EPOLLHUP))) err = ECONNREFUSED;
+    if (err != 0) {
+      FailConnect(c, err, "connect");
+      return;
+    }
+    if (!(ev & EPOLLOUT)) return;
+    c->connecting = false;
+    if (c->deadline != 0) {
+      deadlines_.erase({c->deadline, c});
+      c->deadline = 0;
+    }
+    c->side[1].canWrite = true;
+    if (ev & EPOLLIN) c->side[1].canRead = true;
+    c->lastActive = now_;
+    epoll_event cev{};
+    cev.events = EPOLLIN | EPOLLOUT | EPOLLET;
+    cev.data.ptr = &c->side[0];
+    if (epoll_ctl(epfd_, EPOLL_CTL_ADD, c->side[0].fd, &cev) < 0) {
+      Fail(c, 0, errno, "epoll_ctl");
+      return;
+    }
+    if (c->idleMs > 0) Arm(c, c->lastActive + c->idleMs);
+    // The preloaded first bytes (PROXY header) sit in flow[0]'s pipe ahead of any client byte.
+    Pump(c);
+  }
+
+  // The client learns of the failure by a RST (SO_LINGER {on, 0 s}), as connection.ts's
+  // resetAndDestroy() does: a FIN would look like an empty response.
+  void FailConnect(Conn* c, int err, const char* syscall) {
+    linger reset{1, 0};
+    setsockopt(c->side[0].fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+    Finish(c, kEndConnectFailed, err, syscall);
   }
 
   void Pump(Conn* c) {
@@ -465,6 +583,10 @@ class Worker {
       Conn* c = deadlines_.begin()->second;
       deadlines_.erase(deadlines_.begin());
       c->deadline = 0;
+      if (c->connecting) {
+        FailConnect(c, ETIMEDOUT, "connect");
+        continue;
+      }
       // Activity only updates lastActive; the deadline moves when it comes due.
       int64_t due = c->lastActive + c->idleMs;
       if (due > now_) Arm(c, due);
@@ -717,6 +839,100 @@ Napi::Value RelayStartFn(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(id));
 }
 
+// Fills a sockaddr from a textual address of the given family; false if it does not parse.
+bool ToSockaddr(int family, const std::string& host, int port, sockaddr_storage* ss, socklen_t* len) {
+  memset(ss, 0, sizeof(*ss));
+  if (family == AF_INET) {
+    auto* v4 = reinterpret_cast<sockaddr_in*>(ss);
+    if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) != 1) return false;
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<uint16_t>(port));
+    *len = sizeof(sockaddr_in);
+    return true;
+  }
+  if (family == AF_INET6) {
+    auto* v6 = reinterpret_cast<sockaddr_in6*>(ss);
+    if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) != 1) return false;
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<uint16_t>(port));
+    *len = sizeof(sockaddr_in6);
+    return true;
+  }
+  return false;
+}
+
+// SO_LINGER {on, 0 s}: close() then sends a RST instead of a FIN.
+int ResetAndClose(int fd) {
+  linger reset{1, 0};
+  int rc = setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+  int err = rc < 0 ? errno : 0;
+  close(fd);
+  return -err;
+}
+
+// relayConnect(clientFd, family, sourceAddress | "", address, port, connectTimeoutMs, idleTimeoutMs,
+// firstBytes?) -> id or -errno. A worker opens the upstream socket (bound to sourceAddress with
+// IP(V6)_TRANSPARENT when given), connects it (non-blocking, within connectTimeoutMs; 0 = no
+// limit), writes firstBytes before any client byte, then relays like relayStart. A failure to open
+// or connect resets the client and ends the relay CONNECT_FAILED with the errno (ETIMEDOUT for the
+// timeout) and the failed syscall. Takes ownership of clientFd, also on failure: an invalid
+// argument resets the client and returns -EINVAL.
+Napi::Value RelayConnectFn(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int clientFd = info[0].As<Napi::Number>().Int32Value();
+  if (clientFd < 0) return Napi::Number::New(env, -EBADF);
+  auto c = std::make_unique<Conn>();
+  c->side[0].fd = clientFd;
+  int rc = 0;
+  if (g_engine == nullptr || info.Length() < 7 || !info[1].IsNumber() || !info[2].IsString() || !info[3].IsString() ||
+      !info[4].IsNumber() || !info[5].IsNumber() || !info[6].IsNumber()) {
+    rc = -EINVAL;
+  }
+  if (rc == 0) {
+    int family = info[1].As<Napi::Number>().Int32Value();
+    std::string source = info[2].As<Napi::String>().Utf8Value();
+    std::string address = info[3].As<Napi::String>().Utf8Value();
+    int port = info[4].As<Napi::Number>().Int32Value();
+    int64_t connectMs = info[5].As<Napi::Number>().Int64Value();
+    int64_t idleMs = info[6].As<Napi::Number>().Int64Value();
+    if (port < 1 || port > 65535 || connectMs < 0 || connectMs > UINT32_MAX || idleMs < 0 || idleMs > UINT32_MAX ||
+        !ToSockaddr(family, address, port, &c->destination, &c->destinationLen)) {
+      rc = -EINVAL;
+    } else if (!source.empty()) {
+      c->hasSource = true;
+      if (!ToSockaddr(family, source, 0, &c->source, &c->sourceLen)) rc = -EINVAL;
+    }
+    c->connectTimeoutMs = static_cast<uint32_t>(connectMs < 0 ? 0 : connectMs);
+    c->idleMs = static_cast<uint32_t>(idleMs < 0 ? 0 : idleMs);
+  }
+  if (rc == 0) rc = SetNonBlocking(clientFd);
+  if (rc == 0 && info.Length() > 7) rc = Preload(&c->flow[0], info[7]);
+  if (rc < 0) {
+    for (Flow& f : c->flow) ClosePipe(&f.pipe);
+    ResetAndClose(clientFd);
+    return Napi::Number::New(env, rc);
+  }
+  Engine* e = g_engine;
+  c->connecting = true;
+  c->id = g_nextId++;
+  for (Side& s : c->side) s.conn = c.get();
+  uint64_t id = c->id;
+  e->workers[id % e->workers.size()]->Post(Command{Command::kAdopt, c.release(), id});
+  if (e->live++ == 0 && !e->referenced) {
+    napi_ref_threadsafe_function(env, e->tsfn);
+    e->referenced = true;
+  }
+  return Napi::Number::New(env, static_cast<double>(id));
+}
+
+// relayReset(fd): closes a socket with a RST (a refused connection). 0 or -errno of the
+// SO_LINGER setsockopt; the fd is closed either way.
+Napi::Value RelayResetFn(const Napi::CallbackInfo& info) {
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  if (fd < 0) return Napi::Number::New(info.Env(), -EBADF);
+  return Napi::Number::New(info.Env(), ResetAndClose(fd));
+}
+
 // relayAbort(id): closes both sockets; the relay reports end ABORTED (unless it ended already).
 Napi::Value RelayAbortFn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -766,6 +982,8 @@ void RelayInit(Napi::Env env, Napi::Object exports) {
   exports.Set("relayInit", Napi::Function::New(env, RelayInitFn, "relayInit"));
   exports.Set("relayStart", Napi::Function::New(env, RelayStartFn, "relayStart"));
   exports.Set("relayAbort", Napi::Function::New(env, RelayAbortFn, "relayAbort"));
+  exports.Set("relayConnect", Napi::Function::New(env, RelayConnectFn, "relayConnect"));
+  exports.Set("relayReset", Napi::Function::New(env, RelayResetFn, "relayReset"));
   exports.Set("relayStats", Napi::Function::New(env, RelayStatsFn, "relayStats"));
   exports.Set("relayShutdown", Napi::Function::New(env, RelayShutdownFn, "relayShutdown"));
   Napi::Object end = Napi::Object::New(env);
@@ -774,5 +992,6 @@ void RelayInit(Napi::Env env, Napi::Object exports) {
   end.Set("ERROR_B", static_cast<int>(kEndErrorB));
   end.Set("IDLE_TIMEOUT", static_cast<int>(kEndIdleTimeout));
   end.Set("ABORTED", static_cast<int>(kEndAborted));
+  end.Set("CONNECT_FAILED", static_cast<int>(kEndConnectFailed));
   exports.Set("relayEnd", end);
 }

@@ -18,6 +18,8 @@
 
 // The splice relay's exports (relay.cc).
 void RelayInit(Napi::Env env, Napi::Object exports);
+// The native acceptor's exports (acceptor.cc).
+void AcceptorInit(Napi::Env env, Napi::Object exports);
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -148,6 +150,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("getrlimit", Napi::Function::New(env, GetRlimit, "getrlimit"));
   exports.Set("setrlimit", Napi::Function::New(env, SetRlimit, "setrlimit"));
   RelayInit(env, exports);
+  AcceptorInit(env, exports);
 
   Napi::Object c = Napi::Object::New(env);
   c.Set("AF_INET", AF_INET);

@@ -17,6 +17,7 @@ import type {
   PortRange,
   RegistryConfig,
   RelayMode,
+  AcceptMode,
   Target,
   UpstreamConfig,
 } from './config.js';
@@ -28,6 +29,7 @@ type Table = Record<string, unknown>;
 
 const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 const RELAY_MODES: readonly RelayMode[] = ['stream', 'splice'];
+const ACCEPT_MODES: readonly AcceptMode[] = ['node', 'native'];
 /** Node timers overflow above 2^31-1 ms (they then fire immediately). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Route tables the kernel reserves: 253 default, 254 main, 255 local. */
@@ -190,18 +192,23 @@ function address(table: Table, path: string, key: string, def: string, family: 4
 
 function parseListen(root: Table): ListenConfig {
   const path = 'listen';
-  const t = subTable(root, '', path, ['address', 'address6', 'port', 'workers']);
+  const t = subTable(root, '', path, ['address', 'address6', 'port', 'workers', 'accept']);
   let address6: string | null;
   const raw6 = t['address6'];
   if (raw6 === '' || raw6 === false) address6 = null;
   else if (raw6 === undefined || typeof raw6 === 'string') address6 = address(t, path, 'address6', '::1', 6);
   else throw new ConfigError(`${path}.address6`, `expected an IPv6 address like "::1", or "" / false to disable IPv6, got ${describe(raw6)}`);
-  return {
+  const listen: ListenConfig = {
     address: address(t, path, 'address', '127.0.0.1', 4),
     address6,
     port: integer(t, path, 'port', 15001, 1, 65535, 'a TCP port 1..65535'),
     workers: t['workers'] === 'auto' ? availableParallelism() : integer(t, path, 'workers', 1, 1, 64, 'an integer 1..64 or "auto" (one per CPU)'),
+    accept: oneOf(t, path, 'accept', 'node', ACCEPT_MODES),
   };
+  if (listen.accept === 'native' && listen.workers > 1) {
+    throw new ConfigError(`${path}.accept`, '"native" runs in the daemon process itself: set listen.workers = 1 (the addon already relays on one thread per CPU)');
+  }
+  return listen;
 }
 
 const PORT_FORM = 'an array of ports (integers 1..65535) and "a-b" range strings with a <= b, e.g. [8080, "9000-9100"]';

@@ -24,7 +24,11 @@ export interface ListenConfig {
   readonly port: number; // default 15001
   /** Processes accepting connections (SO_REUSEPORT); 1 = the daemon itself. "auto" = one per CPU. */
   readonly workers: number; // default 1
+  /** "native": the addon accepts and connects upstream (src/proxy/native-listener.ts); "node": net.Server. */
+  readonly accept: AcceptMode; // default "node"
 }
+
+export type AcceptMode = 'node' | 'native';
 
 export interface InterceptConfig {
   readonly table: string; // nftables table name (family inet), default "tproxy_interceptor"

@@ -10,6 +10,7 @@ import { createIpRouting, type Routing } from './routing/ip.js';
 import { compileCidrMatcher } from './net/cidr.js';
 import { raiseOpenFilesLimit } from './native/limits.js';
 import { createInterceptor, type Interceptor } from './proxy/listener.js';
+import { createNativeInterceptor } from './proxy/native-listener.js';
 import { createSpliceRelayStarter } from './proxy/splice-relay.js';
 import { createWorkerPool } from './proxy/workers.js';
 import { createFileStore } from './registry/store.js';
@@ -76,9 +77,18 @@ export async function startDaemon(opts: {
     undo.push(() => registry.close());
 
     const pooled = config.listen.workers > 1;
-    const splice = !pooled && config.upstream.relay === 'splice' ? createSpliceRelayStarter({ logger }) : null;
+    const native = !pooled && config.listen.accept === 'native';
+    // The native path owns the process's relay workers (relayInit): no splice starter beside it.
+    const splice = !pooled && !native && config.upstream.relay === 'splice' ? createSpliceRelayStarter({ logger }) : null;
     if (splice) undo.push(() => splice.close());
-    const interceptor = pooled
+    const interceptor = native
+      ? createNativeInterceptor({
+          logger,
+          config,
+          decide: (ip, port) => registry.decide(ip, port),
+          isTrustedSource: compileCidrMatcher([...config.inboundPp.trustedSources]),
+        })
+      : pooled
       ? createWorkerPool({ logger, config, registry: registry.registry, requestFetch: (id) => registry.requestFetch(id) })
       : createInterceptor({
           logger,

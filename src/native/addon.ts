@@ -26,6 +26,8 @@ export interface NativeRelayEnds {
   readonly ERROR_B: number;
   readonly IDLE_TIMEOUT: number;
   readonly ABORTED: number;
+  /** relayConnect only: the upstream socket could not be opened or connected; the client was reset. */
+  readonly CONNECT_FAILED: number;
 }
 
 /**
@@ -54,6 +56,29 @@ export interface NativeAddon {
   /** Takes ownership of both fds, also on failure. Returns the relay id or -errno. */
   relayStart(fdA: number, fdB: number, idleTimeoutMs: number, pendingToB?: Buffer, pendingToA?: Buffer): number;
   relayAbort(id: number): number;
+  /**
+   * A worker opens and connects the upstream socket (spoofing `sourceAddress` unless ""), writes
+   * `firstBytes` first, then relays. Takes ownership of clientFd, also on failure. Id or -errno.
+   */
+  relayConnect(
+    clientFd: number,
+    family: number,
+    sourceAddress: string,
+    address: string,
+    port: number,
+    connectTimeoutMs: number,
+    idleTimeoutMs: number,
+    firstBytes?: Buffer,
+  ): number;
+  /** Closes the socket with a RST (SO_LINGER 0). 0 or -errno; the fd is closed either way. */
+  relayReset(fd: number): number;
+  /**
+   * Accepts on `listenFd` on a native thread; batches arrive as flat arrays of
+   * [fd, family (4|6), peerAddress, peerPort, localAddress, localPort, ...]. Id or -errno.
+   */
+  acceptorStart(listenFd: number, onAccepted: (batch: Array<number | string>) => void): number;
+  /** Stops accepting; undelivered connections are closed, the listening socket is not. */
+  acceptorStop(id: number): number;
   /**
    * Relays started and not yet reported; pipes held by relays (bytes in flight), empty pipes the
    * workers keep, and the most each worker keeps (descriptors: 2 per pipe).

@@ -2,9 +2,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, ADDR, BASE_CONFIG as BASE, CLI, sawAddress } from './helpers/lab.js';
 
-// Both relays must behave the same: every test runs with each.
-describe.each(['stream', 'splice'])('transparent interception (pp=false), %s relay', (relay) => {
-  const BASE_CONFIG = `${BASE}\nrelay = "${relay}"\n`;
+// Every data path must behave the same: Node accept with the stream or the splice relay, and
+// native accept (which always splices).
+const MODES = [
+  { name: 'stream relay', relay: 'stream', config: `${BASE}\nrelay = "stream"\n` },
+  { name: 'splice relay', relay: 'splice', config: `${BASE}\nrelay = "splice"\n` },
+  { name: 'native accept', relay: 'splice', config: BASE.replace('port = 15001', 'port = 15001\naccept = "native"') },
+];
+describe.each(MODES)('transparent interception (pp=false), $name', ({ relay, config: BASE_CONFIG }) => {
   let lab: Lab;
   beforeAll(async () => {
     lab = await Lab.create();
