@@ -2,13 +2,14 @@
 import { PATH_NAMES } from './plan.mjs';
 
 export const USAGE = `usage: npm run bench -- [--duration SECONDS] [--paths ${PATH_NAMES.join(',')}] [--json FILE]
-                      [--connections N] [--relay stream|splice] [--workers N]
+                      [--connections N] [--relay stream|splice] [--workers N] [--accept node|native]
 
   --duration SECONDS   length of each measured run (iperf3 -t, wrk -d); default 10
   --paths LIST         comma-separated paths to measure, in this order; default all:
                        ${PATH_NAMES.join(', ')}
   --json FILE          also write the results as JSON to FILE
   --connections N      idle connections held open for the memory figure; default 10000
+  --accept MODE        listen.accept of this project's daemon: node (default) or native
   --workers N          accepting processes of this project's daemon (listen.workers); default 1
   --relay MODE         relay mode of this project's daemon (upstream.relay); default: the daemon's
   -h, --help           this text
@@ -22,14 +23,14 @@ export class BenchUsageError extends Error {
   }
 }
 
-const VALUE_OPTIONS = new Set(['--duration', '--paths', '--json', '--connections', '--relay', '--workers']);
+const VALUE_OPTIONS = new Set(['--duration', '--paths', '--json', '--connections', '--relay', '--workers', '--accept']);
 
 /**
  * @param {string[]} argv arguments after the script name
- * @returns {{ help: boolean, duration: number, paths: string[], json: string | null, connections: number, relay: string | null, workers: number | null }}
+ * @returns {{ help: boolean, duration: number, paths: string[], json: string | null, connections: number, relay: string | null, workers: number | null, accept: string | null }}
  */
 export function parseBenchArgs(argv) {
-  const opts = { help: false, duration: 10, paths: [...PATH_NAMES], json: null, connections: 10_000, relay: null, workers: null };
+  const opts = { help: false, duration: 10, paths: [...PATH_NAMES], json: null, connections: 10_000, relay: null, workers: null, accept: null };
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i];
     let value;
@@ -74,6 +75,10 @@ export function parseBenchArgs(argv) {
         opts.connections = n;
         break;
       }
+      case '--accept':
+        if (value !== 'node' && value !== 'native') throw new BenchUsageError(`--accept must be "node" or "native", got ${JSON.stringify(value)}`);
+        opts.accept = value;
+        break;
       case '--workers': {
         const n = Number(value);
         if (!Number.isInteger(n) || n < 1 || n > 64) throw new BenchUsageError(`--workers must be an integer 1..64, got ${JSON.stringify(value)}`);

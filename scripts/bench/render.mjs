@@ -69,13 +69,13 @@ export function renderGuardTable({ table, cidr, ports }) {
 }
 
 /** The daemon's config for one path (TOML). */
-export function renderDaemonConfig({ table, cidr, ports, listenPort, dir, relay, workers }) {
+export function renderDaemonConfig({ table, cidr, ports, listenPort, dir, relay, workers, accept }) {
   return `# written by scripts/bench/run.mjs
 [listen]
 address = "127.0.0.1"
 address6 = ""
 port = ${listenPort}
-${workers ? `workers = ${workers}\n` : ''}
+${workers ? `workers = ${workers}\n` : ''}${accept ? `accept = "${accept}"\n` : ''}
 [intercept]
 table = "${table}"
 

@@ -501,7 +501,7 @@ async function main() {
   try {
     await setUpLab();
     await startBackendServices();
-    const proxies = createProxies({ ns, dir, tracker, cli: CLI, relay: opts.relay, workers: opts.workers, log, nofile: NOFILE, maxConnections: IDLE_CONNECTIONS });
+    const proxies = createProxies({ ns, dir, tracker, cli: CLI, relay: opts.relay, workers: opts.workers, accept: opts.accept, log, nofile: NOFILE, maxConnections: IDLE_CONNECTIONS });
     const baselineState = await gatewayState();
     for (const name of opts.paths) {
       if (interrupted) break;
