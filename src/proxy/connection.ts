@@ -49,7 +49,7 @@ function clientFromHeader(header: ProxyHeader, peer: Endpoint): Endpoint {
   return header.source;
 }
 
-function errorFields(err: unknown): { code: string; message: string } {
+export function errorFields(err: unknown): { code: string; message: string } {
   const e = err as { code?: unknown; message?: unknown };
   return { code: typeof e.code === 'string' ? e.code : 'ERR_UNKNOWN', message: String(e.message ?? err) };
 }

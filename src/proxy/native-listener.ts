@@ -19,7 +19,7 @@ import {
 } from '../native/acceptor.js';
 import { abortSpliceRelay, closeSpliceRelayWorkers } from '../native/relay.js';
 import { closeFd, openTransparentListener } from '../native/sockets.js';
-import { createStats, handleConnection, type ConnectionDeps, type ProxyStats, type RelayStarter } from './connection.js';
+import { createStats, errorFields, handleConnection, type ConnectionDeps, type ProxyStats, type RelayStarter } from './connection.js';
 import type { Interceptor } from './listener.js';
 import { startRelay as startStreamRelay, type CloseReason, type Relay } from './relay.js';
 import { ConnectTimeoutError } from './upstream.js';
@@ -36,11 +36,6 @@ interface LiveConnection {
 }
 
 const isReset = (err: SocketError | null): boolean => err?.code === 'ECONNRESET' || err?.code === 'EPIPE';
-
-function errorFields(err: unknown): { code: string; message: string } {
-  const e = err as { code?: unknown; message?: unknown };
-  return { code: typeof e.code === 'string' ? e.code : 'ERR_UNKNOWN', message: String(e.message ?? err) };
-}
 
 /** The dependencies connection.ts needs, built as the stream listener builds them. */
 export function nodePathDeps(opts: {
