@@ -43,6 +43,7 @@ export class Lab {
   readonly ns: { client: string; gateway: string; backend: string };
   readonly dir: string;
   private readonly procs = new Set<Proc>();
+  private readonly daemons = new Set<Proc>();
 
   private constructor(readonly prefix: string, dir: string) {
     this.ns = { client: `${prefix}-c`, gateway: `${prefix}-g`, backend: `${prefix}-b` };
@@ -142,8 +143,16 @@ admin_socket = "${path.join(this.dir, 'admin.sock')}"
   /** Starts the daemon in the gateway namespace and waits until its rules are installed. */
   async startDaemon(configFile: string, extraArgs: string[] = [], spawnPrefix: string[] = []): Promise<Proc> {
     const p = this.spawn(this.ns.gateway, [...spawnPrefix, 'node', CLI, 'run', '--config', configFile, ...extraArgs]);
+    this.daemons.add(p);
+    void p.exited.then(() => this.daemons.delete(p));
     await p.waitFor('"msg":"running"');
     return p;
+  }
+
+  /** Kills daemons a test left running (a failed assertion skipped its SIGTERM). */
+  async stopDaemons(): Promise<void> {
+    for (const p of this.daemons) p.child.kill('SIGKILL');
+    await Promise.all([...this.daemons].map((p) => p.exited));
   }
 
   async cli(args: string[], opts: { allowFail?: boolean } = {}): Promise<{ stdout: string; stderr: string; code: number }> {
