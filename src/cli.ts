@@ -8,6 +8,7 @@ import { renderRuleset } from './firewall/render.js';
 import { renderRoutingCommands } from './routing/render.js';
 import { firewallSpec, routingSpec, startDaemon } from './daemon.js';
 import { runInstancesCommand } from './cli/instances.js';
+import { parseDuration } from './duration.js';
 
 const USAGE = `usage: tproxy-interceptor <command> --config FILE
 
@@ -70,6 +71,14 @@ async function main(argv: string[]): Promise<number> {
     return fail(`${command}: ${describe(err)}\n${USAGE}`, 2);
   }
   if (!values.config) return fail(`${command}: --config FILE is required`, 2);
+  let drainMs = 10_000;
+  if (values.drain !== undefined) {
+    try {
+      drainMs = parseDuration(values.drain);
+    } catch (err) {
+      return fail(`${command}: --drain: ${describe(err)}`, 2);
+    }
+  }
   const config = await loadConfig(values.config);
 
   if (command === 'rules') {
@@ -80,8 +89,6 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
-  const { parseDuration } = await import('./duration.js');
-  const drainMs = values.drain !== undefined ? parseDuration(values.drain) : 10_000;
   const logger = createLogger(config.log.level);
   const daemon = await startDaemon({ config, logger });
   logger.info('running');

@@ -44,6 +44,13 @@ describe('cli', () => {
     expect(r.stderr).toMatch(/connect_timeout/);
   });
 
+  it('run with a bad --drain exits 2 naming the flag, and installs nothing', async () => {
+    const r = await lab.cli(['run', '--config', await lab.writeConfig(BASE_CONFIG), '--drain', 'soon'], { allowFail: true });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--drain: invalid duration "soon"/);
+    expect((await lab.exec(lab.ns.gateway, ['nft', 'list', 'tables'])).stdout).not.toMatch(/tproxy_interceptor/);
+  });
+
   it('rules prints the ruleset and routing commands without privileges', async () => {
     const config = path.join(lab.dir, 'readable.toml');
     await writeFile(config, BASE_CONFIG);
