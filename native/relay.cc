@@ -7,6 +7,8 @@
 // written each way. Exports return an id, 0 or -errno and never throw for an OS failure.
 #include <napi.h>
 
+#include "sockaddr.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -805,6 +807,21 @@ int SetNonBlocking(int fd) {
   return 0;
 }
 
+// Gives a new connection an id and hands it to its worker; the completion callback keeps the
+// event loop alive while any relay is live.
+uint64_t HandToWorker(Napi::Env env, std::unique_ptr<Conn> c) {
+  Engine* e = g_engine;
+  c->id = g_nextId++;
+  for (Side& s : c->side) s.conn = c.get();
+  uint64_t id = c->id;
+  e->workers[id % e->workers.size()]->Post(Command{Command::kAdopt, c.release(), id});
+  if (e->live++ == 0 && !e->referenced) {
+    napi_ref_threadsafe_function(env, e->tsfn);
+    e->referenced = true;
+  }
+  return id;
+}
+
 // relayStart(fdA, fdB, idleTimeoutMs, pendingToB?, pendingToA?) -> id or -errno. Takes ownership
 // of both fds, also on failure. pendingToB/pendingToA: bytes already read from A/B, sent first.
 Napi::Value RelayStartFn(const Napi::CallbackInfo& info) {
@@ -827,38 +844,13 @@ Napi::Value RelayStartFn(const Napi::CallbackInfo& info) {
     CloseConnFds(c.get());
     return Napi::Number::New(env, rc);
   }
-  Engine* e = g_engine;
-  c->id = g_nextId++;
-  for (Side& s : c->side) s.conn = c.get();
-  uint64_t id = c->id;
-  e->workers[id % e->workers.size()]->Post(Command{Command::kAdopt, c.release(), id});
-  if (e->live++ == 0 && !e->referenced) {
-    napi_ref_threadsafe_function(env, e->tsfn);
-    e->referenced = true;
-  }
-  return Napi::Number::New(env, static_cast<double>(id));
+  return Napi::Number::New(env, static_cast<double>(HandToWorker(env, std::move(c))));
 }
 
-// Fills a sockaddr from a textual address of the given family; false if it does not parse.
+// A sockaddr of the given family from an address text; false if it is not one.
 bool ToSockaddr(int family, const std::string& host, int port, sockaddr_storage* ss, socklen_t* len) {
-  memset(ss, 0, sizeof(*ss));
-  if (family == AF_INET) {
-    auto* v4 = reinterpret_cast<sockaddr_in*>(ss);
-    if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) != 1) return false;
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(static_cast<uint16_t>(port));
-    *len = sizeof(sockaddr_in);
-    return true;
-  }
-  if (family == AF_INET6) {
-    auto* v6 = reinterpret_cast<sockaddr_in6*>(ss);
-    if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) != 1) return false;
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(static_cast<uint16_t>(port));
-    *len = sizeof(sockaddr_in6);
-    return true;
-  }
-  return false;
+  *len = ToSockaddr(host, port, ss);
+  return *len != 0 && ss->ss_family == family;
 }
 
 // SO_LINGER {on, 0 s}: close() then sends a RST instead of a FIN.
@@ -912,17 +904,8 @@ Napi::Value RelayConnectFn(const Napi::CallbackInfo& info) {
     ResetAndClose(clientFd);
     return Napi::Number::New(env, rc);
   }
-  Engine* e = g_engine;
   c->connecting = true;
-  c->id = g_nextId++;
-  for (Side& s : c->side) s.conn = c.get();
-  uint64_t id = c->id;
-  e->workers[id % e->workers.size()]->Post(Command{Command::kAdopt, c.release(), id});
-  if (e->live++ == 0 && !e->referenced) {
-    napi_ref_threadsafe_function(env, e->tsfn);
-    e->referenced = true;
-  }
-  return Napi::Number::New(env, static_cast<double>(id));
+  return Napi::Number::New(env, static_cast<double>(HandToWorker(env, std::move(c))));
 }
 
 // relayReset(fd): closes a socket with a RST (a refused connection). 0 or -errno of the

@@ -3,6 +3,8 @@
 // error carrying the syscall's name. No policy lives here.
 #include <napi.h>
 
+#include "sockaddr.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -29,25 +31,6 @@ namespace {
 
 Napi::Value Result(Napi::Env env, int rc) {
   return Napi::Number::New(env, rc < 0 ? -errno : rc);
-}
-
-// Fills a sockaddr from a textual address; returns its length or 0 if the text is not an
-// address of either family.
-socklen_t ToSockaddr(const std::string& host, int port, sockaddr_storage* ss) {
-  memset(ss, 0, sizeof(*ss));
-  auto* v4 = reinterpret_cast<sockaddr_in*>(ss);
-  if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
-    v4->sin_family = AF_INET;
-    v4->sin_port = htons(static_cast<uint16_t>(port));
-    return sizeof(sockaddr_in);
-  }
-  auto* v6 = reinterpret_cast<sockaddr_in6*>(ss);
-  if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
-    v6->sin6_family = AF_INET6;
-    v6->sin6_port = htons(static_cast<uint16_t>(port));
-    return sizeof(sockaddr_in6);
-  }
-  return 0;
 }
 
 // socket(family): a non-blocking, close-on-exec TCP socket, so that libuv can own it and a

@@ -43,9 +43,10 @@ async function proxy(mode) {
   const { openTransparentListener } = await dist('native/sockets.js');
   let accepted = 0;
   if (mode === 'native') {
-    const { openNativeRelayWorkers, startAcceptor, connectRelay } = await dist('native/acceptor.js');
+    const { startAcceptor } = await dist('native/acceptor.js');
+    const { openSpliceRelayWorkers, connectRelay } = await dist('native/relay.js');
     const live = new Map();
-    openNativeRelayWorkers(2, (c) => live.delete(c.id));
+    openSpliceRelayWorkers(2, (c) => live.delete(c.id));
     const fd = openTransparentListener(HOST, port);
     startAcceptor(fd, (batch) => {
       for (const acc of batch) {

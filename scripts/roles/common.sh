@@ -15,3 +15,17 @@ addr() { # iface cidr4 cidr6
   ip addr replace "$2" dev "$1"
   ip -6 addr replace "$3" dev "$1" nodad
 }
+
+# An end host (client or backend): one interface, routes to the other lab network via the gateway.
+# usage: end_host IFACE IP IP6 GATEWAY GATEWAY6 [--default-route]
+end_host() {
+  ip link set lo up
+  addr "$1" "$2/24" "$3/64"
+  if [ "${6:-}" = --default-route ]; then
+    ip route replace default via "$4"
+    ip -6 route replace default via "$5"
+  else
+    ip route replace 198.18.0.0/15 via "$4"
+    ip -6 route replace fd00:18::/32 via "$5"
+  fi
+}

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { systemError } from '../errors.js';
 import { loadAddon } from './addon.js';
+import { invalidArg } from './args.js';
 
 export interface OpenFilesLimit {
   readonly soft: number;
@@ -20,12 +21,6 @@ export interface OpenFilesLimit {
 const HARD_LIMIT_GOAL = 1 << 20;
 
 const NR_OPEN_PATH = '/proc/sys/fs/nr_open';
-
-function invalidArg(name: string, value: unknown, expected: string): TypeError {
-  return Object.assign(new TypeError(`${name} must be ${expected}, got ${JSON.stringify(value)}`), {
-    code: 'ERR_INVALID_ARG_VALUE',
-  });
-}
 
 function checkLimit(name: string, value: number): void {
   if (value !== Infinity && (!Number.isSafeInteger(value) || value < 0)) {

@@ -1,28 +1,20 @@
 // Typed, throwing wrappers over the addon's splice relay: native worker threads that move bytes
-// between two connected TCP sockets with splice(2). One set of workers per process.
+// between two TCP sockets with splice(2), either handed over connected (relayStart) or with the
+// upstream connected by the worker itself (relayConnect). One set of workers per process.
 import { systemError, type SystemError } from '../errors.js';
 import { loadAddon } from './addon.js';
+import { checkFd, invalidArg, isFd } from './args.js';
 
-export type SpliceRelayEnd = 'done' | 'error-a' | 'error-b' | 'idle-timeout' | 'aborted';
+export type SpliceRelayEnd = 'done' | 'error-a' | 'error-b' | 'idle-timeout' | 'aborted' | 'connect-failed';
 
 export interface SpliceRelayCompletion {
   readonly id: number;
   readonly end: SpliceRelayEnd;
-  /** For error-a / error-b: the failure of socket A or B (syscall `splice`, or `epoll_ctl`). */
+  /** error-a / error-b: the failure of socket A or B (syscall `splice`, or `epoll_ctl`); connect-failed: `socket`, `bind`, `connect` (ETIMEDOUT for the timeout). */
   readonly error: SystemError | null;
   /** Bytes written to B that came from A (including `pendingToB`), and the reverse. */
   readonly bytesAToB: number;
   readonly bytesBToA: number;
-}
-
-function invalidArg(name: string, value: unknown, expected: string): TypeError {
-  return Object.assign(new TypeError(`${name} must be ${expected}, got ${JSON.stringify(value)}`), {
-    code: 'ERR_INVALID_ARG_VALUE',
-  });
-}
-
-function checkFd(name: string, fd: number): void {
-  if (!Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) throw invalidArg(name, fd, 'a file descriptor');
 }
 
 /** A close-on-exec duplicate of `fd`: the open socket then outlives `fd` being closed. */
@@ -47,6 +39,7 @@ export function openSpliceRelayWorkers(threads: number, onEnd: (c: SpliceRelayCo
     [e.ERROR_B, 'error-b'],
     [e.IDLE_TIMEOUT, 'idle-timeout'],
     [e.ABORTED, 'aborted'],
+    [e.CONNECT_FAILED, 'connect-failed'],
   ]);
   const rc = addon.relayInit(threads, (id, end, negErrno, syscall, bytesAToB, bytesBToA) => {
     onEnd({
@@ -115,4 +108,47 @@ export function spliceRelayStats(): SpliceRelayStats {
 /** Stops the workers. Returns how many relays were still open: closed, never reported. */
 export function closeSpliceRelayWorkers(): number {
   return loadAddon().relayShutdown();
+}
+
+export interface RelayConnectOptions {
+  readonly clientFd: number;
+  readonly family: 4 | 6;
+  /** Spoof this source address (the transparent path); null connects from our own address. */
+  readonly sourceAddress: string | null;
+  readonly address: string;
+  readonly port: number;
+  /** 0 = no limit beyond the kernel's. */
+  readonly connectTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  /** Written to the upstream before any client byte (the PROXY header). */
+  readonly firstBytes?: Buffer | undefined;
+}
+
+/**
+ * Hands the client to a relay worker, which connects the upstream itself. Returns the relay id;
+ * its completion reports `connect-failed` (client reset) or how the relay ended. Takes ownership
+ * of `clientFd`, also when it throws (the client is then reset).
+ */
+export function connectRelay(opts: RelayConnectOptions): number {
+  const addon = loadAddon();
+  const c = addon.constants;
+  if (!isFd(opts.clientFd)) throw invalidArg('clientFd', opts.clientFd, 'a file descriptor');
+  const rc = addon.relayConnect(
+    opts.clientFd,
+    opts.family === 6 ? c.AF_INET6 : c.AF_INET,
+    opts.sourceAddress ?? '',
+    opts.address,
+    opts.port,
+    opts.connectTimeoutMs,
+    opts.idleTimeoutMs,
+    opts.firstBytes,
+  );
+  if (rc < 0) throw systemError(rc, 'relayConnect', { address: opts.address, port: opts.port });
+  return rc;
+}
+
+/** Closes `fd` with a RST: the client of a refused connection sees ECONNRESET, not an empty reply. */
+export function resetConnection(fd: number): void {
+  if (!isFd(fd)) throw invalidArg('fd', fd, 'a file descriptor');
+  loadAddon().relayReset(fd);
 }

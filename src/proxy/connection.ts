@@ -84,7 +84,7 @@ export async function handleConnection(client: net.Socket, deps: ConnectionDeps)
     stats.active--;
     stats.bytesFromClients += bytesIn;
     stats.bytesToClients += bytesOut;
-    log[level]({ ...fields, reason, bytesIn, bytesOut, durationMs: Math.round(performance.now() - startedAt), ...extra, phasesUs }, 'connection closed');
+    if (log.isLevelEnabled(level)) log[level]({ ...fields, reason, bytesIn, bytesOut, durationMs: Math.round(performance.now() - startedAt), ...extra, phasesUs }, 'connection closed');
   };
 
   let source = peer;

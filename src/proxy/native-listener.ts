@@ -8,16 +8,15 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Decision } from '../registry/types.js';
 import { encodeV1, encodeV2 } from '../pp/index.js';
+import { startAcceptor, stopAcceptor, type AcceptedConnection } from '../native/acceptor.js';
 import {
+  abortSpliceRelay,
+  closeSpliceRelayWorkers,
   connectRelay,
-  openNativeRelayWorkers,
+  openSpliceRelayWorkers,
   resetConnection,
-  startAcceptor,
-  stopAcceptor,
-  type AcceptedConnection,
-  type NativeRelayCompletion,
-} from '../native/acceptor.js';
-import { abortSpliceRelay, closeSpliceRelayWorkers } from '../native/relay.js';
+  type SpliceRelayCompletion,
+} from '../native/relay.js';
 import { closeFd, openTransparentListener } from '../native/sockets.js';
 import { createStats, errorFields, handleConnection, type ConnectionDeps, type ProxyStats, type RelayStarter } from './connection.js';
 import type { Interceptor } from './listener.js';
@@ -111,7 +110,7 @@ export function createNativeInterceptor(opts: {
     log[level]({ ...fields, reason, bytesIn, bytesOut, durationMs: Math.round(performance.now() - startedAt), ...extra }, 'connection closed');
   };
 
-  const onEnd = (c: NativeRelayCompletion): void => {
+  const onEnd = (c: SpliceRelayCompletion): void => {
     const conn = live.get(c.id);
     if (!conn) return;
     live.delete(c.id);
@@ -237,7 +236,7 @@ export function createNativeInterceptor(opts: {
         logger.warn('upstream.keep_client_port is not supported by the native accept path: spoofed upstreams use an ephemeral port');
       }
       if (!workersOpen) {
-        openNativeRelayWorkers(threads, onEnd);
+        openSpliceRelayWorkers(threads, onEnd);
         workersOpen = true;
       }
       accepting = true;

@@ -192,6 +192,7 @@ export function createSpliceRelayStarter(opts: { threads?: number; logger: Logge
           case 'error-a':
             return { reason: isReset(c.error) ? 'client-reset' : 'client-error', error: c.error, ...bytes };
           case 'error-b':
+          case 'connect-failed': // only relayConnect reports it; relayStart gets a connected upstream
             return { reason: isReset(c.error) ? 'upstream-reset' : 'upstream-error', error: c.error, ...bytes };
           case 'idle-timeout':
             return { reason: 'idle-timeout', error: null, ...bytes };

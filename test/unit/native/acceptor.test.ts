@@ -13,17 +13,15 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../../../src/config.js';
-import {
-  connectRelay,
-  openNativeRelayWorkers,
-  resetConnection,
-  startAcceptor,
-  stopAcceptor,
-  type AcceptedConnection,
-  type NativeRelayCompletion,
-} from '../../../src/native/acceptor.js';
+import { startAcceptor, stopAcceptor, type AcceptedConnection } from '../../../src/native/acceptor.js';
 import { loadAddon } from '../../../src/native/addon.js';
-import { closeSpliceRelayWorkers } from '../../../src/native/relay.js';
+import {
+  closeSpliceRelayWorkers,
+  connectRelay,
+  openSpliceRelayWorkers,
+  resetConnection,
+  type SpliceRelayCompletion,
+} from '../../../src/native/relay.js';
 import { closeFd, openTransparentListener } from '../../../src/native/sockets.js';
 import { encodeV2, parseHeader } from '../../../src/pp/index.js';
 import { createNativeInterceptor } from '../../../src/proxy/native-listener.js';
@@ -117,10 +115,10 @@ describe('native acceptor and relayConnect', () => {
   let listenPort = 0;
   let acceptorId = 0;
   let onAccept: (acc: AcceptedConnection) => void = (acc) => resetConnection(acc.fd);
-  const waiting = new Map<number, (c: NativeRelayCompletion) => void>();
-  const early = new Map<number, NativeRelayCompletion>();
+  const waiting = new Map<number, (c: SpliceRelayCompletion) => void>();
+  const early = new Map<number, SpliceRelayCompletion>();
 
-  const completion = (id: number): Promise<NativeRelayCompletion> => {
+  const completion = (id: number): Promise<SpliceRelayCompletion> => {
     const c = early.get(id);
     if (c) {
       early.delete(id);
@@ -130,7 +128,7 @@ describe('native acceptor and relayConnect', () => {
   };
 
   beforeAll(async () => {
-    openNativeRelayWorkers(2, (c) => {
+    openSpliceRelayWorkers(2, (c) => {
       const w = waiting.get(c.id);
       waiting.delete(c.id);
       if (w) w(c);
