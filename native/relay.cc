@@ -54,8 +54,8 @@ enum End : int {
 #endif
 
 constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
-// Upper bound per splice call; the pipe's capacity (64 KiB by default) is the real bound, and the
-// kernel returns what fits.
+// Upper bound per splice call; the pipe's capacity is the real bound, and the kernel returns what
+// fits.
 constexpr size_t kSpliceMax = 1 << 20;
 constexpr int kMaxEvents = 256;
 constexpr int kMaxThreads = 256;
@@ -65,6 +65,9 @@ constexpr size_t kPipePoolMax = 64;
 // How often a connection that could not get a pipe (EMFILE, ENFILE) tries again, unless a pipe
 // is freed first.
 constexpr int kPipeRetryMs = 50;
+// relayConnect's first bytes up to this size are sent straight to the new socket (they fit its
+// send buffer and any pipe); larger ones are preloaded into a pipe on the JS thread.
+constexpr size_t kFirstBytesInline = 4096;
 
 int64_t NowMs() {
   timespec ts;
@@ -123,6 +126,9 @@ struct Conn {
   socklen_t sourceLen = 0;
   socklen_t destinationLen = 0;
   uint32_t connectTimeoutMs = 0;
+  // relayConnect: small first bytes (the PROXY header), sent straight to the socket once it is
+  // connected; larger ones are preloaded into flow[0]'s pipe instead.
+  std::string firstBytes;
 };
 
 void ClosePipe(Pipe* p) {
@@ -157,7 +163,8 @@ class Worker {
  public:
   Worker(Engine* engine, int index) : engine_(engine), index_(index) {}
 
-  int Open() {
+  int Open(int pipeSize) {
+    pipeSize_ = pipeSize;
     epfd_ = epoll_create1(EPOLL_CLOEXEC);
     if (epfd_ < 0) return -errno;
     wakefd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -216,9 +223,11 @@ class Worker {
     ClosePool();
   }
 
-  // From any thread: pipes held by connections, and empty ones in the pool.
+  // From any thread: pipes held by connections, and empty ones in the pool; new pipes that kept
+  // the kernel's default size because the requested one was refused.
   size_t PipesInUse() const { return pipesInUse_.load(std::memory_order_relaxed); }
   size_t PipesPooled() const { return pipesPooled_.load(std::memory_order_relaxed); }
+  size_t PipeSizeRefused() const { return pipeSizeRefused_.load(std::memory_order_relaxed); }
 
  private:
   void Run() {
@@ -292,6 +301,12 @@ class Worker {
       if (pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0) return false;
       f->pipe.r = p[0];
       f->pipe.w = p[1];
+      // Larger pipes move more per splice call and per wake-up. The kernel refuses beyond
+      // fs.pipe-max-size, or once the user's pipes pass fs.pipe-user-pages-soft (without
+      // CAP_SYS_RESOURCE): the pipe then keeps its default size, and the refusal is counted.
+      if (pipeSize_ > 0 && fcntl(f->pipe.w, F_SETPIPE_SZ, pipeSize_) < 0) {
+        pipeSizeRefused_.fetch_add(1, std::memory_order_relaxed);
+      }
     }
     pipesInUse_.fetch_add(1, std::memory_order_relaxed);
     return true;
@@ -458,8 +473,43 @@ class Worker {
       return;
     }
     if (c->idleMs > 0) Arm(c, c->lastActive + c->idleMs);
-    // The preloaded first bytes (PROXY header) sit in flow[0]'s pipe ahead of any client byte.
+    if (!c->firstBytes.empty() && !SendFirstBytes(c)) return;
+    // Preloaded first bytes sit in flow[0]'s pipe ahead of any client byte.
     Pump(c);
+  }
+
+  // A new connection's send buffer takes a header at once, saving a pipe and two syscalls; what
+  // it does not take goes into flow[0]'s pipe, ahead of any client byte. False when it failed.
+  bool SendFirstBytes(Conn* c) {
+    std::string bytes;
+    bytes.swap(c->firstBytes);
+    ssize_t n;
+    do n = send(c->side[1].fd, bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && errno != EAGAIN) {
+      Fail(c, 1, errno, "send");
+      return false;
+    }
+    size_t sent = n > 0 ? static_cast<size_t>(n) : 0;
+    c->flow[0].bytes += sent;
+    if (sent == bytes.size()) return true;
+    Flow& f = c->flow[0];
+    if (!TakePipe(&f)) {
+      Fail(c, 1, errno, "pipe2");
+      return false;
+    }
+    size_t off = sent;
+    while (off < bytes.size()) {
+      n = write(f.pipe.w, bytes.data() + off, bytes.size() - off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        Fail(c, 1, n < 0 ? errno : EIO, "write");
+        return false;
+      }
+      off += static_cast<size_t>(n);
+    }
+    f.queued = bytes.size() - sent;
+    return true;
   }
 
   // The client learns of the failure by a RST (SO_LINGER {on, 0 s}), as connection.ts's
@@ -622,6 +672,7 @@ class Worker {
 
   Engine* engine_;
   int index_;
+  int pipeSize_ = 0;  // 0: the kernel's default
   int epfd_ = -1;
   int wakefd_ = -1;
   std::thread thread_;
@@ -639,12 +690,14 @@ class Worker {
   // Written by the worker only; read by relayStats().
   std::atomic<size_t> pipesInUse_{0};
   std::atomic<size_t> pipesPooled_{0};
+  std::atomic<size_t> pipeSizeRefused_{0};
 };
 
 struct Engine {
   napi_env env = nullptr;
   napi_threadsafe_function tsfn = nullptr;
   std::vector<std::unique_ptr<Worker>> workers;
+  int pipeSize = 0;
   std::mutex doneMu;
   std::vector<Completion> done;
   // JS thread only.
@@ -737,18 +790,37 @@ int StartThreads(Engine* e) {
   return 0;
 }
 
-// relayInit(threads, onEnd): starts the workers. onEnd(id, end, -errno, syscall, bytesAToB,
-// bytesBToA) is called on the JS thread once per relay. -EBUSY if already running.
+// The size a pipe gets when pipeSize is asked for (0: the default), or -errno when refused.
+int ProbePipeSize(int pipeSize) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) < 0) return -errno;
+  int rc = pipeSize > 0 ? fcntl(p[1], F_SETPIPE_SZ, pipeSize) : fcntl(p[1], F_GETPIPE_SZ);
+  if (rc < 0) rc = -errno;
+  close(p[0]);
+  close(p[1]);
+  return rc;
+}
+
+// relayInit(threads, onEnd, pipeSize?): starts the workers. onEnd(id, end, -errno, syscall,
+// bytesAToB, bytesBToA) is called on the JS thread once per relay. pipeSize: bytes per pipe (0 or
+// absent: the kernel's default); the kernel rounds it up to a power of two pages. -EBUSY if
+// already running; the errno of F_SETPIPE_SZ (EPERM beyond fs.pipe-max-size) if a pipe of that
+// size cannot be had now.
 Napi::Value RelayInitFn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (g_engine != nullptr) return Napi::Number::New(env, -EBUSY);
   int threads = info[0].As<Napi::Number>().Int32Value();
   if (threads < 1 || threads > kMaxThreads || !info[1].IsFunction()) return Napi::Number::New(env, -EINVAL);
+  int pipeSize = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().Int32Value() : 0;
+  if (pipeSize < 0) return Napi::Number::New(env, -EINVAL);
+  int granted = ProbePipeSize(pipeSize);
+  if (granted < 0) return Napi::Number::New(env, granted);
   auto* e = new Engine();
   e->env = env;
+  e->pipeSize = granted;
   for (int i = 0; i < threads; i++) {
     e->workers.push_back(std::make_unique<Worker>(e, i));
-    int rc = e->workers.back()->Open();
+    int rc = e->workers.back()->Open(pipeSize > 0 ? granted : 0);
     if (rc < 0) {
       delete e;
       return Napi::Number::New(env, rc);
@@ -785,6 +857,8 @@ int Preload(Flow* f, const Napi::Value& value) {
   f->pipe.w = p[1];
   int cap = fcntl(f->pipe.w, F_GETPIPE_SZ);
   if (cap < 0) return -errno;
+  // The workers' size, so that the pipe is like the others once it is pooled.
+  if (g_engine->pipeSize > cap && fcntl(f->pipe.w, F_SETPIPE_SZ, g_engine->pipeSize) >= 0) cap = g_engine->pipeSize;
   if (static_cast<size_t>(cap) < len) {
     if (len > INT_MAX) return -EINVAL;
     if (fcntl(f->pipe.w, F_SETPIPE_SZ, static_cast<int>(len)) < 0) return -errno;
@@ -898,7 +972,14 @@ Napi::Value RelayConnectFn(const Napi::CallbackInfo& info) {
     c->idleMs = static_cast<uint32_t>(idleMs < 0 ? 0 : idleMs);
   }
   if (rc == 0) rc = SetNonBlocking(clientFd);
-  if (rc == 0 && info.Length() > 7) rc = Preload(&c->flow[0], info[7]);
+  if (rc == 0 && info.Length() > 7) {
+    if (info[7].IsBuffer() && info[7].As<Napi::Buffer<uint8_t>>().Length() <= kFirstBytesInline) {
+      auto buf = info[7].As<Napi::Buffer<uint8_t>>();
+      c->firstBytes.assign(reinterpret_cast<const char*>(buf.Data()), buf.Length());
+    } else {
+      rc = Preload(&c->flow[0], info[7]);
+    }
+  }
   if (rc < 0) {
     for (Flow& f : c->flow) ClosePipe(&f.pipe);
     ResetAndClose(clientFd);
@@ -927,19 +1008,23 @@ Napi::Value RelayAbortFn(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, 0);
 }
 
-// relayStats() -> { live, threads, pipesInUse, pipesPooled, pipePoolMax }: relays started and
-// not yet reported; pipes held by connections (bytes in flight), empty pipes kept by the workers,
-// and the most each worker keeps. Pipe counts are a moment's snapshot of running threads.
+// relayStats() -> { live, threads, pipesInUse, pipesPooled, pipePoolMax, pipeSize,
+// pipeSizeRefused }: relays started and not yet reported; pipes held by connections (bytes in
+// flight), empty pipes kept by the workers, and the most each worker keeps; the bytes a new pipe
+// gets, and how many new pipes the kernel refused that size (they kept its default). Pipe counts
+// are a moment's snapshot of running threads.
 Napi::Value RelayStatsFn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object stats = Napi::Object::New(env);
   Engine* e = g_engine;
   size_t inUse = 0;
   size_t pooled = 0;
+  size_t refused = 0;
   if (e != nullptr) {
     for (auto& w : e->workers) {
       inUse += w->PipesInUse();
       pooled += w->PipesPooled();
+      refused += w->PipeSizeRefused();
     }
   }
   stats.Set("live", Napi::Number::New(env, e ? static_cast<double>(e->live) : 0));
@@ -947,6 +1032,8 @@ Napi::Value RelayStatsFn(const Napi::CallbackInfo& info) {
   stats.Set("pipesInUse", Napi::Number::New(env, static_cast<double>(inUse)));
   stats.Set("pipesPooled", Napi::Number::New(env, static_cast<double>(pooled)));
   stats.Set("pipePoolMax", Napi::Number::New(env, static_cast<double>(kPipePoolMax)));
+  stats.Set("pipeSize", Napi::Number::New(env, e ? e->pipeSize : 0));
+  stats.Set("pipeSizeRefused", Napi::Number::New(env, static_cast<double>(refused)));
   return stats;
 }
 

@@ -316,14 +316,23 @@ function parseIntercept(root: Table, listen: ListenConfig): InterceptConfig {
 
 function parseUpstream(root: Table): UpstreamConfig {
   const path = 'upstream';
-  const t = subTable(root, '', path, ['connect_timeout', 'idle_timeout', 'pp_version', 'keep_client_port', 'relay']);
+  const t = subTable(root, '', path, ['connect_timeout', 'idle_timeout', 'pp_version', 'keep_client_port', 'relay', 'pipe_size']);
   return {
     connectTimeoutMs: duration(t, path, 'connect_timeout', 5_000),
     idleTimeoutMs: duration(t, path, 'idle_timeout', 300_000),
     ppVersion: integer(t, path, 'pp_version', 2, 1, 2, '1 or 2') as 1 | 2,
     keepClientPort: boolean(t, path, 'keep_client_port', false),
     relay: oneOf(t, path, 'relay', 'stream', RELAY_MODES),
+    pipeSize: pipeSize(t, path),
   };
+}
+
+/** 0 (the kernel's default) or 4 KiB..1 MiB: the kernel's fs.pipe-max-size default is the ceiling. */
+function pipeSize(t: Table, path: string): number {
+  const form = 'a number of bytes: 0 (the kernel default) or 4096..1048576';
+  const n = integer(t, path, 'pipe_size', 256 * 1024, 0, 1024 * 1024, form);
+  if (n !== 0 && n < 4096) throw new ConfigError(child(path, 'pipe_size'), `${n} is out of range; expected ${form}`);
+  return n;
 }
 
 function parseLog(root: Table): LogConfig {

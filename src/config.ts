@@ -49,6 +49,8 @@ export interface UpstreamConfig {
   /** Keep the client's source port on the spoofed upstream (falls back to ephemeral on EADDRINUSE). */
   readonly keepClientPort: boolean; // default false
   readonly relay: RelayMode; // default "stream"
+  /** Bytes per splice pipe (splice relay and native accept); 0 = the kernel's default, 64 KiB. */
+  readonly pipeSize: number; // default 256 KiB
 }
 
 export interface LogConfig {

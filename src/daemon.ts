@@ -79,7 +79,7 @@ export async function startDaemon(opts: {
     const pooled = config.listen.workers > 1;
     const native = !pooled && config.listen.accept === 'native';
     // The native path owns the process's relay workers (relayInit): no splice starter beside it.
-    const splice = !pooled && !native && config.upstream.relay === 'splice' ? createSpliceRelayStarter({ logger }) : null;
+    const splice = !pooled && !native && config.upstream.relay === 'splice' ? createSpliceRelayStarter({ logger, pipeSize: config.upstream.pipeSize }) : null;
     if (splice) undo.push(() => splice.close());
     const interceptor = native
       ? createNativeInterceptor({

@@ -38,7 +38,7 @@ async function init(index: number, config: Config, records: unknown[]): Promise<
   registry.load(records.map((r) => deserializeInstance(r)));
   const replica = registry;
   const asked = new Map<string, number>();
-  const splice = config.upstream.relay === 'splice' ? createSpliceRelayStarter({ logger, threads: 1 }) : null;
+  const splice = config.upstream.relay === 'splice' ? createSpliceRelayStarter({ logger, threads: 1, pipeSize: config.upstream.pipeSize }) : null;
   closeSplice = splice ? () => splice.close() : undefined;
   interceptor = createInterceptor({
     logger,

@@ -52,7 +52,7 @@ export interface NativeAddon {
   close(fd: number): number;
   dup(fd: number): number;
   /** Starts the splice relay's worker threads; -EBUSY when already running. */
-  relayInit(threads: number, onEnd: NativeRelayEndCallback): number;
+  relayInit(threads: number, onEnd: NativeRelayEndCallback, pipeSize: number): number;
   /** Takes ownership of both fds, also on failure. Returns the relay id or -errno. */
   relayStart(fdA: number, fdB: number, idleTimeoutMs: number, pendingToB?: Buffer, pendingToA?: Buffer): number;
   relayAbort(id: number): number;
@@ -83,7 +83,7 @@ export interface NativeAddon {
    * Relays started and not yet reported; pipes held by relays (bytes in flight), empty pipes the
    * workers keep, and the most each worker keeps (descriptors: 2 per pipe).
    */
-  relayStats(): { live: number; threads: number; pipesInUse: number; pipesPooled: number; pipePoolMax: number };
+  relayStats(): { live: number; threads: number; pipesInUse: number; pipesPooled: number; pipePoolMax: number; pipeSize: number; pipeSizeRefused: number };
   /** Stops the workers; returns how many relays were still open (closed unreported). */
   relayShutdown(): number;
   /** [soft, hard], RLIM_INFINITY as Infinity; or -errno. */

@@ -1,7 +1,9 @@
 // Typed, throwing wrappers over the addon's splice relay: native worker threads that move bytes
 // between two TCP sockets with splice(2), either handed over connected (relayStart) or with the
 // upstream connected by the worker itself (relayConnect). One set of workers per process.
-import { systemError, type SystemError } from '../errors.js';
+import { readFileSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import { InterceptorError, systemError, type SystemError } from '../errors.js';
 import { loadAddon } from './addon.js';
 import { checkFd, invalidArg, isFd } from './args.js';
 
@@ -26,11 +28,14 @@ export function dupFd(fd: number): number {
 }
 
 /**
- * Starts `threads` worker threads. `onEnd` runs on the JS thread once per relay. Throws EBUSY when
- * the workers are already running (one set per process).
+ * Starts `threads` worker threads. `onEnd` runs on the JS thread once per relay. `pipeSize`: bytes
+ * per splice pipe, 0 for the kernel's default (64 KiB); the kernel rounds it up to a power of two
+ * pages. Throws EBUSY when the workers are already running (one set per process), and
+ * ERR_PIPE_SIZE when the kernel refuses a pipe of that size.
  */
-export function openSpliceRelayWorkers(threads: number, onEnd: (c: SpliceRelayCompletion) => void): void {
+export function openSpliceRelayWorkers(threads: number, onEnd: (c: SpliceRelayCompletion) => void, pipeSize = 0): void {
   if (!Number.isInteger(threads) || threads < 1 || threads > 256) throw invalidArg('threads', threads, 'an integer in 1..256');
+  if (!Number.isInteger(pipeSize) || pipeSize < 0 || pipeSize > 0x7fffffff) throw invalidArg('pipeSize', pipeSize, 'an integer number of bytes');
   const addon = loadAddon();
   const e = addon.relayEnd;
   const ends = new Map<number, SpliceRelayEnd>([
@@ -49,8 +54,26 @@ export function openSpliceRelayWorkers(threads: number, onEnd: (c: SpliceRelayCo
       bytesAToB,
       bytesBToA,
     });
-  });
+  }, pipeSize);
+  if (rc < 0 && rc !== -osConstants.errno.EBUSY && pipeSize > 0) {
+    const cause = systemError(rc, 'fcntl');
+    throw new InterceptorError(
+      'ERR_PIPE_SIZE',
+      `upstream.pipe_size ${pipeSize} was refused by the kernel (${cause.code}): it may not exceed fs.pipe-max-size ` +
+        `(${readSysctl('fs/pipe-max-size')} here) nor, without CAP_SYS_RESOURCE, push the user's pipes past ` +
+        `fs.pipe-user-pages-soft (${readSysctl('fs/pipe-user-pages-soft')} pages); lower upstream.pipe_size or set it to 0 for the kernel's default`,
+      { cause },
+    );
+  }
   if (rc < 0) throw systemError(rc, 'relayInit');
+}
+
+function readSysctl(name: string): string {
+  try {
+    return readFileSync(`/proc/sys/${name}`, 'utf8').trim();
+  } catch {
+    return 'unknown';
+  }
 }
 
 /**
@@ -98,6 +121,10 @@ export interface SpliceRelayStats {
   readonly pipesPooled: number;
   /** The most empty pipes each worker keeps; more are closed. */
   readonly pipePoolMax: number;
+  /** Bytes a new pipe gets (the kernel's default when no size was asked for); 0 when stopped. */
+  readonly pipeSize: number;
+  /** New pipes the kernel refused that size (fs.pipe-user-pages-soft): they kept its default. */
+  readonly pipeSizeRefused: number;
 }
 
 /** Live relays, worker threads, and the pipes (in use, pooled) behind them. */

@@ -236,7 +236,7 @@ export function createNativeInterceptor(opts: {
         logger.warn('upstream.keep_client_port is not supported by the native accept path: spoofed upstreams use an ephemeral port');
       }
       if (!workersOpen) {
-        openSpliceRelayWorkers(threads, onEnd);
+        openSpliceRelayWorkers(threads, onEnd, upstream.pipeSize);
         workersOpen = true;
       }
       accepting = true;

@@ -47,7 +47,7 @@ function takeBuffered(socket: net.Socket): Buffer | undefined {
   return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
 }
 
-export function createSpliceRelayStarter(opts: { threads?: number; logger: Logger }): SpliceRelayStarter {
+export function createSpliceRelayStarter(opts: { threads?: number; pipeSize?: number; logger: Logger }): SpliceRelayStarter {
   const threads = opts.threads ?? os.availableParallelism();
   if (!Number.isInteger(threads) || threads < 1 || threads > 256) {
     throw Object.assign(new TypeError(`threads must be an integer in 1..256, got ${threads}`), { code: 'ERR_INVALID_ARG_VALUE' });
@@ -152,9 +152,9 @@ export function createSpliceRelayStarter(opts: { threads?: number; logger: Logge
       let ownedDup = -1;
       try {
         if (!workersOpen) {
-          openSpliceRelayWorkers(threads, onEnd);
+          openSpliceRelayWorkers(threads, onEnd, opts.pipeSize ?? 0);
           workersOpen = true;
-          log.debug({ threads }, 'splice relay workers started');
+          log.debug({ threads, pipeSize: opts.pipeSize ?? 0 }, 'splice relay workers started');
         }
         if (clientFd < 0 || upstreamFd < 0) throw new InterceptorError('ERR_NO_SOCKET_FD', 'no file descriptor behind the socket');
         // Options live on the kernel socket and survive the hand-off.

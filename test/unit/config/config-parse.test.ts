@@ -23,7 +23,7 @@ describe('parseConfig defaults', () => {
     expect(parseConfig('')).toEqual({
       listen: { address: '127.0.0.1', address6: '::1', port: 15001, workers: 1, accept: 'node' },
       intercept: { table: 'tproxy_interceptor', mark: 1, mask: 1, routeTable: 100, failClosed: true, localBackends: false, targets: [] },
-      upstream: { connectTimeoutMs: 5000, idleTimeoutMs: 300_000, ppVersion: 2, keepClientPort: false, relay: 'stream' },
+      upstream: { connectTimeoutMs: 5000, idleTimeoutMs: 300_000, ppVersion: 2, keepClientPort: false, relay: 'stream', pipeSize: 262144 },
       log: { level: 'info' },
       registry: {
         path: '/var/lib/tproxy-interceptor',
@@ -102,8 +102,9 @@ ports = [443]
   });
 
   it('accepts the other enumerations', () => {
-    const c = parseConfig('[upstream]\npp_version = 1\nrelay = "splice"\nkeep_client_port = true\n[log]\nlevel = "silent"\n');
-    expect(c.upstream).toMatchObject({ ppVersion: 1, relay: 'splice', keepClientPort: true });
+    const c = parseConfig('[upstream]\npp_version = 1\nrelay = "splice"\nkeep_client_port = true\npipe_size = 0\n[log]\nlevel = "silent"\n');
+    expect(c.upstream).toMatchObject({ ppVersion: 1, relay: 'splice', keepClientPort: true, pipeSize: 0 });
+    expect(parseConfig('[upstream]\npipe_size = 1048576\n').upstream.pipeSize).toBe(1048576);
     expect(c.log.level).toBe('silent');
   });
 });
@@ -159,6 +160,9 @@ describe('parseConfig errors name the key, the problem and the accepted form', (
     ['[upstream]\npp_version = 3\n', 'upstream.pp_version', /expected 1 or 2/],
     ['[upstream]\nrelay = "copy"\n', 'upstream.relay', /expected one of "stream", "splice"/],
     ['[upstream]\nkeep_client_port = 1\n', 'upstream.keep_client_port', /expected true or false/],
+    ['[upstream]\npipe_size = 1000\n', 'upstream.pipe_size', /1000 is out of range; expected a number of bytes: 0 \(the kernel default\) or 4096..1048576/],
+    ['[upstream]\npipe_size = 2097152\n', 'upstream.pipe_size', /out of range/],
+    ['[upstream]\npipe_size = "256KiB"\n', 'upstream.pipe_size', /expected a number of bytes/],
     ['[upstream]\nconnect_timeout = "5 seconds"\n', 'upstream.connect_timeout', /"250ms", "5s", "1m", "1h" or "1m30s"/],
     ['[upstream]\nconnect_timeout = "-5s"\n', 'upstream.connect_timeout', /negative/],
     ['[upstream]\nconnect_timeout = "0s"\n', 'upstream.connect_timeout', /greater than zero/],

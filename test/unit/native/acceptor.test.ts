@@ -274,6 +274,25 @@ describe('native acceptor and relayConnect', () => {
     expect(c).toMatchObject({ end: 'done', bytesAToB: header.length + 5 });
   });
 
+  it('first bytes larger than a pipe still go first, whole and in order', async () => {
+    const received: Buffer[] = [];
+    const port = await server((s) => {
+      const chunks: Buffer[] = [];
+      s.on('data', (c: Buffer) => chunks.push(c));
+      s.on('end', () => {
+        received.push(Buffer.concat(chunks));
+        s.end();
+      });
+    });
+    const first = randomBytes(200 * 1024);
+    const accepted = relayTo(port, { firstBytes: () => first });
+    const r = await client(listenPort, Buffer.from('after'));
+    expect(r.error).toBeNull();
+    expect(received).toHaveLength(1);
+    expect(received[0]!.equals(Buffer.concat([first, Buffer.from('after')]))).toBe(true);
+    expect(await completion(accepted.ids[0]!)).toMatchObject({ end: 'done', bytesAToB: first.length + 5 });
+  });
+
   it('leaks no descriptors over 500 connections', { timeout: 30_000 }, async () => {
     const accepted = relayTo(await echoBackend());
     // Warm up the workers' pipe pools, which keep empty pipes (not sockets) on purpose.
@@ -347,7 +366,7 @@ describe('createNativeInterceptor', () => {
   function config(port: number): Config {
     return {
       listen: { address: HOST, address6: null, port, workers: 1 },
-      upstream: { connectTimeoutMs: 1000, idleTimeoutMs: 0, ppVersion: 2, keepClientPort: false, relay: 'splice' },
+      upstream: { connectTimeoutMs: 1000, idleTimeoutMs: 0, ppVersion: 2, keepClientPort: false, relay: 'splice', pipeSize: 0 },
       inboundPp: { trustedSources: [], timeoutMs: 3000, maxV2Length: 4096 },
     } as unknown as Config;
   }

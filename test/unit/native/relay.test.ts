@@ -3,7 +3,7 @@
 // EMFILE) and a process that exits on its own.
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, mkdtempSync, openSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -48,7 +48,7 @@ function listen(server: net.Server): Promise<number> {
  * listener is set up like the interceptor's (half-open, paused on connect), the upstream socket
  * like connectUpstream's.
  */
-async function harness(opts: { idleTimeoutMs?: number; beforeStart?: (client: net.Socket) => Promise<void> } = {}): Promise<Harness> {
+async function harness(opts: { idleTimeoutMs?: number; pipeSize?: number; beforeStart?: (client: net.Socket) => Promise<void> } = {}): Promise<Harness> {
   const sockets = new Set<net.Socket>();
   const track = (s: net.Socket): net.Socket => {
     sockets.add(s);
@@ -59,7 +59,7 @@ async function harness(opts: { idleTimeoutMs?: number; beforeStart?: (client: ne
   let backendHandler: Backend = (s) => s.pipe(s);
   const backend = net.createServer({ allowHalfOpen: true }, (s) => backendHandler(track(s)));
   const backendPort = await listen(backend);
-  const starter = createSpliceRelayStarter({ threads: 2, logger: pino({ level: 'silent' }) });
+  const starter = createSpliceRelayStarter({ threads: 2, pipeSize: opts.pipeSize, logger: pino({ level: 'silent' }) });
   const started: Relay[] = [];
   const waiting: ((r: Relay) => void)[] = [];
   const front = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (client) => {
@@ -472,6 +472,56 @@ describe('splice relay', () => {
     expect((await backendGot!).toString()).toBe('first second');
     expect((await clientGot).toString()).toBe('bye');
     expect(await relay.done).toMatchObject({ reason: 'done', bytesFromClient: 12, bytesToClient: 3 });
+  });
+
+  it('pipes get the asked size, rounded up to a power of two pages; 0 keeps the kernel default', async () => {
+    for (const [asked, granted] of [
+      [100_000, 131_072],
+      [0, 65_536],
+    ] as const) {
+      const h = await harness({ pipeSize: asked });
+      const data = randomBytes(2 * MiB);
+      const client = await h.connect();
+      const echoed = collect(client);
+      client.end(data);
+      expect(sha256(await echoed)).toBe(sha256(data));
+      expect(spliceRelayStats()).toMatchObject({ pipeSize: granted, pipeSizeRefused: 0 });
+      await cleanups.pop()!();
+    }
+  });
+
+  it('a pipe size the kernel refuses fails with ERR_PIPE_SIZE, naming the key and the sysctls', async () => {
+    // Beyond fs.pipe-max-size only CAP_SYS_RESOURCE may go: the child runs without it.
+    const max = Number(readFileSync('/proc/sys/fs/pipe-max-size', 'utf8'));
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'splice-relay-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const script = path.join(dir, 'pipe-size.ts');
+    writeFileSync(
+      script,
+      `import { openSpliceRelayWorkers } from ${JSON.stringify(path.join(REPO, 'src/native/relay.ts'))};
+try {
+  openSpliceRelayWorkers(1, () => {}, ${max * 2});
+  process.stdout.write('opened');
+} catch (err) {
+  process.stdout.write(JSON.stringify({ code: err.code, message: err.message }));
+}
+`,
+    );
+    const out = await new Promise<string>((resolve, reject) => {
+      const child = spawn(
+        'setpriv',
+        ['--bounding-set=-sys_resource', '--inh-caps=-sys_resource', process.execPath, path.join(REPO, 'node_modules/vite-node/vite-node.mjs'), script],
+        { cwd: REPO, stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      let text = '';
+      child.stdout.on('data', (d: Buffer) => (text += d.toString()));
+      child.once('error', reject);
+      child.once('exit', () => resolve(text));
+    });
+    const result = JSON.parse(out) as { code: string; message: string };
+    expect(result.code).toBe('ERR_PIPE_SIZE');
+    expect(result.message).toContain(`upstream.pipe_size ${max * 2} was refused by the kernel (EPERM)`);
+    expect(result.message).toContain(`fs.pipe-max-size (${max} here)`);
   });
 
   it('does not hold the event loop open: a process with one relay exits by itself', async () => {
