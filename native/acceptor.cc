@@ -1,41 +1,35 @@
-// The native acceptor: accept4() on a dedicated epoll thread per listening socket, delivering
-// accepted connections to JavaScript in batches through one thread-safe function, so that a new
-// connection costs JavaScript one decision and no net.Socket. Its own thread rather than a relay
-// worker: accepting never waits behind a worker's splice batch, and the relay stays unchanged.
-// Backpressure: at most kMaxQueued connections wait for JavaScript; beyond that the listening
-// socket leaves the epoll set and the kernel's backlog holds the rest.
+// The native acceptor: accept4() on the JavaScript thread's own event loop (a uv_poll on the
+// listening socket), delivering the accepted connections to JavaScript in one call per wake-up, so
+// that a new connection costs JavaScript one decision and no net.Socket. No thread of its own: a
+// connection then waits for one thread, not two, before a relay worker takes it (each hand-off
+// is a wake-up, and on a busy machine a wait to be scheduled).
+// Backpressure: at most kAcceptBurst connections per wake-up; the kernel's backlog holds the rest
+// until the loop comes round again.
 // Exports return an id, 0 or -errno and never throw for an OS failure.
 #include <napi.h>
+#include <uv.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdio.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
-#include <atomic>
-#include <mutex>
-#include <thread>
 #include <unordered_map>
 #include <vector>
 
 namespace {
 
-// Connections accepted and not yet taken by JavaScript.
-constexpr size_t kMaxQueued = 1024;
 // accept4() calls per wake-up before the batch is handed over.
 constexpr int kAcceptBurst = 256;
 // How long accepting pauses when out of descriptors (EMFILE, ENFILE, ENOBUFS, ENOMEM): the
-// listening socket stays readable, so level-triggered epoll would spin otherwise.
-constexpr int kRetryMs = 100;
+// listening socket stays readable, so polling it would spin otherwise.
+constexpr uint64_t kRetryMs = 100;
 
 struct Accepted {
   int fd;
+  double acceptedUs;  // CLOCK_MONOTONIC µs, the clock of process.hrtime()
   sockaddr_storage peer;
   sockaddr_storage local;
 };
@@ -43,114 +37,20 @@ struct Accepted {
 struct Acceptor {
   int id = 0;
   int listenFd = -1;
-  int epfd = -1;
-  int wakefd = -1;
-  std::thread thread;
-  napi_threadsafe_function tsfn = nullptr;
-  std::atomic<bool> stopping{false};
-  std::mutex mu;
-  std::vector<Accepted> queue;  // guarded by mu
-  bool callPending = false;     // guarded by mu: a tsfn call is queued and has not run yet
-  // JS thread only.
+  napi_env env = nullptr;
+  napi_ref callback = nullptr;
+  napi_async_context context = nullptr;
+  uv_poll_t poll;
+  uv_timer_t retry;
+  int handlesOpen = 0;  // poll and retry, until their close callbacks have run
   bool stopped = false;
+  std::vector<Accepted> batch;
 };
 
-std::unordered_map<int, Acceptor*> g_acceptors;  // JS thread only
+std::unordered_map<int, Acceptor*> g_acceptors;
 int g_nextAcceptorId = 1;
 
-void CloseFd(int* fd) {
-  if (*fd >= 0) close(*fd);
-  *fd = -1;
-}
-
-void Wake(Acceptor* a) {
-  uint64_t one = 1;
-  ssize_t rc;
-  do rc = write(a->wakefd, &one, sizeof(one));
-  while (rc < 0 && errno == EINTR);
-}
-
-bool SetListening(Acceptor* a, bool on) {
-  epoll_event ev{};
-  ev.events = on ? static_cast<uint32_t>(EPOLLIN) : 0u;
-  ev.data.fd = a->listenFd;
-  return epoll_ctl(a->epfd, EPOLL_CTL_MOD, a->listenFd, &ev) == 0;
-}
-
-void Run(Acceptor* a) {
-  char name[16];
-  snprintf(name, sizeof(name), "acceptor-%d", a->id);
-  pthread_setname_np(pthread_self(), name);
-  bool listening = true;
-  int timeout = -1;
-  std::vector<Accepted> batch;
-  while (!a->stopping.load(std::memory_order_acquire)) {
-    epoll_event events[2];
-    int n = epoll_wait(a->epfd, events, 2, timeout);
-    if (n < 0 && errno != EINTR) break;
-    timeout = -1;
-    bool readable = false;
-    for (int i = 0; i < n; i++) {
-      if (events[i].data.fd == a->wakefd) {
-        uint64_t count;
-        while (read(a->wakefd, &count, sizeof(count)) < 0 && errno == EINTR) {
-        }
-      } else {
-        readable = true;
-      }
-    }
-    if (a->stopping.load(std::memory_order_acquire)) break;
-    size_t queued;
-    {
-      std::lock_guard<std::mutex> lock(a->mu);
-      queued = a->queue.size();
-    }
-    if (!listening) {
-      // Woken by JavaScript having taken the queue, or by the retry timeout.
-      if (queued >= kMaxQueued) continue;
-      if (!SetListening(a, true)) break;
-      listening = true;
-      readable = true;
-    }
-    if (!readable) continue;
-    bool starved = false;
-    for (int i = 0; i < kAcceptBurst && queued + batch.size() < kMaxQueued; i++) {
-      Accepted acc;
-      socklen_t len = sizeof(acc.peer);
-      int fd = accept4(a->listenFd, reinterpret_cast<sockaddr*>(&acc.peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      if (fd < 0) {
-        if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
-        if (errno != EAGAIN) starved = true;
-        break;
-      }
-      // Under tproxy the local address is the client's original destination.
-      len = sizeof(acc.local);
-      if (getsockname(fd, reinterpret_cast<sockaddr*>(&acc.local), &len) < 0) {
-        close(fd);
-        continue;
-      }
-      acc.fd = fd;
-      batch.push_back(acc);
-    }
-    if (!batch.empty()) {
-      bool call;
-      {
-        std::lock_guard<std::mutex> lock(a->mu);
-        a->queue.insert(a->queue.end(), batch.begin(), batch.end());
-        queued = a->queue.size();
-        call = !a->callPending;
-        a->callPending = true;
-      }
-      batch.clear();
-      if (call) napi_call_threadsafe_function(a->tsfn, nullptr, napi_tsfn_nonblocking);
-    }
-    if (queued >= kMaxQueued || starved) {
-      if (!SetListening(a, false)) break;
-      listening = false;
-      if (starved) timeout = kRetryMs;
-    }
-  }
-}
+void OnReadable(uv_poll_t* handle, int status, int events);
 
 const char* FormatAddress(const sockaddr_storage& ss, char* buf, size_t size, int* port, int* family) {
   if (ss.ss_family == AF_INET6) {
@@ -165,28 +65,21 @@ const char* FormatAddress(const sockaddr_storage& ss, char* buf, size_t size, in
   return inet_ntop(AF_INET, &v4->sin_addr, buf, size);
 }
 
-// One call per batch: onAccepted([fd, family, peerAddress, peerPort, localAddress, localPort, ...]),
-// six entries per connection (family 4 or 6).
-void CallJs(napi_env env, napi_value callback, void* context, void* /*data*/) {
-  Acceptor* a = static_cast<Acceptor*>(context);
-  std::vector<Accepted> batch;
-  {
-    std::lock_guard<std::mutex> lock(a->mu);
-    batch.swap(a->queue);
-    a->callPending = false;
-  }
-  if (env == nullptr || a->stopped) {
-    for (Accepted& acc : batch) close(acc.fd);
+// onAccepted([fd, family, peerAddress, peerPort, localAddress, localPort, acceptedUs, ...]): seven
+// entries per connection (family 4 or 6). A throw from it is an uncaught exception, as from any I/O callback.
+void Deliver(Acceptor* a) {
+  napi_env env = a->env;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) {
+    for (Accepted& acc : a->batch) close(acc.fd);
+    a->batch.clear();
     return;
   }
-  // The thread may have paused accepting on a full queue: it is empty now.
-  if (batch.size() >= kMaxQueued) Wake(a);
-  if (batch.empty()) return;
   napi_value array;
-  napi_create_array_with_length(env, batch.size() * 6, &array);
+  napi_create_array_with_length(env, a->batch.size() * 7, &array);
   uint32_t k = 0;
   char buf[INET6_ADDRSTRLEN];
-  for (const Accepted& acc : batch) {
+  for (const Accepted& acc : a->batch) {
     int port = 0;
     int family = 0;
     napi_value v;
@@ -204,93 +97,120 @@ void CallJs(napi_env env, napi_value callback, void* context, void* /*data*/) {
     napi_set_element(env, array, k++, v);
     napi_create_int32(env, port, &v);
     napi_set_element(env, array, k++, v);
+    napi_create_double(env, acc.acceptedUs, &v);
+    napi_set_element(env, array, k++, v);
   }
-  napi_value undefined;
-  napi_get_undefined(env, &undefined);
-  napi_call_function(env, undefined, callback, 1, &array, nullptr);
+  a->batch.clear();
+  napi_value callback;
+  napi_value resource;
+  napi_get_reference_value(env, a->callback, &callback);
+  napi_create_object(env, &resource);
+  if (napi_make_callback(env, a->context, resource, callback, 1, &array, nullptr) == napi_pending_exception) {
+    napi_value err;
+    napi_get_and_clear_last_exception(env, &err);
+    napi_fatal_exception(env, err);
+  }
+  napi_close_handle_scope(env, scope);
 }
 
-void FinalizeAcceptor(napi_env /*env*/, void* data, void* /*hint*/) {
-  delete static_cast<Acceptor*>(data);
+void OnRetry(uv_timer_t* timer) {
+  Acceptor* a = static_cast<Acceptor*>(timer->data);
+  if (!a->stopped) uv_poll_start(&a->poll, UV_READABLE, OnReadable);
 }
 
-// Joins the thread and closes what it accepted and JavaScript never saw. The listening socket
-// is the caller's. The Acceptor is freed by the thread-safe function's finalizer.
+void OnReadable(uv_poll_t* handle, int status, int /*events*/) {
+  Acceptor* a = static_cast<Acceptor*>(handle->data);
+  if (a->stopped || status < 0) return;
+  bool starved = false;
+  timespec now;
+  for (int i = 0; i < kAcceptBurst; i++) {
+    Accepted acc;
+    socklen_t len = sizeof(acc.peer);
+    int fd = accept4(a->listenFd, reinterpret_cast<sockaddr*>(&acc.peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
+      if (errno != EAGAIN) starved = true;
+      break;
+    }
+    // Under tproxy the local address is the client's original destination.
+    len = sizeof(acc.local);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&acc.local), &len) < 0) {
+      close(fd);
+      continue;
+    }
+    acc.fd = fd;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    acc.acceptedUs = static_cast<double>(now.tv_sec) * 1e6 + static_cast<double>(now.tv_nsec) / 1e3;
+    a->batch.push_back(acc);
+  }
+  if (starved) {
+    uv_poll_stop(&a->poll);
+    uv_timer_start(&a->retry, OnRetry, kRetryMs, 0);
+  }
+  if (!a->batch.empty()) Deliver(a);
+}
+
+void OnHandleClosed(uv_handle_t* handle) {
+  Acceptor* a = static_cast<Acceptor*>(handle->data);
+  if (--a->handlesOpen == 0) delete a;
+}
+
+// Stops polling at once (the listening socket is the caller's and may be closed right after);
+// the Acceptor is freed once libuv has closed its handles.
 void StopAcceptor(Acceptor* a) {
   if (a->stopped) return;
   a->stopped = true;
-  a->stopping.store(true, std::memory_order_release);
-  Wake(a);
-  if (a->thread.joinable()) a->thread.join();
-  CloseFd(&a->epfd);
-  CloseFd(&a->wakefd);
-  {
-    std::lock_guard<std::mutex> lock(a->mu);
-    for (Accepted& acc : a->queue) close(acc.fd);
-    a->queue.clear();
-  }
   g_acceptors.erase(a->id);
-  napi_release_threadsafe_function(a->tsfn, napi_tsfn_release);
+  uv_close(reinterpret_cast<uv_handle_t*>(&a->poll), OnHandleClosed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&a->retry), OnHandleClosed);
+  napi_async_destroy(a->env, a->context);
+  napi_delete_reference(a->env, a->callback);
 }
 
 void CleanupHook(void* arg) {
   StopAcceptor(static_cast<Acceptor*>(arg));
 }
 
-// acceptorStart(listenFd, onAccepted) -> id or -errno. The thread-safe function holds the event
-// loop open, like a listening net.Server, until acceptorStop.
+// acceptorStart(listenFd, onAccepted) -> id or -errno. Holds the event loop open, like a
+// listening net.Server, until acceptorStop.
 Napi::Value AcceptorStartFn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsFunction()) return Napi::Number::New(env, -EINVAL);
   int listenFd = info[0].As<Napi::Number>().Int32Value();
   if (listenFd < 0) return Napi::Number::New(env, -EBADF);
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) return Napi::Number::New(env, -ENOMEM);
   auto* a = new Acceptor();
   a->listenFd = listenFd;
-  a->epfd = epoll_create1(EPOLL_CLOEXEC);
-  a->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  int rc = a->epfd < 0 || a->wakefd < 0 ? -errno : 0;
-  if (rc == 0) {
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.fd = a->wakefd;
-    if (epoll_ctl(a->epfd, EPOLL_CTL_ADD, a->wakefd, &ev) < 0) rc = -errno;
-  }
-  if (rc == 0) {
-    // Level-triggered: a burst cut short (full queue, kAcceptBurst) is reported again.
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.fd = listenFd;
-    if (epoll_ctl(a->epfd, EPOLL_CTL_ADD, listenFd, &ev) < 0) rc = -errno;
-  }
+  a->env = env;
+  int rc = uv_poll_init(loop, &a->poll, listenFd);
   if (rc < 0) {
-    CloseFd(&a->epfd);
-    CloseFd(&a->wakefd);
     delete a;
     return Napi::Number::New(env, rc);
   }
+  a->poll.data = a;
+  a->handlesOpen = 1;
+  uv_timer_init(loop, &a->retry);
+  a->retry.data = a;
+  a->handlesOpen = 2;
+  uv_unref(reinterpret_cast<uv_handle_t*>(&a->retry));
   napi_value name;
   napi_create_string_utf8(env, "tproxy:acceptor", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_threadsafe_function(env, info[1], nullptr, name, 0, 1, a, FinalizeAcceptor, a, CallJs, &a->tsfn) !=
-      napi_ok) {
-    CloseFd(&a->epfd);
-    CloseFd(&a->wakefd);
-    delete a;
-    return Napi::Number::New(env, -ENOMEM);
-  }
+  napi_create_reference(env, info[1], 1, &a->callback);
+  napi_async_init(env, nullptr, name, &a->context);
   a->id = g_nextAcceptorId++;
   g_acceptors.emplace(a->id, a);
-  // The thread takes no signals: Node handles them on the main thread.
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &old);
-  a->thread = std::thread([a] { Run(a); });
-  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  rc = uv_poll_start(&a->poll, UV_READABLE, OnReadable);
+  if (rc < 0) {
+    StopAcceptor(a);
+    return Napi::Number::New(env, rc);
+  }
   napi_add_env_cleanup_hook(env, CleanupHook, a);
   return Napi::Number::New(env, a->id);
 }
 
-// acceptorStop(id) -> 0 or -ENOENT. Stops accepting; connections accepted and not yet delivered
-// are closed. The listening socket stays open (the caller's).
+// acceptorStop(id) -> 0 or -ENOENT. Stops accepting; the listening socket stays open (the
+// caller's).
 Napi::Value AcceptorStopFn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int id = info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 0;

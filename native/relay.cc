@@ -75,6 +75,13 @@ int64_t NowMs() {
   return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
 
+// CLOCK_MONOTONIC in µs: the clock of process.hrtime(), so JavaScript can line times up.
+double NowUs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e6 + static_cast<double>(ts.tv_nsec) / 1e3;
+}
+
 void CloseFd(int* fd) {
   if (*fd >= 0) close(*fd);
   *fd = -1;
@@ -129,6 +136,9 @@ struct Conn {
   // relayConnect: small first bytes (the PROXY header), sent straight to the socket once it is
   // connected; larger ones are preloaded into flow[0]'s pipe instead.
   std::string firstBytes;
+  // When a worker took it, when the upstream connected (relayConnect), and when it ended (NowUs).
+  double adoptedUs = 0;
+  double connectedUs = 0;
 };
 
 void ClosePipe(Pipe* p) {
@@ -148,6 +158,9 @@ struct Completion {
   const char* syscall;
   uint64_t bytesAToB;
   uint64_t bytesBToA;
+  double adoptedUs;
+  double connectedUs;
+  double endedUs;
 };
 
 struct Engine;
@@ -378,6 +391,7 @@ class Worker {
   }
 
   void Adopt(Conn* c) {
+    c->adoptedUs = NowUs();
     c->lastActive = now_;
     conns_.emplace(c->id, c);
     for (Flow& f : c->flow) {
@@ -415,18 +429,34 @@ class Worker {
     int one = 1;
     if (c->hasSource) {
       // The same as sockets.ts openSpoofedSocket: IP(V6)_TRANSPARENT before bind (binding a
-      // non-local address), port 0 + IP_BIND_ADDRESS_NO_PORT so the kernel picks the port at
-      // connect time from the full 4-tuple. No SO_MARK: the SYN would be routed to lo.
+      // non-local address); the client's port when asked for, else (or when it is in use) port 0 +
+      // IP_BIND_ADDRESS_NO_PORT so the kernel picks the port at connect time from the full 4-tuple.
+      // No SO_MARK: the SYN would be routed to lo.
       bool v4 = family == AF_INET;
       if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-          setsockopt(fd, v4 ? SOL_IP : SOL_IPV6, v4 ? IP_TRANSPARENT : IPV6_TRANSPARENT, &one, sizeof(one)) < 0 ||
-          setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) < 0) {
+          setsockopt(fd, v4 ? SOL_IP : SOL_IPV6, v4 ? IP_TRANSPARENT : IPV6_TRANSPARENT, &one, sizeof(one)) < 0) {
         FailConnect(c, errno, "setsockopt");
         return;
       }
-      if (bind(fd, reinterpret_cast<sockaddr*>(&c->source), c->sourceLen) < 0) {
-        FailConnect(c, errno, "bind");
-        return;
+      bool bound = false;
+      if (SockaddrPort(c->source) != 0) {
+        if (bind(fd, reinterpret_cast<sockaddr*>(&c->source), c->sourceLen) == 0) {
+          bound = true;
+        } else if (errno != EADDRINUSE) {
+          FailConnect(c, errno, "bind");
+          return;
+        }
+        SetSockaddrPort(&c->source, 0);
+      }
+      if (!bound) {
+        if (setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) < 0) {
+          FailConnect(c, errno, "setsockopt");
+          return;
+        }
+        if (bind(fd, reinterpret_cast<sockaddr*>(&c->source), c->sourceLen) < 0) {
+          FailConnect(c, errno, "bind");
+          return;
+        }
       }
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -457,6 +487,7 @@ class Worker {
       return;
     }
     if (!(ev & EPOLLOUT)) return;
+    c->connectedUs = NowUs();
     c->connecting = false;
     if (c->deadline != 0) {
       deadlines_.erase({c->deadline, c});
@@ -667,7 +698,8 @@ class Worker {
     }
     conns_.erase(c->id);
     graveyard_.push_back(c);  // other events of this batch may still point at it
-    finished_.push_back(Completion{c->id, end, err, syscall, c->flow[0].bytes, c->flow[1].bytes});
+    finished_.push_back(
+        Completion{c->id, end, err, syscall, c->flow[0].bytes, c->flow[1].bytes, c->adoptedUs, c->connectedUs, NowUs()});
   }
 
   Engine* engine_;
@@ -742,7 +774,7 @@ void CallJs(napi_env env, napi_value callback, void* context, void* /*data*/) {
   napi_value undefined;
   napi_get_undefined(env, &undefined);
   for (const Completion& c : batch) {
-    napi_value argv[6];
+    napi_value argv[9];
     napi_create_double(env, static_cast<double>(c.id), &argv[0]);
     napi_create_int32(env, c.end, &argv[1]);
     napi_create_int32(env, -c.err, &argv[2]);
@@ -750,7 +782,10 @@ void CallJs(napi_env env, napi_value callback, void* context, void* /*data*/) {
     else argv[3] = undefined;
     napi_create_double(env, static_cast<double>(c.bytesAToB), &argv[4]);
     napi_create_double(env, static_cast<double>(c.bytesBToA), &argv[5]);
-    if (napi_call_function(env, undefined, callback, 6, argv, nullptr) != napi_ok) break;
+    napi_create_double(env, c.adoptedUs, &argv[6]);
+    napi_create_double(env, c.connectedUs, &argv[7]);
+    napi_create_double(env, c.endedUs, &argv[8]);
+    if (napi_call_function(env, undefined, callback, 9, argv, nullptr) != napi_ok) break;
   }
 }
 
@@ -802,7 +837,8 @@ int ProbePipeSize(int pipeSize) {
 }
 
 // relayInit(threads, onEnd, pipeSize?): starts the workers. onEnd(id, end, -errno, syscall,
-// bytesAToB, bytesBToA) is called on the JS thread once per relay. pipeSize: bytes per pipe (0 or
+// bytesAToB, bytesBToA, adoptedUs, connectedUs, endedUs) is called on the JS thread once per relay;
+// the times are CLOCK_MONOTONIC µs (connectedUs 0 unless relayConnect connected). pipeSize: bytes per pipe (0 or
 // absent: the kernel's default); the kernel rounds it up to a power of two pages. -EBUSY if
 // already running; the errno of F_SETPIPE_SZ (EPERM beyond fs.pipe-max-size) if a pipe of that
 // size cannot be had now.
@@ -936,9 +972,10 @@ int ResetAndClose(int fd) {
   return -err;
 }
 
-// relayConnect(clientFd, family, sourceAddress | "", address, port, connectTimeoutMs, idleTimeoutMs,
-// firstBytes?) -> id or -errno. A worker opens the upstream socket (bound to sourceAddress with
-// IP(V6)_TRANSPARENT when given), connects it (non-blocking, within connectTimeoutMs; 0 = no
+// relayConnect(clientFd, family, sourceAddress | "", sourcePort, address, port, connectTimeoutMs,
+// idleTimeoutMs, firstBytes?) -> id or -errno. A worker opens the upstream socket (bound to
+// sourceAddress with IP(V6)_TRANSPARENT when given, and to sourcePort unless it is 0 or in use),
+// connects it (non-blocking, within connectTimeoutMs; 0 = no
 // limit), writes firstBytes before any client byte, then relays like relayStart. A failure to open
 // or connect resets the client and ends the relay CONNECT_FAILED with the errno (ETIMEDOUT for the
 // timeout) and the failed syscall. Takes ownership of clientFd, also on failure: an invalid
@@ -950,34 +987,35 @@ Napi::Value RelayConnectFn(const Napi::CallbackInfo& info) {
   auto c = std::make_unique<Conn>();
   c->side[0].fd = clientFd;
   int rc = 0;
-  if (g_engine == nullptr || info.Length() < 7 || !info[1].IsNumber() || !info[2].IsString() || !info[3].IsString() ||
-      !info[4].IsNumber() || !info[5].IsNumber() || !info[6].IsNumber()) {
+  if (g_engine == nullptr || info.Length() < 8 || !info[1].IsNumber() || !info[2].IsString() || !info[3].IsNumber() ||
+      !info[4].IsString() || !info[5].IsNumber() || !info[6].IsNumber() || !info[7].IsNumber()) {
     rc = -EINVAL;
   }
   if (rc == 0) {
     int family = info[1].As<Napi::Number>().Int32Value();
     std::string source = info[2].As<Napi::String>().Utf8Value();
-    std::string address = info[3].As<Napi::String>().Utf8Value();
-    int port = info[4].As<Napi::Number>().Int32Value();
-    int64_t connectMs = info[5].As<Napi::Number>().Int64Value();
-    int64_t idleMs = info[6].As<Napi::Number>().Int64Value();
-    if (port < 1 || port > 65535 || connectMs < 0 || connectMs > UINT32_MAX || idleMs < 0 || idleMs > UINT32_MAX ||
-        !ToSockaddr(family, address, port, &c->destination, &c->destinationLen)) {
+    int sourcePort = info[3].As<Napi::Number>().Int32Value();
+    std::string address = info[4].As<Napi::String>().Utf8Value();
+    int port = info[5].As<Napi::Number>().Int32Value();
+    int64_t connectMs = info[6].As<Napi::Number>().Int64Value();
+    int64_t idleMs = info[7].As<Napi::Number>().Int64Value();
+    if (port < 1 || port > 65535 || sourcePort < 0 || sourcePort > 65535 || connectMs < 0 || connectMs > UINT32_MAX ||
+        idleMs < 0 || idleMs > UINT32_MAX || !ToSockaddr(family, address, port, &c->destination, &c->destinationLen)) {
       rc = -EINVAL;
     } else if (!source.empty()) {
       c->hasSource = true;
-      if (!ToSockaddr(family, source, 0, &c->source, &c->sourceLen)) rc = -EINVAL;
+      if (!ToSockaddr(family, source, sourcePort, &c->source, &c->sourceLen)) rc = -EINVAL;
     }
     c->connectTimeoutMs = static_cast<uint32_t>(connectMs < 0 ? 0 : connectMs);
     c->idleMs = static_cast<uint32_t>(idleMs < 0 ? 0 : idleMs);
   }
   if (rc == 0) rc = SetNonBlocking(clientFd);
-  if (rc == 0 && info.Length() > 7) {
-    if (info[7].IsBuffer() && info[7].As<Napi::Buffer<uint8_t>>().Length() <= kFirstBytesInline) {
-      auto buf = info[7].As<Napi::Buffer<uint8_t>>();
+  if (rc == 0 && info.Length() > 8) {
+    if (info[8].IsBuffer() && info[8].As<Napi::Buffer<uint8_t>>().Length() <= kFirstBytesInline) {
+      auto buf = info[8].As<Napi::Buffer<uint8_t>>();
       c->firstBytes.assign(reinterpret_cast<const char*>(buf.Data()), buf.Length());
     } else {
-      rc = Preload(&c->flow[0], info[7]);
+      rc = Preload(&c->flow[0], info[8]);
     }
   }
   if (rc < 0) {

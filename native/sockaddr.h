@@ -25,3 +25,14 @@ inline socklen_t ToSockaddr(const std::string& host, int port, sockaddr_storage*
   }
   return 0;
 }
+
+// The port of an AF_INET or AF_INET6 sockaddr, and setting it.
+inline int SockaddrPort(const sockaddr_storage& ss) {
+  if (ss.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_port);
+  return ntohs(reinterpret_cast<const sockaddr_in*>(&ss)->sin_port);
+}
+
+inline void SetSockaddrPort(sockaddr_storage* ss, int port) {
+  if (ss->ss_family == AF_INET6) reinterpret_cast<sockaddr_in6*>(ss)->sin6_port = htons(static_cast<uint16_t>(port));
+  else reinterpret_cast<sockaddr_in*>(ss)->sin_port = htons(static_cast<uint16_t>(port));
+}

@@ -19,11 +19,12 @@ for (let i = 0; i < bytes; i++) payload[i] = (i * 31 + (i >> 13)) & 0xff;
 const sent = Buffer.concat([Buffer.from(sendFirst), payload]);
 const started = Date.now();
 const chunks = [];
-const result = { connected: false, saw: null, echoIntact: null, bytesReceived: 0, ended: false, error: null, ms: 0 };
+const result = { connected: false, localPort: null, saw: null, echoIntact: null, bytesReceived: 0, ended: false, error: null, ms: 0 };
 const s = net.connect({ host, port: Number(portText), allowHalfOpen: true });
 const timer = setTimeout(() => finish('timeout'), timeoutMs);
 s.on('connect', () => {
   result.connected = true;
+  result.localPort = s.localPort;
   s.end(sent);
 });
 s.on('data', (d) => chunks.push(d));

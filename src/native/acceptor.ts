@@ -13,6 +13,14 @@ export interface AcceptedConnection {
   /** Under tproxy: the client's original destination. */
   readonly localAddress: string;
   readonly localPort: number;
+  /** When accept4() returned it: CLOCK_MONOTONIC µs, the clock of `monotonicUs()`. */
+  readonly acceptedUs: number;
+}
+
+/** CLOCK_MONOTONIC in µs (process.hrtime's clock), as the addon stamps its events. */
+export function monotonicUs(): number {
+  const [s, ns] = process.hrtime();
+  return s * 1e6 + ns / 1e3;
 }
 
 /**
@@ -23,8 +31,8 @@ export function startAcceptor(listenFd: number, onAccepted: (batch: AcceptedConn
   if (!isFd(listenFd)) throw invalidArg('listenFd', listenFd, 'a file descriptor');
   if (typeof onAccepted !== 'function') throw invalidArg('onAccepted', onAccepted, 'a function');
   const rc = loadAddon().acceptorStart(listenFd, (flat) => {
-    const batch: AcceptedConnection[] = new Array(flat.length / 6);
-    for (let i = 0, k = 0; i < flat.length; i += 6, k++) {
+    const batch: AcceptedConnection[] = new Array(flat.length / 7);
+    for (let i = 0, k = 0; i < flat.length; i += 7, k++) {
       batch[k] = {
         fd: flat[i] as number,
         family: flat[i + 1] as 4 | 6,
@@ -32,6 +40,7 @@ export function startAcceptor(listenFd: number, onAccepted: (batch: AcceptedConn
         peerPort: flat[i + 3] as number,
         localAddress: flat[i + 4] as string,
         localPort: flat[i + 5] as number,
+        acceptedUs: flat[i + 6] as number,
       };
     }
     onAccepted(batch);

@@ -41,6 +41,9 @@ export type NativeRelayEndCallback = (
   syscall: string | undefined,
   bytesAToB: number,
   bytesBToA: number,
+  adoptedUs: number,
+  connectedUs: number,
+  endedUs: number,
 ) => void;
 
 /** The raw addon: every function returns an fd, 0 or -errno. */
@@ -57,13 +60,15 @@ export interface NativeAddon {
   relayStart(fdA: number, fdB: number, idleTimeoutMs: number, pendingToB?: Buffer, pendingToA?: Buffer): number;
   relayAbort(id: number): number;
   /**
-   * A worker opens and connects the upstream socket (spoofing `sourceAddress` unless ""), writes
-   * `firstBytes` first, then relays. Takes ownership of clientFd, also on failure. Id or -errno.
+   * A worker opens and connects the upstream socket (spoofing `sourceAddress` unless "", from
+   * `sourcePort` unless 0 or in use), writes `firstBytes` first, then relays. Takes ownership of
+   * clientFd, also on failure. Id or -errno.
    */
   relayConnect(
     clientFd: number,
     family: number,
     sourceAddress: string,
+    sourcePort: number,
     address: string,
     port: number,
     connectTimeoutMs: number,

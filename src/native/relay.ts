@@ -17,6 +17,10 @@ export interface SpliceRelayCompletion {
   /** Bytes written to B that came from A (including `pendingToB`), and the reverse. */
   readonly bytesAToB: number;
   readonly bytesBToA: number;
+  /** CLOCK_MONOTONIC µs (see acceptor.ts monotonicUs): a worker took the relay, the upstream connected (relayConnect only; 0 otherwise), the relay ended. */
+  readonly adoptedUs: number;
+  readonly connectedUs: number;
+  readonly endedUs: number;
 }
 
 /** A close-on-exec duplicate of `fd`: the open socket then outlives `fd` being closed. */
@@ -46,13 +50,16 @@ export function openSpliceRelayWorkers(threads: number, onEnd: (c: SpliceRelayCo
     [e.ABORTED, 'aborted'],
     [e.CONNECT_FAILED, 'connect-failed'],
   ]);
-  const rc = addon.relayInit(threads, (id, end, negErrno, syscall, bytesAToB, bytesBToA) => {
+  const rc = addon.relayInit(threads, (id, end, negErrno, syscall, bytesAToB, bytesBToA, adoptedUs, connectedUs, endedUs) => {
     onEnd({
       id,
       end: ends.get(end) ?? 'aborted',
       error: negErrno < 0 ? systemError(negErrno, syscall ?? 'splice') : null,
       bytesAToB,
       bytesBToA,
+      adoptedUs,
+      connectedUs,
+      endedUs,
     });
   }, pipeSize);
   if (rc < 0 && rc !== -osConstants.errno.EBUSY && pipeSize > 0) {
@@ -142,6 +149,8 @@ export interface RelayConnectOptions {
   readonly family: 4 | 6;
   /** Spoof this source address (the transparent path); null connects from our own address. */
   readonly sourceAddress: string | null;
+  /** With sourceAddress: keep this port (falls back to an ephemeral one if in use); 0 = ephemeral. */
+  readonly sourcePort?: number;
   readonly address: string;
   readonly port: number;
   /** 0 = no limit beyond the kernel's. */
@@ -164,6 +173,7 @@ export function connectRelay(opts: RelayConnectOptions): number {
     opts.clientFd,
     opts.family === 6 ? c.AF_INET6 : c.AF_INET,
     opts.sourceAddress ?? '',
+    opts.sourcePort ?? 0,
     opts.address,
     opts.port,
     opts.connectTimeoutMs,

@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Decision } from '../registry/types.js';
 import { encodeV1, encodeV2 } from '../pp/index.js';
-import { startAcceptor, stopAcceptor, type AcceptedConnection } from '../native/acceptor.js';
+import { monotonicUs, startAcceptor, stopAcceptor, type AcceptedConnection } from '../native/acceptor.js';
 import {
   abortSpliceRelay,
   closeSpliceRelayWorkers,
@@ -29,6 +29,9 @@ interface LiveConnection {
   readonly acc: AcceptedConnection;
   readonly decision: Decision;
   readonly startedAt: number;
+  /** monotonicUs() when the decision began, and when it was handed to the relay. */
+  readonly decideUs: number;
+  readonly handedUs: number;
   /** PROXY header bytes: counted by the relay as written upstream, but not the client's. */
   readonly headerLength: number;
   abortReason: CloseReason;
@@ -116,13 +119,28 @@ export function createNativeInterceptor(opts: {
     live.delete(c.id);
     const { acc, decision, startedAt } = conn;
     const bytesIn = Math.max(0, c.bytesAToB - conn.headerLength);
+    // Where the time went (µs), as connection.ts logs it for the Node path: waiting in the accept
+    // batch, decision + header, until a relay worker took it, the upstream connect, and the relay.
+    // Stamps from different threads could disagree by a few µs: a phase never counts below 0.
+    const us = (from: number, to: number): number => Math.max(0, Math.round(to - from));
+    const phasesUs: Record<string, number> = {
+      accept: us(acc.acceptedUs, conn.decideUs),
+      decide: us(conn.decideUs, conn.handedUs),
+      handoff: us(conn.handedUs, c.adoptedUs),
+    };
+    if (c.connectedUs > 0) {
+      phasesUs.connect = us(c.adoptedUs, c.connectedUs);
+      phasesUs.relay = us(c.connectedUs, c.endedUs);
+    } else {
+      phasesUs.connect = us(c.adoptedUs, c.endedUs);
+    }
     if (c.end === 'connect-failed') {
       stats.connectFailed++;
       const err =
         c.error?.code === 'ETIMEDOUT' && c.error.syscall === 'connect'
           ? new ConnectTimeoutError({ address: acc.localAddress, port: acc.localPort }, upstream.connectTimeoutMs)
           : c.error;
-      closed(acc, decision, startedAt, 'connect-failed', 'warn', bytesIn, c.bytesBToA, { err: errorFields(err) });
+      closed(acc, decision, startedAt, 'connect-failed', 'warn', bytesIn, c.bytesBToA, { err: errorFields(err), phasesUs });
     } else {
       stats.completed++;
       let reason: CloseReason;
@@ -143,6 +161,7 @@ export function createNativeInterceptor(opts: {
       closed(acc, decision, startedAt, reason, level, bytesIn, c.bytesBToA, {
         relay: 'splice',
         ...(c.error ? { err: errorFields(c.error) } : {}),
+        phasesUs,
       });
     }
     if (live.size === 0) onIdle?.();
@@ -176,6 +195,7 @@ export function createNativeInterceptor(opts: {
         continue;
       }
       const startedAt = performance.now();
+      const decideUs = monotonicUs();
       stats.accepted++;
       stats.active++;
       const decision = opts.decide(acc.localAddress, acc.localPort);
@@ -191,18 +211,20 @@ export function createNativeInterceptor(opts: {
         const destination = { address: acc.localAddress, port: acc.localPort };
         header = upstream.ppVersion === 1 ? encodeV1(source, destination) : encodeV2({ source, destination });
       }
+      const handedUs = monotonicUs();
       try {
         const id = connectRelay({
           clientFd: acc.fd,
           family: acc.family,
           sourceAddress: decision.kind === 'transparent' ? acc.peerAddress : null,
+          sourcePort: upstream.keepClientPort ? acc.peerPort : 0,
           address: acc.localAddress,
           port: acc.localPort,
           connectTimeoutMs: upstream.connectTimeoutMs,
           idleTimeoutMs: upstream.idleTimeoutMs,
           firstBytes: header,
         });
-        live.set(id, { acc, decision, startedAt, headerLength: header?.length ?? 0, abortReason: 'shutdown' });
+        live.set(id, { acc, decision, startedAt, decideUs, handedUs, headerLength: header?.length ?? 0, abortReason: 'shutdown' });
       } catch (err) {
         // connectRelay reset the client.
         stats.connectFailed++;
@@ -232,9 +254,6 @@ export function createNativeInterceptor(opts: {
   return {
     stats,
     async start() {
-      if (upstream.keepClientPort) {
-        logger.warn('upstream.keep_client_port is not supported by the native accept path: spoofed upstreams use an ephemeral port');
-      }
       if (!workersOpen) {
         openSpliceRelayWorkers(threads, onEnd, upstream.pipeSize);
         workersOpen = true;

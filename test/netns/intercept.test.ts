@@ -4,12 +4,14 @@ import { Lab, ADDR, BASE_CONFIG as BASE, CLI, sawAddress } from './helpers/lab.j
 
 // Every data path must behave the same: Node accept with the stream or the splice relay, and
 // native accept (which always splices).
+// phases: what each connection's log line times (phasesUs).
+const NODE_PHASES = ['connect', 'decide', 'relay', 'setup'];
 const MODES = [
-  { name: 'stream relay', relay: 'stream', config: `${BASE}\nrelay = "stream"\n` },
-  { name: 'splice relay', relay: 'splice', config: `${BASE}\nrelay = "splice"\n` },
-  { name: 'native accept', relay: 'splice', config: BASE.replace('port = 15001', 'port = 15001\naccept = "native"') },
+  { name: 'stream relay', relay: 'stream', phases: NODE_PHASES, config: `${BASE}\nrelay = "stream"\n` },
+  { name: 'splice relay', relay: 'splice', phases: NODE_PHASES, config: `${BASE}\nrelay = "splice"\n` },
+  { name: 'native accept', relay: 'splice', phases: ['accept', 'connect', 'decide', 'handoff', 'relay'], config: BASE.replace('port = 15001', 'port = 15001\naccept = "native"') },
 ];
-describe.each(MODES)('transparent interception (pp=false), $name', ({ relay, config: BASE_CONFIG }) => {
+describe.each(MODES)('transparent interception (pp=false), $name', ({ relay, phases, config: BASE_CONFIG }) => {
   let lab: Lab;
   beforeAll(async () => {
     lab = await Lab.create();
@@ -37,6 +39,18 @@ describe.each(MODES)('transparent interception (pp=false), $name', ({ relay, con
     expect((await daemon.exited).code).toBe(0);
   });
 
+  it('keep_client_port: the backend sees the client port too', async () => {
+    await lab.startDaemon(await lab.writeConfig(BASE_CONFIG.replace('[upstream]', '[upstream]\nkeep_client_port = true')));
+    for (const [address, client] of [
+      [ADDR.backend, ADDR.client],
+      [ADDR.backend6, ADDR.client6],
+    ] as const) {
+      const r = await lab.client(address, 8081);
+      expect(r.error).toBeNull();
+      expect((r.saw as { remote: string }).remote).toBe(`${client}:${r.localPort}`);
+    }
+  });
+
   it('half-closes and relays 8 MiB each way intact', async () => {
     const daemon = await lab.startDaemon(await lab.writeConfig(BASE_CONFIG));
     const r = await lab.client(ADDR.backend, 8080, { bytes: 8 << 20, timeoutMs: 30_000 });
@@ -51,6 +65,11 @@ describe.each(MODES)('transparent interception (pp=false), $name', ({ relay, con
     const line = JSON.parse(daemon.output().split('\n').find((l) => l.includes('"connection closed"'))!) as Record<string, unknown>;
     expect(line).toMatchObject({ relay, reason: 'done', bytesIn: 8 << 20, client: expect.stringMatching(/^198\.18\.1\.2:/) });
     expect(line.bytesOut).toBe((8 << 20) + r.bytesReceived - (r.echoBytes ?? 0));
+    // Where the time went: every phase timed, none negative, the relay the longest.
+    const phasesUs = line.phasesUs as Record<string, number>;
+    expect(Object.keys(phasesUs).sort()).toEqual(phases);
+    for (const us of Object.values(phasesUs)) expect(us).toBeGreaterThanOrEqual(0);
+    expect(Math.max(...Object.values(phasesUs))).toBe(phasesUs.relay);
     daemon.child.kill('SIGTERM');
     expect((await daemon.exited).code).toBe(0);
   });

@@ -30,6 +30,8 @@ export interface Proc {
 
 export interface ClientResult {
   connected: boolean;
+  /** The client's own port. */
+  localPort: number | null;
   saw: { remote: string; local: string } | string | null;
   echoIntact: boolean | null;
   echoBytes?: number;

@@ -338,7 +338,7 @@ backend.listen(0, '127.0.0.1', () => {
       if (a.bind(lfd, '127.0.0.1', port) !== 0 || a.listen(lfd, 16) !== 0) process.exit(3);
       a.relayInit(1, (id, end) => { process.stdout.write('end ' + end + '\\n'); });
       const acc = a.acceptorStart(lfd, (batch) => {
-        a.relayConnect(batch[0], a.constants.AF_INET, '', '127.0.0.1', bport, 1000, 0);
+        a.relayConnect(batch[0], a.constants.AF_INET, '', 0, '127.0.0.1', bport, 1000, 0);
         a.acceptorStop(acc);
         a.close(lfd);
       });
