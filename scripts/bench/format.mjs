@@ -2,7 +2,7 @@
 
 /**
  * @typedef {{ gbit1: number|null, gbit8: number|null, connPerSec: number|null, p50Ms: number|null,
- *   p99Ms: number|null, cpuSecPerGiB: number|null, kibPerIdleConn: number|null }} Metrics
+ *   p99Ms: number|null, cpuUsPerConn: number|null, cpuSecPerGiB: number|null, kibPerIdleConn: number|null }} Metrics
  * @typedef {{ name: string, label: string, status: 'ok'|'broken'|'failed', reason?: string|null,
  *   metrics: Metrics, metricErrors?: Record<string, string>, notApplicable?: string[] }} PathResult
  */
@@ -13,6 +13,7 @@ export const COLUMNS = Object.freeze([
   { key: 'connPerSec', title: 'conn/s', digits: 0 },
   { key: 'p50Ms', title: 'p50 ms', digits: 2 },
   { key: 'p99Ms', title: 'p99 ms', digits: 2 },
+  { key: 'cpuUsPerConn', title: 'CPU µs/conn', digits: 0 },
   { key: 'cpuSecPerGiB', title: 'CPU s/GiB', digits: 3 },
   { key: 'kibPerIdleConn', title: 'KiB/idle conn', digits: 2 },
 ]);
@@ -65,6 +66,50 @@ export function formatTable(results, baselineName) {
     lines.push(`| ${[name, ...cells].map(escapeCell).join(' | ')} |`);
   }
   return lines.join('\n');
+}
+
+/** Above this many thread names, names that differ only in a trailing number are summed. */
+const THREAD_NAMES_SHOWN = 6;
+
+/**
+ * A threadCpuProfile() as one line, busiest first: "splice-relay-0 0.41 cores, node 0.30,
+ * libuv-worker ×4 0.02". When there are more names than fit, "splice-relay-0" and
+ * "splice-relay-1" become "splice-relay-* ×2", and what still does not fit is summed as "others".
+ * Names below 0.005 cores are left out.
+ * @param {{ name: string, threads: number, cores: number }[]} groups
+ */
+export function formatThreadProfile(groups, maxNames = THREAD_NAMES_SHOWN) {
+  let shown = groups;
+  if (shown.length > maxNames) {
+    const merged = new Map();
+    for (const g of shown) {
+      const name = g.name.replace(/\d+$/, '*');
+      const m = merged.get(name) ?? { name, threads: 0, cores: 0 };
+      m.threads += g.threads;
+      m.cores += g.cores;
+      merged.set(name, m);
+    }
+    shown = [...merged.values()].sort((a, b) => b.cores - a.cores || a.name.localeCompare(b.name));
+  }
+  shown = shown.filter((g) => g.cores >= 0.005);
+  const rest = shown.slice(maxNames);
+  shown = shown.slice(0, maxNames);
+  if (rest.length > 0) {
+    shown.push({ name: 'others', threads: rest.reduce((n, g) => n + g.threads, 0), cores: rest.reduce((c, g) => c + g.cores, 0) });
+  }
+  if (shown.length === 0) return 'idle';
+  return shown.map((g, i) => `${g.name}${g.threads > 1 ? ` ×${g.threads}` : ''} ${g.cores.toFixed(2)}${i === 0 ? ' cores' : ''}`).join(', ');
+}
+
+/**
+ * The per-path note: "CPU during wrk by thread: haproxy ×2 0.93 cores (process tree 0.93 cores
+ * over 2.04 s)". The tree's figure also holds threads that ended during the run.
+ * @param {{ during: string, seconds: number, clockTicksPerSec: number, processTicks: number,
+ *   threads: { name: string, threads: number, cores: number }[] }} profile
+ */
+export function formatThreadNote(profile) {
+  const treeCores = profile.processTicks / profile.clockTicksPerSec / profile.seconds;
+  return `CPU during ${profile.during} by thread: ${formatThreadProfile(profile.threads)} (process tree ${treeCores.toFixed(2)} cores over ${profile.seconds.toFixed(2)} s)`;
 }
 
 /** Wall-clock seconds as "1m 05s". */

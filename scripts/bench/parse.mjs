@@ -74,22 +74,24 @@ export function parseWrkOutput(text) {
 }
 
 /**
- * /proc/PID/stat. The command name is in parentheses and may itself contain spaces and
- * parentheses, so fields are counted from the last ")".
- * @returns {{ pid: number, comm: string, ppid: number, utime: number, stime: number }} times in clock ticks
+ * /proc/PID/stat, or /proc/PID/task/TID/stat for one thread (then `pid` is the tid and `comm` the
+ * thread's name). The name is in parentheses and may itself contain spaces and parentheses, so
+ * fields are counted from the last ")".
+ * @returns {{ pid: number, comm: string, ppid: number, utime: number, stime: number, starttime: number }}
+ *   times in clock ticks; starttime since boot, which tells a reused pid from the old one
  */
 export function parseProcStat(text) {
   const open = text.indexOf('(');
   const close = text.lastIndexOf(')');
   if (open < 0 || close < open) throw new BenchParseError('/proc/PID/stat', 'no "(comm)"');
   const rest = text.slice(close + 2).trim().split(/\s+/);
-  // rest[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
+  // rest[0] is field 3 (state): ppid is field 4, utime 14, stime 15, starttime 22.
   const num = (field) => {
     const v = Number(rest[field - 3]);
     if (!Number.isFinite(v)) throw new BenchParseError('/proc/PID/stat', `field ${field} missing`);
     return v;
   };
-  return { pid: Number(text.slice(0, open).trim()), comm: text.slice(open + 1, close), ppid: num(4), utime: num(14), stime: num(15) };
+  return { pid: Number(text.slice(0, open).trim()), comm: text.slice(open + 1, close), ppid: num(4), utime: num(14), stime: num(15), starttime: num(22) };
 }
 
 /** VmRSS of /proc/PID/status, in KiB (0 for a kernel thread or a zombie without one). */

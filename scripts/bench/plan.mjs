@@ -38,6 +38,13 @@ export const PATHS = Object.freeze([
 
 export const PATH_NAMES = Object.freeze(PATHS.map((p) => p.name));
 
+/**
+ * Bytes of each splice pipe, the same for both splice relays measured: HAProxy's `tune.pipesize`
+ * and the daemon's `upstream.pipe_size`. The kernel default (16 pages, 64 KiB) caps every
+ * splice() at 64 KiB; a larger pipe moves more per call.
+ */
+export const PIPE_SIZE = 256 * 1024;
+
 /** The figures are compared with this path. */
 export const BASELINE = 'haproxy';
 
@@ -50,12 +57,13 @@ export function portsFor(path) {
 
 /** Fixed costs measured on the 2-vCPU lab machine, in seconds (see estimateSeconds). */
 export const OVERHEAD = Object.freeze({
-  setup: 1.5, // node, lab up, backend services, and the removal of it all at the end
-  perPath: 0.8, // the idle-machine sample, the client-IP check, the state check
-  perRun: 0.15, // start/stop of one iperf3/wrk run
-  proxyStartStop: { haproxy: 0.3, nginx: 0.4, daemon: 1.2 },
-  // Opening, settling and closing 10k idle connections: bound by how fast the proxy accepts.
-  idle: { haproxy: 3.8, nginx: 3.5, daemon: 11 },
+  setup: 1.5, // npm and node, lab up, backend services and client agent, the removal of it all
+  perPath: 0.4, // the idle-machine sample (0.3 s), the client-IP check, the state check
+  perRun: 0.05, // start/stop of one iperf3/wrk run
+  proxyStartStop: { haproxy: 0.3, nginx: 0.3, daemon: 0.9 },
+  // Opening, settling and closing 10k idle connections: bound by how fast the proxy accepts
+  // (and, for HAProxy and nginx, by the client's and the backend's CPU on the same 2 vCPUs).
+  idle: { haproxy: 2.4, nginx: 2.1, daemon: 4.8 },
 });
 
 /**

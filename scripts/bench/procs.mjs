@@ -189,6 +189,27 @@ export function sampleTree(rootPid) {
   return { pids, ticks, rssKiB, fds };
 }
 
+/** Every thread of the given processes, as parseProcStat() of /proc/PID/task/TID/stat (pid is the tid). */
+export function sampleThreads(pids) {
+  const out = [];
+  for (const pid of pids) {
+    let tids;
+    try {
+      tids = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue; // exited meanwhile
+    }
+    for (const tid of tids) {
+      try {
+        out.push(parseProcStat(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')));
+      } catch {
+        // exited meanwhile
+      }
+    }
+  }
+  return out;
+}
+
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Polls check() (async, truthy = done) every intervalMs until timeoutMs; throws with `what` on timeout. */

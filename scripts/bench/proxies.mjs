@@ -2,11 +2,12 @@
 // policy routing. Every setup returns { pid, notes, teardown }, and teardown undoes exactly what
 // setup did, in reverse order, even when setup failed halfway.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { INTERCEPTED_PORTS, LAB } from './plan.mjs';
+import { INTERCEPTED_PORTS, LAB, PIPE_SIZE } from './plan.mjs';
 import { fillTemplate, renderDaemonConfig, renderGuardTable, renderMarkTable, renderTproxyTable } from './render.mjs';
-import { runCommand, sleep, waitUntil } from './procs.mjs';
+import { runCommand, waitUntil } from './procs.mjs';
 import { summarizeFailure } from './parse.mjs';
 
 export const GUARD_TABLE = 'tpibench_guard';
@@ -28,6 +29,17 @@ export class ServiceExitError extends Error {
     this.code = 'ERR_BENCH_SERVICE_EXIT';
     this.detail = proc.output().trim().slice(-2000);
   }
+}
+
+/** Whether a Unix socket accepts a connection (closed again at once). */
+function accepting(socketPath) {
+  return new Promise((resolve) => {
+    const c = net.connect({ path: socketPath }, () => {
+      c.destroy();
+      resolve(true);
+    });
+    c.on('error', () => resolve(false));
+  });
 }
 
 const TEMPLATES = path.join(path.dirname(fileURLToPath(import.meta.url)), 'templates');
@@ -116,7 +128,7 @@ export function createProxies(ctx) {
       withUndo(async (undo) => {
         const cfg = path.join(ctx.dir, 'haproxy-gateway.cfg');
         const maxconn = ctx.maxConnections + 50;
-        writeFileSync(cfg, fillTemplate(template('haproxy-gateway.cfg'), { MAXCONN: maxconn, MAXPIPES: HAPROXY_MAXPIPES, LISTEN_ADDRESS: '127.0.0.1', LISTEN_PORT: HAPROXY_PORT }));
+        writeFileSync(cfg, fillTemplate(template('haproxy-gateway.cfg'), { MAXCONN: maxconn, MAXPIPES: HAPROXY_MAXPIPES, PIPE_SIZE, LISTEN_ADDRESS: '127.0.0.1', LISTEN_PORT: HAPROXY_PORT }));
         await installGuard(undo);
         await installLocalRoute(undo);
         const proc = startService(undo, 'haproxy', ['haproxy', '-db', '-f', cfg]);
@@ -126,7 +138,7 @@ export function createProxies(ctx) {
         }));
         undo.push('proxy table', () => inGw(['nft', 'delete', 'table', 'inet', PROXY_TABLE]));
         const version = (await runCommand(null, ['haproxy', '-v'])).stdout.split('\n')[0];
-        return { pid: proc.pid, output: proc.output, notes: [`${version}; nbthread 2, maxconn ${maxconn}, option splice-request + splice-response, tproxy → 127.0.0.1:${HAPROXY_PORT} transparent`] };
+        return { pid: proc.pid, output: proc.output, notes: [`${version}; nbthread 2, maxconn ${maxconn}, option splice-request + splice-response, tune.pipesize ${PIPE_SIZE}, tproxy → 127.0.0.1:${HAPROXY_PORT} transparent`] };
       }),
 
     nginx: () =>
@@ -168,7 +180,7 @@ export function createProxies(ctx) {
         if (!existsSync(ctx.cli)) throw new Error(`${ctx.cli} is missing: \`npm run build\` did not produce it`);
         const dir = path.join(ctx.dir, pp ? 'daemon-pp' : 'daemon');
         const cfg = `${dir}.toml`;
-        writeFileSync(cfg, renderDaemonConfig({ table: DAEMON_TABLE, cidr: LAB.backendNet, ports: INTERCEPTED_PORTS, listenPort: DAEMON_PORT, dir, relay: ctx.relay, workers: ctx.workers, accept: ctx.accept }));
+        writeFileSync(cfg, renderDaemonConfig({ table: DAEMON_TABLE, cidr: LAB.backendNet, ports: INTERCEPTED_PORTS, listenPort: DAEMON_PORT, dir, relay: ctx.relay, workers: ctx.workers, accept: ctx.accept, pipeSize: PIPE_SIZE }));
         await installGuard(undo);
         const proc = startService(undo, 'tproxy-interceptor', ['node', ctx.cli, 'run', '--config', cfg, '--drain', '0ms']);
         // Whatever stop left behind (a crash, a kill after the grace time): its table, rule, routes.
@@ -180,19 +192,19 @@ export function createProxies(ctx) {
           }
           await inGw(['ip', 'route', 'flush', 'table', '100'], { allowFail: true });
         });
-        // The admin socket is the last thing `run` opens: rules and routes are in place by then.
+        // The admin socket is the last thing `run` opens: rules and routes are in place once it
+        // accepts (the file exists from bind(), a moment before listen()).
         const sock = path.join(dir, 'admin.sock');
         await waitUntil('the daemon to start (admin socket)', () => {
           if (!proc.alive()) throw new ServiceExitError(proc);
-          return existsSync(sock);
-        }, 20_000, 50);
-        await sleep(100);
+          return existsSync(sock) && accepting(sock);
+        }, 20_000, 20);
         const policy = pp ? '5202:pp,8080:pp,9000:pp' : '5201,8081,9000';
         await inGw(['node', ctx.cli, 'instances', 'add', 'bench', '--app', 'bench', '--ip', LAB.backend, '--policy', policy, '--config', cfg], { timeoutMs: 20_000 });
         return {
           pid: proc.pid,
           output: proc.output,
-          notes: [`relay ${ctx.relay ?? 'default (stream)'}, workers ${ctx.workers ?? 1}, accept ${ctx.accept ?? 'node'}, log level warn, instance policy "${policy}"${pp ? '; PROXY v2 to an HAProxy accept-proxy front on the backend for iperf3 (extra hop on the backend host), nginx `listen proxy_protocol` for wrk' : ''}`],
+          notes: [`relay ${ctx.accept === 'native' ? 'splice (accept native relays in the addon)' : ctx.relay ?? 'default (stream)'}, pipe_size ${PIPE_SIZE}, workers ${ctx.workers ?? 1}, accept ${ctx.accept ?? 'node'}, log level warn, instance policy "${policy}"${pp ? '; PROXY v2 to an HAProxy accept-proxy front on the backend for iperf3 (extra hop on the backend host), nginx `listen proxy_protocol` for wrk' : ''}`],
         };
       }),
   };

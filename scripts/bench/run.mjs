@@ -9,13 +9,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BenchUsageError, parseBenchArgs, USAGE } from './args.mjs';
-import { BASELINE, INTERCEPTED_PORTS, LAB, PATHS, PORTS, estimateSeconds, idleConnectionBudget, portsFor } from './plan.mjs';
+import { BASELINE, INTERCEPTED_PORTS, LAB, PATHS, PIPE_SIZE, PORTS, estimateSeconds, idleConnectionBudget, portsFor } from './plan.mjs';
 import { parseBackendAnswer, parseCpuTimes, parseIperf3Json, parseNofileHardLimit, parseWrkOutput, summarizeFailure } from './parse.mjs';
-import { busyPercent, cpuSecondsPerGiB, gbitPerSec, kibPerConnection } from './compute.mjs';
-import { formatElapsed, formatTable, resultBaseName } from './format.mjs';
+import { busyPercent, cpuMicrosPerConnection, cpuSecondsPerGiB, gbitPerSec, kibPerConnection, threadCpuProfile } from './compute.mjs';
+import { formatElapsed, formatTable, formatThreadNote, resultBaseName } from './format.mjs';
 import { fillTemplate, httpPadding } from './render.mjs';
-import { createProcessTracker, runCommand, sampleTree, sleep, waitUntil } from './procs.mjs';
+import { createProcessTracker, runCommand, sampleThreads, sampleTree, sleep, waitUntil } from './procs.mjs';
 import { createProxies, GUARD_TABLE } from './proxies.mjs';
+import { linkClientAgent } from './client-link.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..', '..');
@@ -92,7 +93,7 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The lab and the backend services every path shares.
+// The lab, and the backend services and client agent every path shares.
 
 async function sysctls(namespace, settings) {
   for (const [key, value] of Object.entries(settings)) {
@@ -110,14 +111,17 @@ async function setUpLab() {
   await sysctls(ns.backend, queues);
 }
 
-const backend = { holdCount: 0, ppFront: null };
+/** holdCount: open connections at the hold server; onHoldCount: who else wants each new count. */
+const backend = { holdCount: 0, ppFront: null, onHoldCount: null };
+/** The client namespace's one process for requests and idle connections (client-agent.mjs). */
+let client = null;
 
 async function listeningIn(namespace, port) {
   const { stdout } = await runCommand(namespace, ['ss', '-Hltn', `sport = :${port}`], { timeoutMs: 10_000 });
   return stdout.trim() !== '';
 }
 
-async function startBackendServices() {
+async function startSharedServices() {
   const nginxCfg = path.join(dir, 'nginx-backend.conf');
   writeFileSync(nginxCfg, fillTemplate(readFileSync(path.join(HERE, 'templates', 'nginx-backend.conf'), 'utf8'), {
     NOFILE,
@@ -136,17 +140,21 @@ async function startBackendServices() {
   }));
   const nginx = tracker.start('backend nginx', ns.backend, ['nginx', '-c', nginxCfg, '-e', path.join(dir, 'nginx-backend.log')]);
   backend.ppFront = tracker.start('backend PROXY front (haproxy)', ns.backend, ['haproxy', '-db', '-f', ppCfg]);
+  const agent = tracker.start('client agent', ns.client, ['node', path.join(HERE, 'client-agent.mjs')], { stdin: 'pipe' });
+  client = linkClientAgent(agent);
   const hold = tracker.start('hold-server', ns.backend, ['node', path.join(HERE, 'hold-server.mjs'), LAB.backend, String(PORTS.hold)]);
   hold.onLine((line) => {
     if (line.startsWith('{')) {
       try {
         backend.holdCount = JSON.parse(line).count;
+        backend.onHoldCount?.(backend.holdCount);
       } catch {
         // not ours
       }
     }
   });
   await hold.waitFor(/ready/, 10_000);
+  await agent.waitFor(/^ready$/m, 10_000);
   for (const [proc, port] of [[nginx, PORTS.http], [nginx, PORTS.httpPp], [backend.ppFront, PORTS.iperfPp]]) {
     await waitUntil(`${proc.name} on ${port}`, async () => {
       if (!proc.alive()) throw new Error(`${proc.name} exited: ${proc.output().trim().slice(-800)}`);
@@ -178,8 +186,7 @@ async function hostBusyPercent(ms = 300) {
 }
 
 async function probeClientIp(port) {
-  const { stdout } = await runCommand(ns.client, ['node', path.join(HERE, 'http-probe.mjs'), LAB.backend, String(port), '--timeout-ms', '5000'], { timeoutMs: 15_000, allowFail: true });
-  const r = JSON.parse(stdout.trim().split('\n').pop() || '{}');
+  const r = await client.probe(LAB.backend, port, 5000);
   if (r.error) throw new Error(`request to ${LAB.backend}:${port} failed: ${r.error}`);
   if (r.status !== 200) throw new Error(`request to ${LAB.backend}:${port} answered ${r.status}`);
   return parseBackendAnswer(r.body);
@@ -215,25 +222,54 @@ async function iperf(port, streams, proxyPid) {
   }
 }
 
-async function wrk(port) {
+/** wrk, and the proxy's CPU over the same wall time: its process tree's and each of its threads'. */
+async function wrk(port, proxyPid) {
+  const before = proxyPid ? sampleTree(proxyPid) : null;
+  const threadsBefore = before ? sampleThreads(before.pids) : null;
+  const t0 = performance.now();
   const { stdout } = await runCommand(
     ns.client,
     ['wrk', '-c', '64', '-t', '2', '--latency', '-d', `${opts.duration}s`, '--timeout', '5s', '-H', 'Connection: close', `http://${LAB.backend}:${port}/`],
     { timeoutMs: (opts.duration + 20) * 1000 },
   );
-  return parseWrkOutput(stdout);
+  const seconds = (performance.now() - t0) / 1000;
+  const after = proxyPid ? sampleTree(proxyPid) : null;
+  const threadsAfter = after ? sampleThreads(after.pids) : null;
+  const parsed = parseWrkOutput(stdout);
+  if (!before) return { parsed, profile: null };
+  return {
+    parsed,
+    profile: {
+      during: 'wrk',
+      seconds,
+      clockTicksPerSec: CLK_TCK,
+      processTicks: after.ticks - before.ticks,
+      pids: after.pids,
+      threads: threadCpuProfile(threadsBefore, threadsAfter, CLK_TCK, seconds),
+    },
+  };
 }
+
+/**
+ * Opening the idle connections (hold-connections.mjs): at most HOLD_CONCURRENCY connects at once,
+ * and none started while HOLD_WINDOW connected ones have not reached the backend. Both together
+ * stay far below every proxy's accept queue here (the daemon's 4096, HAProxy's and nginx's 8192),
+ * so no SYN is dropped and retransmitted 1 s later. Measured: windows of 128 and 256 open 10k as
+ * fast as any for HAProxy and nginx, and twice as fast as none for the daemon; 1024 made the
+ * daemon 3× slower.
+ */
+const HOLD_CONCURRENCY = 512;
+const HOLD_WINDOW = 256;
 
 async function idleConnections(port, proxyPid, proxyOutput) {
   const n = IDLE_CONNECTIONS;
   const base = backend.holdCount;
   const before = sampleTree(proxyPid);
-  const holder = tracker.start('hold-client', ns.client, [
-    'node', path.join(HERE, 'hold-client.mjs'), LAB.backend, String(port), String(n), '--concurrency', '512', '--max-hold-ms', '180000',
-  ], { stdin: 'pipe' });
+  backend.onHoldCount = (count) => client.relayed(Math.max(0, count - base));
+  const phases = { settleMs: null, releaseMs: null };
   try {
-    await holder.waitFor(/"held":\d+/, 90_000);
-    const summary = JSON.parse(holder.output().split('\n').find((l) => l.includes('"held"')));
+    const summary = await client.hold({ host: LAB.backend, port, count: n, concurrency: HOLD_CONCURRENCY, window: HOLD_WINDOW }, 90_000);
+    if (summary.error) throw new Error(`client agent: ${summary.error}`);
     const t0 = Date.now();
     // The client's connect completes at the proxy; count them at the backend before reading RSS.
     // A few upstream connects may fail under the burst (the proxy then resets the client side):
@@ -247,9 +283,9 @@ async function idleConnections(port, proxyPid, proxyOutput) {
         stableSince = Date.now();
       }
       return count >= summary.held || Date.now() - stableSince > 2000;
-    }, 40_000, 50);
+    }, 40_000, 20);
     const relayed = backend.holdCount - base;
-    const settleMs = Date.now() - t0;
+    phases.settleMs = Date.now() - t0;
     if (relayed < summary.held * 0.95) {
       const now = sampleTree(proxyPid);
       const said = proxyOutput ? summarizeFailure(proxyOutput()) : '';
@@ -258,7 +294,8 @@ async function idleConnections(port, proxyPid, proxyOutput) {
           `(proxy: ${now.fds} descriptors open, ${before.fds} before${said ? `; it last said: ${said.slice(0, 400)}` : ''})`,
       );
     }
-    await sleep(300);
+    // As soon as the backend has them all: read 0.1 to 0.6 s later, the RSS of every proxy here
+    // was the same to the KiB.
     const after = sampleTree(proxyPid);
     return {
       held: summary.held,
@@ -266,7 +303,7 @@ async function idleConnections(port, proxyPid, proxyOutput) {
       failed: summary.failed,
       errors: summary.errors,
       openMs: summary.ms,
-      settleMs,
+      phases,
       rssBeforeKiB: before.rssKiB,
       rssAfterKiB: after.rssKiB,
       fdsBefore: before.fds,
@@ -274,9 +311,15 @@ async function idleConnections(port, proxyPid, proxyOutput) {
       kibPerConn: kibPerConnection(before.rssKiB, after.rssKiB, relayed),
     };
   } finally {
-    await holder.stop(3000);
-    // Only so that the next reading starts from a settled count; the proxy's stop ends the rest.
-    await waitUntil('held connections to close', () => backend.holdCount <= base, 3_000, 50).catch(() => {});
+    backend.onHoldCount = null;
+    const releasing = Date.now();
+    await client.release().catch((err) => log(`  ${err.message}`));
+    // The client resets every connection; the proxy must have closed its side of each before it
+    // is stopped. Stopped first, a proxy leaves its client-side sockets in TIME_WAIT on the gateway,
+    // and the next path's SYNs that reuse those addresses and ports stall for 1 s retransmits
+    // (opening 10k then took over a minute).
+    await waitUntil('held connections to close', () => backend.holdCount <= base, 3_000, 20).catch(() => {});
+    phases.releaseMs = Date.now() - releasing;
   }
 }
 
@@ -292,10 +335,11 @@ async function runPath(benchPath, proxies, baselineState) {
     status: 'ok',
     reason: null,
     seen: null,
-    metrics: { gbit1: null, gbit8: null, connPerSec: null, p50Ms: null, p99Ms: null, cpuSecPerGiB: null, kibPerIdleConn: null },
+    metrics: { gbit1: null, gbit8: null, connPerSec: null, p50Ms: null, p99Ms: null, cpuUsPerConn: null, cpuSecPerGiB: null, kibPerIdleConn: null },
     metricErrors: {},
-    notApplicable: benchPath.proxy ? [] : ['cpuSecPerGiB', 'kibPerIdleConn'],
+    notApplicable: benchPath.proxy ? [] : ['cpuUsPerConn', 'cpuSecPerGiB', 'kibPerIdleConn'],
     notes: [],
+    threadProfile: null,
     raw: {},
     timings: {},
     seconds: null,
@@ -359,18 +403,28 @@ async function runPath(benchPath, proxies, baselineState) {
       result.metrics.gbit8 = gbitPerSec(r.bitsPerSecond);
       log(`  iperf3 -P 8: ${result.metrics.gbit8.toFixed(2)} Gbit/s`);
     });
-    await step('wrk', ['connPerSec', 'p50Ms', 'p99Ms'], async () => {
-      const r = await wrk(ports.http);
-      result.raw.wrk = r;
+    await step('wrk', ['connPerSec', 'p50Ms', 'p99Ms', 'cpuUsPerConn'], async () => {
+      const { parsed: r, profile } = await wrk(ports.http, pid);
+      result.raw.wrk = profile ? { ...r, proxyTicks: profile.processTicks, proxySeconds: profile.seconds } : r;
       result.metrics.connPerSec = r.requestsPerSec;
       result.metrics.p50Ms = r.p50Ms;
       result.metrics.p99Ms = r.p99Ms;
+      const threadNote = profile ? formatThreadNote(profile) : null;
+      if (profile) {
+        result.threadProfile = profile;
+        result.notes.push(threadNote);
+        // Every request is its own connection (Connection: close).
+        if (r.requests > 0) result.metrics.cpuUsPerConn = cpuMicrosPerConnection(profile.processTicks, CLK_TCK, r.requests);
+        else result.metricErrors.cpuUsPerConn = 'wrk completed no requests';
+      }
       const errs = r.socketErrors;
       const errTotal = errs.connect + errs.read + errs.write + errs.timeout;
       if (errTotal > 0 || r.non2xx > 0) {
         result.notes.push(`wrk: socket errors connect ${errs.connect}, read ${errs.read}, write ${errs.write}, timeout ${errs.timeout}; non-2xx ${r.non2xx} (of ${r.requests})`);
       }
-      log(`  wrk: ${Math.round(r.requestsPerSec)} conn/s, p50 ${r.p50Ms.toFixed(2)} ms, p99 ${r.p99Ms.toFixed(2)} ms${errTotal ? `, ${errTotal} socket errors` : ''}`);
+      log(`  wrk: ${Math.round(r.requestsPerSec)} conn/s, p50 ${r.p50Ms.toFixed(2)} ms, p99 ${r.p99Ms.toFixed(2)} ms${errTotal ? `, ${errTotal} socket errors` : ''}` +
+        `${result.metrics.cpuUsPerConn !== null ? `, proxy CPU ${Math.round(result.metrics.cpuUsPerConn)} µs/conn` : ''}`);
+      if (threadNote) log(`  ${threadNote}`);
     });
     if (pid && IDLE_CONNECTIONS > 0) {
       await step('idle connections', ['kibPerIdleConn'], async () => {
@@ -458,11 +512,14 @@ function markdown(report) {
     '',
     ...busyWarning(report.paths),
     '- Throughput: iperf3 -J, receiver bytes/seconds, `-P 1` and `-P 8`. conn/s, p50, p99: `wrk -c 64 -t 2 --latency -H "Connection: close"` against nginx on the backend (~100-byte answer), so every request is a new connection.',
-    '- CPU s/GiB: utime+stime of the proxy\'s processes (all threads, all workers) during the 1-stream run, per GiB received. KiB/idle conn: growth of the proxy\'s summed VmRSS with ' +
-      `${report.options.idleConnections} idle connections held through it (kernel socket memory not included)` +
+    '- CPU µs/conn: utime+stime of the proxy\'s processes (all threads, all workers) during the wrk run, per request wrk completed: each is one connection accepted, connected upstream, ~100 bytes each way, closed. ' +
+      'Each proxy path\'s "CPU during wrk by thread" splits the same time by thread name (/proc/PID/task/*/stat; cores = CPU seconds / wall seconds of the run).',
+    '- CPU s/GiB: utime+stime of the proxy\'s processes during the 1-stream run, per GiB received. KiB/idle conn: growth of the proxy\'s summed VmRSS with ' +
+      `${report.options.idleConnections} idle connections held through it (kernel socket memory not included; opened paced by what the backend has seen, no new connect while ${HOLD_WINDOW} were ahead of it, so that no proxy's accept queue overflows)` +
       (report.options.idleConnections < report.options.connections
         ? `; ${report.options.idleConnections}, not ${report.options.connections}, because the open-files hard limit here is ${report.options.nofileHardLimit} (scripts/bench.sh could not raise it) and a proxy needs two descriptors per connection.`
         : '.'),
+    `- Both splice relays use ${PIPE_SIZE / 1024} KiB pipes: HAProxy \`tune.pipesize ${PIPE_SIZE}\`, this project's daemon \`upstream.pipe_size = ${PIPE_SIZE}\` (its stream relay, the default without --relay splice or --accept native, uses none); nginx stream does not splice.`,
     '- Every proxy path runs behind a forward-chain guard that drops target-port traffic routed around the proxy, and is measured only after one request showed the backend the client\'s address.',
     '',
     '## Per path',
@@ -500,7 +557,7 @@ async function main() {
   const results = [];
   try {
     await setUpLab();
-    await startBackendServices();
+    await startSharedServices();
     const proxies = createProxies({ ns, dir, tracker, cli: CLI, relay: opts.relay, workers: opts.workers, accept: opts.accept, log, nofile: NOFILE, maxConnections: IDLE_CONNECTIONS });
     const baselineState = await gatewayState();
     for (const name of opts.paths) {

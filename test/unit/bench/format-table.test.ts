@@ -2,36 +2,36 @@ import { describe, expect, it } from 'vitest';
 import { formatCell, formatElapsed, formatRatio, formatTable, resultBaseName, COLUMNS } from '../../../scripts/bench/format.mjs';
 
 const metrics = (m: Partial<Record<string, number | null>>) => ({
-  gbit1: null, gbit8: null, connPerSec: null, p50Ms: null, p99Ms: null, cpuSecPerGiB: null, kibPerIdleConn: null, ...m,
+  gbit1: null, gbit8: null, connPerSec: null, p50Ms: null, p99Ms: null, cpuUsPerConn: null, cpuSecPerGiB: null, kibPerIdleConn: null, ...m,
 });
 
 const haproxy = {
   name: 'haproxy', label: 'HAProxy', status: 'ok' as const,
-  metrics: metrics({ gbit1: 10, gbit8: 12, connPerSec: 5000, p50Ms: 10, p99Ms: 40, cpuSecPerGiB: 0.2, kibPerIdleConn: 3.5 }),
+  metrics: metrics({ gbit1: 10, gbit8: 12, connPerSec: 5000, p50Ms: 10, p99Ms: 40, cpuUsPerConn: 80, cpuSecPerGiB: 0.2, kibPerIdleConn: 3.5 }),
 };
 const direct = {
   name: 'direct', label: 'direct routing', status: 'ok' as const,
   metrics: metrics({ gbit1: 25, gbit8: 30, connPerSec: 22000, p50Ms: 2.5, p99Ms: 20 }),
-  notApplicable: ['cpuSecPerGiB', 'kibPerIdleConn'],
+  notApplicable: ['cpuUsPerConn', 'cpuSecPerGiB', 'kibPerIdleConn'],
 };
 
 describe('formatTable', () => {
   it('has the columns of the brief, and a separator row that right-aligns the figures', () => {
     const [header, sep] = formatTable([haproxy], 'haproxy').split('\n');
-    expect(header).toBe('| path | 1-stream Gbit/s | 8-stream Gbit/s | conn/s | p50 ms | p99 ms | CPU s/GiB | KiB/idle conn |');
-    expect(sep).toBe('|---|---:|---:|---:|---:|---:|---:|---:|');
+    expect(header).toBe('| path | 1-stream Gbit/s | 8-stream Gbit/s | conn/s | p50 ms | p99 ms | CPU µs/conn | CPU s/GiB | KiB/idle conn |');
+    expect(sep).toBe('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
   });
 
   it('gives every figure its ratio to the baseline, and the baseline its plain figures', () => {
     const lines = formatTable([direct, haproxy], 'haproxy').split('\n');
-    expect(lines[2]).toBe('| direct routing | 25.00 (2.50×) | 30.00 (2.50×) | 22,000 (4.40×) | 2.50 (0.25×) | 20.00 (0.50×) | n/a | n/a |');
-    expect(lines[3]).toBe('| HAProxy [baseline] | 10.00 | 12.00 | 5,000 | 10.00 | 40.00 | 0.200 | 3.50 |');
+    expect(lines[2]).toBe('| direct routing | 25.00 (2.50×) | 30.00 (2.50×) | 22,000 (4.40×) | 2.50 (0.25×) | 20.00 (0.50×) | n/a | n/a | n/a |');
+    expect(lines[3]).toBe('| HAProxy [baseline] | 10.00 | 12.00 | 5,000 | 10.00 | 40.00 | 80 | 0.200 | 3.50 |');
   });
 
   it('shows a broken or failed path with its reason instead of figures', () => {
     const broken = { name: 'nginx', label: 'nginx', status: 'broken' as const, reason: 'backend saw 198.18.2.1, not the client 198.18.1.2', metrics: metrics({}) };
     const line = formatTable([haproxy, broken], 'haproxy').split('\n')[3];
-    expect(line).toBe('| nginx | BROKEN: backend saw 198.18.2.1, not the client 198.18.1.2 | - | - | - | - | - | - |');
+    expect(line).toBe('| nginx | BROKEN: backend saw 198.18.2.1, not the client 198.18.1.2 | - | - | - | - | - | - | - |');
   });
 
   it('leaves out ratios when the baseline did not run or failed', () => {
@@ -39,6 +39,14 @@ describe('formatTable', () => {
     const lines = formatTable([direct, failed], 'haproxy').split('\n');
     expect(lines[2]).toContain('| 25.00 | 30.00 | 22,000 |');
     expect(lines[3]).toContain('FAILED: haproxy exited: [ALERT] x \\| y');
+  });
+
+  it('puts CPU µs/conn right after p99, with its ratio to the baseline', () => {
+    const tpi = { ...haproxy, name: 'tpi', label: 'tpi', metrics: metrics({ cpuUsPerConn: 212 }) };
+    const [header, , , row] = formatTable([haproxy, tpi], 'haproxy').split('\n');
+    const titles = header.split(' | ');
+    expect(titles.indexOf('CPU µs/conn')).toBe(titles.indexOf('p99 ms') + 1);
+    expect(row.split(' | ')[titles.indexOf('CPU µs/conn')]).toBe('212 (2.65×)');
   });
 
   it('marks a figure whose measurement failed as error', () => {

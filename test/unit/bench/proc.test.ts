@@ -5,7 +5,7 @@ import { cpuSecondsPerGiB, GIB, gbitPerSec, kibPerConnection, totalTicks } from 
 describe('/proc readings', () => {
   it('parses utime/stime/ppid of a stat line, also when the name holds spaces and parentheses', () => {
     const line = '4242 (nginx: worker (x)) S 4241 4241 4241 0 -1 4194624 120 0 0 0 37 15 0 0 20 0 1 0 123 1000 200 18446744073709551615';
-    expect(parseProcStat(line)).toEqual({ pid: 4242, comm: 'nginx: worker (x)', ppid: 4241, utime: 37, stime: 15 });
+    expect(parseProcStat(line)).toEqual({ pid: 4242, comm: 'nginx: worker (x)', ppid: 4241, utime: 37, stime: 15, starttime: 123 });
   });
 
   it('reads VmRSS in KiB, 0 when there is none', () => {

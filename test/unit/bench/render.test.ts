@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { fillTemplate, renderDaemonConfig, renderGuardTable, renderMarkTable, renderTproxyTable } from '../../../scripts/bench/render.mjs';
+import { PIPE_SIZE } from '../../../scripts/bench/plan.mjs';
 
 const TEMPLATES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../scripts/bench/templates');
 
@@ -17,10 +18,11 @@ describe('fillTemplate', () => {
   });
 
   it('fills the shipped templates completely', () => {
-    const gw = fillTemplate(readFileSync(path.join(TEMPLATES, 'haproxy-gateway.cfg'), 'utf8'), { MAXCONN: 9550, MAXPIPES: 256, LISTEN_ADDRESS: '127.0.0.1', LISTEN_PORT: 15002 });
+    const gw = fillTemplate(readFileSync(path.join(TEMPLATES, 'haproxy-gateway.cfg'), 'utf8'), { MAXCONN: 9550, MAXPIPES: 256, PIPE_SIZE: 262144, LISTEN_ADDRESS: '127.0.0.1', LISTEN_PORT: 15002 });
     expect(gw).toContain('bind 127.0.0.1:15002 transparent');
     expect(gw).toContain('source 0.0.0.0 usesrc clientip');
     expect(gw).toMatch(/server original 0\.0\.0\.0 maxconn/);
+    expect(gw).toMatch(/^global\n(?: {4}.*\n)*? {4}tune\.pipesize 262144\n/m);
     expect(gw).not.toMatch(/\{\{/);
     const ng = fillTemplate(readFileSync(path.join(TEMPLATES, 'nginx-gateway.conf'), 'utf8'), { NOFILE: 20000, DIR: '/tmp/x', WORKER_CONNECTIONS: 19900, LISTENS: '        listen 8081;' });
     expect(ng).toContain('proxy_bind $remote_addr transparent;');
@@ -62,5 +64,21 @@ describe('renderDaemonConfig', () => {
     expect(c).toContain('address6 = ""');
     expect(c).not.toContain('relay');
     expect(renderDaemonConfig({ table: 't', cidr: '198.18.2.0/24', ports: [1], listenPort: 1, dir: '/d', relay: 'splice' })).toContain('relay = "splice"');
+  });
+
+  it('gives the splice relay the pipe size HAProxy gets, in [upstream]; 0 is the kernel default', () => {
+    const base = { table: 't', cidr: '198.18.2.0/24', ports: [1], listenPort: 1, dir: '/d', relay: 'splice' };
+    const upstream = (c: string) => /^\[upstream\]\n((?:.+\n)*)/m.exec(c)![1];
+    expect(upstream(renderDaemonConfig({ ...base, pipeSize: PIPE_SIZE }))).toContain('pipe_size = 262144\n');
+    expect(upstream(renderDaemonConfig({ ...base, pipeSize: 0 }))).toContain('pipe_size = 0\n');
+    expect(renderDaemonConfig(base)).not.toContain('pipe_size');
+    expect(() => renderDaemonConfig({ ...base, pipeSize: 65536.5 })).toThrow(RangeError);
+  });
+
+  it('uses one pipe size for both splice relays', () => {
+    expect(PIPE_SIZE).toBe(262144);
+    const gw = fillTemplate(readFileSync(path.join(TEMPLATES, 'haproxy-gateway.cfg'), 'utf8'), { MAXCONN: 1, MAXPIPES: 1, PIPE_SIZE, LISTEN_ADDRESS: 'a', LISTEN_PORT: 1 });
+    const daemon = renderDaemonConfig({ table: 't', cidr: '198.18.2.0/24', ports: [1], listenPort: 1, dir: '/d', relay: null, pipeSize: PIPE_SIZE });
+    expect(/tune\.pipesize (\d+)/.exec(gw)![1]).toBe(/pipe_size = (\d+)/.exec(daemon)![1]);
   });
 });
