@@ -198,12 +198,14 @@ function parseListen(root: Table): ListenConfig {
   if (raw6 === '' || raw6 === false) address6 = null;
   else if (raw6 === undefined || typeof raw6 === 'string') address6 = address(t, path, 'address6', '::1', 6);
   else throw new ConfigError(`${path}.address6`, `expected an IPv6 address like "::1", or "" / false to disable IPv6, got ${describe(raw6)}`);
+  const workers = t['workers'] === 'auto' ? availableParallelism() : integer(t, path, 'workers', 1, 1, 64, 'an integer 1..64 or "auto" (one per CPU)');
   const listen: ListenConfig = {
     address: address(t, path, 'address', '127.0.0.1', 4),
     address6,
     port: integer(t, path, 'port', 15001, 1, 65535, 'a TCP port 1..65535'),
-    workers: t['workers'] === 'auto' ? availableParallelism() : integer(t, path, 'workers', 1, 1, 64, 'an integer 1..64 or "auto" (one per CPU)'),
-    accept: oneOf(t, path, 'accept', 'node', ACCEPT_MODES),
+    workers,
+    // The native path is the fast one; worker processes accept with Node.
+    accept: oneOf(t, path, 'accept', workers > 1 ? 'node' : 'native', ACCEPT_MODES),
   };
   if (listen.accept === 'native' && listen.workers > 1) {
     throw new ConfigError(`${path}.accept`, '"native" runs in the daemon process itself: set listen.workers = 1 (the addon already relays on one thread per CPU)');

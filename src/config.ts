@@ -25,7 +25,7 @@ export interface ListenConfig {
   /** Processes accepting connections (SO_REUSEPORT); 1 = the daemon itself. "auto" = one per CPU. */
   readonly workers: number; // default 1
   /** "native": the addon accepts and connects upstream (src/proxy/native-listener.ts); "node": net.Server. */
-  readonly accept: AcceptMode; // default "node"
+  readonly accept: AcceptMode; // default "native" with workers = 1, else "node"
 }
 
 export type AcceptMode = 'node' | 'native';

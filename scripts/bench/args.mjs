@@ -11,7 +11,7 @@ export const USAGE = `usage: npm run bench -- [--duration SECONDS] [--paths ${PA
                        ${PATH_NAMES.join(', ')}
   --json FILE          also write the results as JSON to FILE
   --connections N      idle connections held open for the memory figure; default 10000
-  --accept MODE        listen.accept of this project's daemon: node (default) or native
+  --accept MODE        listen.accept of this project's daemon: native or node; default: the daemon's
   --workers N          accepting processes of this project's daemon (listen.workers); default 1
   --relay MODE         relay mode of this project's daemon (upstream.relay); default: the daemon's
   -h, --help           this text

@@ -5,10 +5,11 @@ import { Lab, ADDR, BASE_CONFIG as BASE, CLI, sawAddress } from './helpers/lab.j
 // Every data path must behave the same: Node accept with the stream or the splice relay, and
 // native accept (which always splices).
 // phases: what each connection's log line times (phasesUs).
+const NODE = BASE.replace('port = 15001', 'port = 15001\naccept = "node"');
 const NODE_PHASES = ['connect', 'decide', 'relay', 'setup'];
 const MODES = [
-  { name: 'stream relay', relay: 'stream', phases: NODE_PHASES, config: `${BASE}\nrelay = "stream"\n` },
-  { name: 'splice relay', relay: 'splice', phases: NODE_PHASES, config: `${BASE}\nrelay = "splice"\n` },
+  { name: 'stream relay', relay: 'stream', phases: NODE_PHASES, config: `${NODE}\nrelay = "stream"\n` },
+  { name: 'splice relay', relay: 'splice', phases: NODE_PHASES, config: `${NODE}\nrelay = "splice"\n` },
   { name: 'native accept', relay: 'splice', phases: ['accept', 'connect', 'decide', 'handoff', 'relay'], config: BASE.replace('port = 15001', 'port = 15001\naccept = "native"') },
 ];
 describe.each(MODES)('transparent interception (pp=false), $name', ({ relay, phases, config: BASE_CONFIG }) => {

@@ -21,7 +21,7 @@ const TARGET = '[[intercept.targets]]\ncidr = "198.18.2.0/24"\nports = [8080]\n'
 describe('parseConfig defaults', () => {
   it('an empty file gives every documented default and no targets', () => {
     expect(parseConfig('')).toEqual({
-      listen: { address: '127.0.0.1', address6: '::1', port: 15001, workers: 1, accept: 'node' },
+      listen: { address: '127.0.0.1', address6: '::1', port: 15001, workers: 1, accept: 'native' },
       intercept: { table: 'tproxy_interceptor', mark: 1, mask: 1, routeTable: 100, failClosed: true, localBackends: false, targets: [] },
       upstream: { connectTimeoutMs: 5000, idleTimeoutMs: 300_000, ppVersion: 2, keepClientPort: false, relay: 'stream', pipeSize: 262144 },
       log: { level: 'info' },
@@ -225,8 +225,9 @@ describe('loadConfig', () => {
     await expect(loadConfig(missing)).rejects.toMatchObject({ code: 'ERR_CONFIG', key: missing, message: expect.stringMatching(/file not found/) });
   });
 
-  it('listen.accept is "node" or "native", and "native" runs in one process', () => {
-    expect(parseConfig('[listen]\naccept = "native"\n').listen.accept).toBe('native');
+  it('listen.accept is "node" or "native" (the default with one process), and "native" runs in one process', () => {
+    expect(parseConfig('[listen]\naccept = "node"\n').listen.accept).toBe('node');
+    expect(parseConfig('[listen]\nworkers = 2\n').listen.accept).toBe('node');
     expect(() => parseConfig('[listen]\naccept = "kernel"\n')).toThrow(/listen\.accept/);
     expect(() => parseConfig('[listen]\naccept = "native"\nworkers = 2\n')).toThrow(/listen\.accept.*listen\.workers = 1/);
   });
