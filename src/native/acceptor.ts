@@ -1,4 +1,4 @@
-// Typed, throwing wrappers over the addon's acceptor: accept4 on a native thread, batches to JS.
+// Typed, throwing wrappers over the addon's acceptor: accept4 in batches from the event loop.
 // With relayConnect (relay.ts) a connection needs no net.Socket at all: JavaScript only decides.
 import { systemError } from '../errors.js';
 import { loadAddon } from './addon.js';
@@ -49,7 +49,7 @@ export function startAcceptor(listenFd: number, onAccepted: (batch: AcceptedConn
   return rc;
 }
 
-/** Stops accepting; connections accepted and not yet delivered are closed. */
+/** Stops accepting; the listening socket stays open (the caller closes it). */
 export function stopAcceptor(id: number): void {
   const rc = loadAddon().acceptorStop(id);
   if (rc < 0) throw systemError(rc, 'acceptorStop');

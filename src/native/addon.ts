@@ -78,11 +78,12 @@ export interface NativeAddon {
   /** Closes the socket with a RST (SO_LINGER 0). 0 or -errno; the fd is closed either way. */
   relayReset(fd: number): number;
   /**
-   * Accepts on `listenFd` on a native thread; batches arrive as flat arrays of
-   * [fd, family (4|6), peerAddress, peerPort, localAddress, localPort, ...]. Id or -errno.
+   * Accepts on `listenFd` from the JS thread's event loop (uv_poll); batches arrive as flat arrays
+   * of [fd, family (4|6), peerAddress, peerPort, localAddress, localPort, acceptedUs, ...]. Id or
+   * -errno.
    */
   acceptorStart(listenFd: number, onAccepted: (batch: Array<number | string>) => void): number;
-  /** Stops accepting; undelivered connections are closed, the listening socket is not. */
+  /** Stops accepting; the listening socket stays open. */
   acceptorStop(id: number): number;
   /**
    * Relays started and not yet reported; pipes held by relays (bytes in flight), empty pipes the
