@@ -115,8 +115,8 @@ export class Lab {
   }
 
   /** The whoami/echo backend on the backend host. */
-  async startBackend(ports: number[]): Promise<Proc> {
-    const p = this.spawn(this.ns.backend, ['node', path.join(ROOT, 'scripts', 'peers', 'whoami-server.mjs'), ...ports.map(String)]);
+  async startBackend(ports: number[], extraArgs: string[] = []): Promise<Proc> {
+    const p = this.spawn(this.ns.backend, ['node', path.join(ROOT, 'scripts', 'peers', 'whoami-server.mjs'), ...ports.map(String), ...extraArgs]);
     await p.waitFor('ready');
     return p;
   }
