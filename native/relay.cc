@@ -442,11 +442,12 @@ class Worker {
       if (SockaddrPort(c->source) != 0) {
         if (bind(fd, reinterpret_cast<sockaddr*>(&c->source), c->sourceLen) == 0) {
           bound = true;
-        } else if (errno != EADDRINUSE) {
+        } else if (errno == EADDRINUSE) {
+          SetSockaddrPort(&c->source, 0);
+        } else {
           FailConnect(c, errno, "bind");
           return;
         }
-        SetSockaddrPort(&c->source, 0);
       }
       if (!bound) {
         if (setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) < 0) {
@@ -837,11 +838,11 @@ int ProbePipeSize(int pipeSize) {
 }
 
 // relayInit(threads, onEnd, pipeSize?): starts the workers. onEnd(id, end, -errno, syscall,
-// bytesAToB, bytesBToA, adoptedUs, connectedUs, endedUs) is called on the JS thread once per relay;
-// the times are CLOCK_MONOTONIC µs (connectedUs 0 unless relayConnect connected). pipeSize: bytes per pipe (0 or
-// absent: the kernel's default); the kernel rounds it up to a power of two pages. -EBUSY if
-// already running; the errno of F_SETPIPE_SZ (EPERM beyond fs.pipe-max-size) if a pipe of that
-// size cannot be had now.
+// bytesAToB, bytesBToA, adoptedUs, connectedUs, endedUs) is called on the JS thread once per
+// relay; the times are CLOCK_MONOTONIC µs (connectedUs 0 unless relayConnect connected).
+// pipeSize: bytes per pipe (0 or absent: the kernel's default); the kernel rounds it up to a power
+// of two pages. -EBUSY if already running; the errno of F_SETPIPE_SZ (EPERM beyond
+// fs.pipe-max-size) if a pipe of that size cannot be had now.
 Napi::Value RelayInitFn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (g_engine != nullptr) return Napi::Number::New(env, -EBUSY);
@@ -975,11 +976,11 @@ int ResetAndClose(int fd) {
 // relayConnect(clientFd, family, sourceAddress | "", sourcePort, address, port, connectTimeoutMs,
 // idleTimeoutMs, firstBytes?) -> id or -errno. A worker opens the upstream socket (bound to
 // sourceAddress with IP(V6)_TRANSPARENT when given, and to sourcePort unless it is 0 or in use),
-// connects it (non-blocking, within connectTimeoutMs; 0 = no
-// limit), writes firstBytes before any client byte, then relays like relayStart. A failure to open
-// or connect resets the client and ends the relay CONNECT_FAILED with the errno (ETIMEDOUT for the
-// timeout) and the failed syscall. Takes ownership of clientFd, also on failure: an invalid
-// argument resets the client and returns -EINVAL.
+// connects it (non-blocking, within connectTimeoutMs; 0 = no limit), writes firstBytes before any
+// client byte, then relays like relayStart. A failure to open or connect resets the client and
+// ends the relay CONNECT_FAILED with the errno (ETIMEDOUT for the timeout) and the failed syscall.
+// Takes ownership of clientFd, also on failure: an invalid argument resets the client and returns
+// -EINVAL.
 Napi::Value RelayConnectFn(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int clientFd = info[0].As<Napi::Number>().Int32Value();
