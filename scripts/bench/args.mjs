@@ -1,12 +1,14 @@
 // Command line of `npm run bench`: pure, throws BenchUsageError (code ERR_BENCH_USAGE) on bad input.
 import { PATH_NAMES } from './plan.mjs';
 
-export const USAGE = `usage: npm run bench -- [--duration SECONDS] [--paths ${PATH_NAMES.join(',')}] [--json FILE]
+export const USAGE = `usage: npm run bench -- [--duration SECONDS] [--rounds N] [--paths ${PATH_NAMES.join(',')}] [--json FILE]
                       [--connections N] [--relay stream|splice] [--workers N] [--accept node|native]
 
   --duration SECONDS   length of each measured run (iperf3 -t, wrk -d); default 10. Every path
                        takes 3 runs plus a few seconds: --duration 2 measures all five in
                        about 50 s on a 2-vCPU machine
+  --rounds N           measure every path N times (odd rounds in --paths order, even ones
+                       reversed) and report each figure's median; default 1
   --paths LIST         comma-separated paths to measure, in this order; default all:
                        ${PATH_NAMES.join(', ')}
   --json FILE          also write the results as JSON to FILE
@@ -25,14 +27,14 @@ export class BenchUsageError extends Error {
   }
 }
 
-const VALUE_OPTIONS = new Set(['--duration', '--paths', '--json', '--connections', '--relay', '--workers', '--accept']);
+const VALUE_OPTIONS = new Set(['--rounds', '--duration', '--paths', '--json', '--connections', '--relay', '--workers', '--accept']);
 
 /**
  * @param {string[]} argv arguments after the script name
- * @returns {{ help: boolean, duration: number, paths: string[], json: string | null, connections: number, relay: string | null, workers: number | null, accept: string | null }}
+ * @returns {{ help: boolean, duration: number, rounds: number, paths: string[], json: string | null, connections: number, relay: string | null, workers: number | null, accept: string | null }}
  */
 export function parseBenchArgs(argv) {
-  const opts = { help: false, duration: 10, paths: [...PATH_NAMES], json: null, connections: 10_000, relay: null, workers: null, accept: null };
+  const opts = { help: false, duration: 10, rounds: 1, paths: [...PATH_NAMES], json: null, connections: 10_000, relay: null, workers: null, accept: null };
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i];
     let value;
@@ -65,6 +67,12 @@ export function parseBenchArgs(argv) {
         }
         if (new Set(names).size !== names.length) throw new BenchUsageError('--paths lists a path twice');
         opts.paths = names;
+        break;
+      }
+      case '--rounds': {
+        const n = Number(value);
+        if (!/^\d+$/.test(value) || n < 1 || n > 20) throw new BenchUsageError(`--rounds must be a whole number in 1..20, got ${JSON.stringify(value)}`);
+        opts.rounds = n;
         break;
       }
       case '--json':

@@ -60,3 +60,41 @@ export function threadCpuProfile(before, after, clockTicksPerSec, seconds) {
     .map((g) => ({ ...g, cores: g.ticks / clockTicksPerSec / seconds }))
     .sort((a, b) => b.ticks - a.ticks || a.name.localeCompare(b.name));
 }
+
+/** The median of numbers (the mean of the middle two for an even count); null for none. */
+export function median(values) {
+  if (values.length === 0) return null;
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+/** The order of the paths in round `round` (0-based): as given in even rounds, reversed in odd ones. */
+export function roundOrder(paths, round) {
+  return round % 2 === 0 ? [...paths] : [...paths].reverse();
+}
+
+/**
+ * One path's result over several rounds: each metric is the median of the rounds that measured it,
+ * the rest (notes, raw figures) is the first successful round's, and `rounds` keeps every round.
+ * A single round is returned as it is.
+ */
+export function mergeRounds(rounds) {
+  if (rounds.length === 1) return rounds[0];
+  const ok = rounds.filter((r) => r.status === 'ok');
+  const base = ok[0] ?? rounds[0];
+  const metrics = {};
+  const perRound = [];
+  for (const key of Object.keys(base.metrics)) {
+    const values = rounds.map((r) => r.metrics[key]).filter((v) => typeof v === 'number');
+    metrics[key] = median(values);
+    if (values.length > 0) perRound.push(`${key} ${values.map((v) => +v.toFixed(2)).join(' / ')}`);
+  }
+  return {
+    ...base,
+    status: ok.length > 0 ? 'ok' : base.status,
+    metrics,
+    notes: [...base.notes, `median of ${rounds.length} rounds (${ok.length} ok); per round: ${perRound.join('; ')}`],
+    rounds,
+  };
+}

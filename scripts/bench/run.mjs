@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { BenchUsageError, parseBenchArgs, USAGE } from './args.mjs';
 import { BASELINE, INTERCEPTED_PORTS, LAB, PATHS, PIPE_SIZE, PORTS, estimateSeconds, idleConnectionBudget, portsFor } from './plan.mjs';
 import { parseBackendAnswer, parseCpuTimes, parseIperf3Json, parseNofileHardLimit, parseWrkOutput, summarizeFailure } from './parse.mjs';
-import { busyPercent, cpuMicrosPerConnection, cpuSecondsPerGiB, gbitPerSec, kibPerConnection, threadCpuProfile } from './compute.mjs';
+import { busyPercent, cpuMicrosPerConnection, cpuSecondsPerGiB, gbitPerSec, kibPerConnection, mergeRounds, roundOrder, threadCpuProfile } from './compute.mjs';
 import { formatElapsed, formatTable, formatThreadNote, resultBaseName } from './format.mjs';
 import { fillTemplate, httpPadding } from './render.mjs';
 import { createProcessTracker, runCommand, sampleThreads, sampleTree, sleep, waitUntil } from './procs.mjs';
@@ -506,7 +506,7 @@ function markdown(report) {
     `# tproxy-interceptor bench, ${report.startedAt}`,
     '',
     `${h.cpus} vCPU (${h.cpuModel}), ${h.memoryGiB} GiB, Linux ${h.kernel}, node ${h.node}, ${h.haproxy}, ${h.nginx}, ${h.iperf3}, ${h.wrk}${h.commit ? `, commit ${h.commit}` : ''}.`,
-    `Each run ${report.options.duration} s; lab client ${LAB.client} → gateway → backend ${LAB.backend} (network namespaces ${prefix}-*, everything on the same ${h.cpus} vCPUs). Ratios are to ${BASELINE}; for ms, CPU and KiB lower is better.`,
+    `Each run ${report.options.duration} s${report.options.rounds > 1 ? `; every figure is the median of ${report.options.rounds} rounds (odd rounds in path order, even ones reversed; each round's figures are in the path's notes)` : ''}; lab client ${LAB.client} → gateway → backend ${LAB.backend} (network namespaces ${prefix}-*, everything on the same ${h.cpus} vCPUs). Ratios are to ${BASELINE}; for ms, CPU and KiB lower is better.`,
     '',
     formatTable(report.paths, BASELINE),
     '',
@@ -540,8 +540,9 @@ function markdown(report) {
 
 async function main() {
   const startedAt = new Date();
-  const expectedSec = estimateSeconds(opts.paths, opts.duration, IDLE_CONNECTIONS);
-  log(`bench: paths ${opts.paths.join(', ')}; ${opts.duration} s per run; expected total ~${formatElapsed(expectedSec)} (lab ${prefix})`);
+  const expectedSec = estimateSeconds(opts.paths, opts.duration, IDLE_CONNECTIONS) * opts.rounds;
+  const rounds = opts.rounds > 1 ? `; ${opts.rounds} rounds, medians reported` : '';
+  log(`bench: paths ${opts.paths.join(', ')}; ${opts.duration} s per run${rounds}; expected total ~${formatElapsed(expectedSec)} (lab ${prefix})`);
   if (IDLE_CONNECTIONS < opts.connections) {
     log(`bench: the open-files limit is ${NOFILE_HARD} and cannot be raised here: holding ${IDLE_CONNECTIONS} idle connections instead of ${opts.connections} (a proxy needs two descriptors each)`);
   }
@@ -560,10 +561,15 @@ async function main() {
     await startSharedServices();
     const proxies = createProxies({ ns, dir, tracker, cli: CLI, relay: opts.relay, workers: opts.workers, accept: opts.accept, log, nofile: NOFILE, maxConnections: IDLE_CONNECTIONS });
     const baselineState = await gatewayState();
-    for (const name of opts.paths) {
-      if (interrupted) break;
-      results.push(await runPath(PATHS.find((p) => p.name === name), proxies, baselineState));
+    const byPath = new Map(opts.paths.map((name) => [name, []]));
+    for (let round = 0; round < opts.rounds && !interrupted; round++) {
+      if (opts.rounds > 1) log(`\n== round ${round + 1} of ${opts.rounds}`);
+      for (const name of roundOrder(opts.paths, round)) {
+        if (interrupted) break;
+        byPath.get(name).push(await runPath(PATHS.find((p) => p.name === name), proxies, baselineState));
+      }
     }
+    for (const name of opts.paths) if (byPath.get(name).length > 0) results.push(mergeRounds(byPath.get(name)));
   } finally {
     clearTimeout(deadline);
     if (!interrupted) await cleanup();

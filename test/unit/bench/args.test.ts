@@ -4,13 +4,13 @@ import { parseBenchArgs } from '../../../scripts/bench/args.mjs';
 describe('parseBenchArgs', () => {
   it('defaults: 10 s runs, every path, 10k idle connections, no extra JSON file', () => {
     expect(parseBenchArgs([])).toEqual({
-      help: false, duration: 10, paths: ['direct', 'haproxy', 'nginx', 'tpi', 'tpi-pp'], json: null, connections: 10_000, relay: null, workers: null, accept: null,
+      help: false, duration: 10, rounds: 1, paths: ['direct', 'haproxy', 'nginx', 'tpi', 'tpi-pp'], json: null, connections: 10_000, relay: null, workers: null, accept: null,
     });
   });
 
   it('takes --opt value and --opt=value', () => {
-    const o = parseBenchArgs(['--duration', '3', '--paths=direct,tpi', '--json', 'out.json', '--connections=500', '--relay', 'splice']);
-    expect(o).toMatchObject({ duration: 3, paths: ['direct', 'tpi'], json: 'out.json', connections: 500, relay: 'splice' });
+    const o = parseBenchArgs(['--duration', '3', '--paths=direct,tpi', '--json', 'out.json', '--connections=500', '--relay', 'splice', '--rounds', '3']);
+    expect(o).toMatchObject({ duration: 3, paths: ['direct', 'tpi'], json: 'out.json', connections: 500, relay: 'splice', rounds: 3 });
   });
 
   it.each([
@@ -21,6 +21,8 @@ describe('parseBenchArgs', () => {
     [['--paths', 'tpi,tpi'], /twice/],
     [['--relay', 'zero-copy'], /--relay/],
     [['--connections', '-1'], /--connections/],
+    [['--rounds', '0'], /--rounds must be a whole number in 1..20/],
+    [['--rounds', '21'], /--rounds/],
     [['--fast'], /unknown argument/],
   ])('rejects %j', (argv, message) => {
     expect(() => parseBenchArgs(argv)).toThrow(message);
