@@ -326,6 +326,22 @@ async function idleConnections(port, proxyPid, proxyOutput) {
 // ---------------------------------------------------------------------------------------------
 // One path.
 
+/**
+ * For the direct path. A transparent proxy's accepted sockets end in TIME_WAIT on the gateway
+ * under the client's 4-tuples (60 s), and TCP early demux hands a forwarded SYN that matches one
+ * to that socket instead of routing it: after a proxy path, direct connections would time out.
+ * Forwarding needs no early demux, so it is off in the gateway while the direct path runs.
+ */
+async function forwardPastTimeWait() {
+  const key = 'net.ipv4.tcp_early_demux';
+  const { stdout } = await runCommand(ns.gateway, ['sysctl', '-n', key]);
+  await sysctls(ns.gateway, { [key]: 0 });
+  return {
+    notes: [`${key} = 0 on the gateway during this path, so that a proxy path's TIME_WAIT sockets cannot capture forwarded connections`],
+    teardown: () => sysctls(ns.gateway, { [key]: stdout.trim() }),
+  };
+}
+
 async function runPath(benchPath, proxies, baselineState) {
   const started = Date.now();
   const ports = portsFor(benchPath);
@@ -360,6 +376,7 @@ async function runPath(benchPath, proxies, baselineState) {
     if (benchPath.proxy === 'haproxy') setup = await proxies.haproxy();
     else if (benchPath.proxy === 'nginx') setup = await proxies.nginx();
     else if (benchPath.proxy === 'daemon') setup = await proxies.daemon(benchPath.pp);
+    else setup = await forwardPastTimeWait();
     if (setup) result.notes.push(...setup.notes);
     lap('setup');
 
@@ -436,7 +453,7 @@ async function runPath(benchPath, proxies, baselineState) {
         log(`  ${r.relayed} idle connections: RSS ${r.rssBeforeKiB} → ${r.rssAfterKiB} KiB = ${r.kibPerConn.toFixed(2)} KiB each (opened in ${r.openMs} ms; descriptors ${r.fdsBefore} → ${r.fdsAfter})`);
       });
     }
-    if (setup) {
+    if (benchPath.proxy) {
       const guard = await runCommand(ns.gateway, ['nft', 'list', 'table', 'inet', GUARD_TABLE], { timeoutMs: 10_000 });
       const dropped = [...guard.stdout.matchAll(/packets (\d+)/g)].reduce((s, m) => s + Number(m[1]), 0);
       result.raw.guardDroppedPackets = dropped;
