@@ -189,7 +189,6 @@ Napi::Value AcceptorStartFn(const Napi::CallbackInfo& info) {
     return Napi::Number::New(env, rc);
   }
   a->poll.data = a;
-  a->handlesOpen = 1;
   uv_timer_init(loop, &a->retry);
   a->retry.data = a;
   a->handlesOpen = 2;

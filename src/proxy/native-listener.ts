@@ -39,6 +39,27 @@ interface LiveConnection {
 
 const isReset = (err: SocketError | null): boolean => err?.code === 'ECONNRESET' || err?.code === 'EPIPE';
 
+/**
+ * Where the time went (µs), as connection.ts logs it for the Node path: waiting in the accept
+ * batch, decision + header, until a relay worker took it, the upstream connect, and the relay.
+ * Stamps from different threads could disagree by a few µs: a phase never counts below 0.
+ */
+function phasesOf(conn: LiveConnection, c: SpliceRelayCompletion): Record<string, number> {
+  const us = (from: number, to: number): number => Math.max(0, Math.round(to - from));
+  const phasesUs: Record<string, number> = {
+    accept: us(conn.acc.acceptedUs, conn.decideUs),
+    decide: us(conn.decideUs, conn.handedUs),
+    handoff: us(conn.handedUs, c.adoptedUs),
+  };
+  if (c.connectedUs > 0) {
+    phasesUs.connect = us(c.adoptedUs, c.connectedUs);
+    phasesUs.relay = us(c.connectedUs, c.endedUs);
+  } else {
+    phasesUs.connect = us(c.adoptedUs, c.endedUs);
+  }
+  return phasesUs;
+}
+
 /** The dependencies connection.ts needs, built as the stream listener builds them. */
 export function nodePathDeps(opts: {
   logger: Logger;
@@ -79,7 +100,6 @@ export function createNativeInterceptor(opts: {
   startRelay?: RelayStarter;
   /** Relay worker threads; defaults to one per CPU. */
   threads?: number;
-  reusePort?: boolean;
 }): Interceptor {
   const { config, logger } = opts;
   const log = logger.child({ component: 'proxy' });
@@ -95,7 +115,8 @@ export function createNativeInterceptor(opts: {
   let accepting = false;
   let onIdle: (() => void) | null = null;
 
-  const closed = (acc: AcceptedConnection, decision: Decision | null, startedAt: number, reason: string, level: 'info' | 'warn', bytesIn: number, bytesOut: number, extra?: Record<string, unknown>): void => {
+  /** Counts a connection's end and logs it; `extra` is only built when the line is logged. */
+  const closed = (acc: AcceptedConnection, decision: Decision | null, startedAt: number, reason: string, level: 'info' | 'warn', bytesIn: number, bytesOut: number, extra?: () => Record<string, unknown>): void => {
     stats.active--;
     stats.bytesFromClients += bytesIn;
     stats.bytesToClients += bytesOut;
@@ -110,7 +131,7 @@ export function createNativeInterceptor(opts: {
       fields.decision = decision.reason;
       if (decision.instanceId) fields.instance = decision.instanceId;
     }
-    log[level]({ ...fields, reason, bytesIn, bytesOut, durationMs: Math.round(performance.now() - startedAt), ...extra }, 'connection closed');
+    log[level]({ ...fields, reason, bytesIn, bytesOut, durationMs: Math.round(performance.now() - startedAt), ...extra?.() }, 'connection closed');
   };
 
   const onEnd = (c: SpliceRelayCompletion): void => {
@@ -119,28 +140,13 @@ export function createNativeInterceptor(opts: {
     live.delete(c.id);
     const { acc, decision, startedAt } = conn;
     const bytesIn = Math.max(0, c.bytesAToB - conn.headerLength);
-    // Where the time went (µs), as connection.ts logs it for the Node path: waiting in the accept
-    // batch, decision + header, until a relay worker took it, the upstream connect, and the relay.
-    // Stamps from different threads could disagree by a few µs: a phase never counts below 0.
-    const us = (from: number, to: number): number => Math.max(0, Math.round(to - from));
-    const phasesUs: Record<string, number> = {
-      accept: us(acc.acceptedUs, conn.decideUs),
-      decide: us(conn.decideUs, conn.handedUs),
-      handoff: us(conn.handedUs, c.adoptedUs),
-    };
-    if (c.connectedUs > 0) {
-      phasesUs.connect = us(c.adoptedUs, c.connectedUs);
-      phasesUs.relay = us(c.connectedUs, c.endedUs);
-    } else {
-      phasesUs.connect = us(c.adoptedUs, c.endedUs);
-    }
     if (c.end === 'connect-failed') {
       stats.connectFailed++;
       const err =
         c.error?.code === 'ETIMEDOUT' && c.error.syscall === 'connect'
           ? new ConnectTimeoutError({ address: acc.localAddress, port: acc.localPort }, upstream.connectTimeoutMs)
           : c.error;
-      closed(acc, decision, startedAt, 'connect-failed', 'warn', bytesIn, c.bytesBToA, { err: errorFields(err), phasesUs });
+      closed(acc, decision, startedAt, 'connect-failed', 'warn', bytesIn, c.bytesBToA, () => ({ err: errorFields(err), phasesUs: phasesOf(conn, c) }));
     } else {
       stats.completed++;
       let reason: CloseReason;
@@ -158,11 +164,11 @@ export function createNativeInterceptor(opts: {
           reason = c.end;
       }
       const level = reason !== 'done' && reason !== 'client-reset' ? 'warn' : 'info';
-      closed(acc, decision, startedAt, reason, level, bytesIn, c.bytesBToA, {
+      closed(acc, decision, startedAt, reason, level, bytesIn, c.bytesBToA, () => ({
         relay: 'splice',
         ...(c.error ? { err: errorFields(c.error) } : {}),
-        phasesUs,
-      });
+        phasesUs: phasesOf(conn, c),
+      }));
     }
     if (live.size === 0) onIdle?.();
   };
@@ -228,13 +234,13 @@ export function createNativeInterceptor(opts: {
       } catch (err) {
         // connectRelay reset the client.
         stats.connectFailed++;
-        closed(acc, decision, startedAt, 'connect-failed', 'warn', 0, 0, { err: errorFields(err) });
+        closed(acc, decision, startedAt, 'connect-failed', 'warn', 0, 0, () => ({ err: errorFields(err) }));
       }
     }
   };
 
   function listenOn(address: string): void {
-    const fd = openTransparentListener(address, config.listen.port, { reusePort: opts.reusePort === true });
+    const fd = openTransparentListener(address, config.listen.port);
     try {
       listeners.push({ fd, acceptor: startAcceptor(fd, onAccepted) });
     } catch (err) {

@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DEFAULT_CONFIG } from '../../../src/config-parse.js';
 import { createAdminServer } from '../../../src/admin/server.js';
 import type { AdminServer } from '../../../src/admin/server.js';
 import type { RegistryConfig } from '../../../src/config.js';
@@ -21,7 +22,7 @@ const config: RegistryConfig = {
   path: '',
   adminSocket: '',
   agentPort: 8090,
-  fetch: { timeoutMs: 10_000, maxRetries: 5, backoffInitialMs: 1000, backoffMaxMs: 30_000, maxResponseBytes: 4 << 20 },
+  fetch: DEFAULT_CONFIG.registry.fetch,
 };
 
 let tmp: string;

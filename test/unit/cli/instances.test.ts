@@ -4,6 +4,7 @@ import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DEFAULT_CONFIG } from '../../../src/config-parse.js';
 import { createAdminServer } from '../../../src/admin/server.js';
 import type { AdminServer } from '../../../src/admin/server.js';
 import { runInstancesCommand } from '../../../src/cli/instances.js';
@@ -18,7 +19,7 @@ const config: RegistryConfig = {
   path: '',
   adminSocket: '',
   agentPort: 8090,
-  fetch: { timeoutMs: 10_000, maxRetries: 5, backoffInitialMs: 1000, backoffMaxMs: 30_000, maxResponseBytes: 4 << 20 },
+  fetch: DEFAULT_CONFIG.registry.fetch,
 };
 const HASH = '0123456789abcdef'.repeat(4);
 

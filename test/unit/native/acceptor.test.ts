@@ -3,13 +3,12 @@
 // whole), resets, descriptor hygiene, a process that exits on its own, and the interceptor's
 // refuse path and log line. Needs root (IP_TRANSPARENT on the listener), like the relay's tests.
 import { spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../../../src/config.js';
@@ -25,22 +24,10 @@ import {
 import { closeFd, openTransparentListener } from '../../../src/native/sockets.js';
 import { encodeV2, parseHeader } from '../../../src/pp/index.js';
 import { createNativeInterceptor } from '../../../src/proxy/native-listener.js';
+import { cleanups, HOST, listen, MiB, REPO, runCleanups, sha256 } from './loopback.js';
 
-const HOST = '127.0.0.1';
-const MiB = 1024 * 1024;
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
-const cleanups: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-function listen(server: net.Server): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, HOST, () => resolve((server.address() as net.AddressInfo).port));
-  });
-}
+afterEach(runCleanups);
 
 /** A port nothing listens on (the kernel's pick, released again). */
 async function freePort(): Promise<number> {
@@ -107,8 +94,6 @@ function client(port: number, send: Buffer | null, end = true): Promise<ClientRe
     socket.on('close', () => resolve({ localPort, data: Buffer.concat(chunks), error, ended }));
   });
 }
-
-const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 describe('native acceptor and relayConnect', () => {
   let listenFd = -1;
@@ -190,7 +175,7 @@ describe('native acceptor and relayConnect', () => {
     expect(r.error).toBeNull();
     expect(r.ended).toBe(true);
     expect(r.data.length).toBe(8 * MiB);
-    expect(sha(r.data)).toBe(sha(payload));
+    expect(sha256(r.data)).toBe(sha256(payload));
     const c = await completion(accepted.ids[0]!);
     expect(c).toMatchObject({ end: 'done', error: null, bytesAToB: 8 * MiB, bytesBToA: 8 * MiB });
   });

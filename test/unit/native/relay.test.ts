@@ -2,22 +2,18 @@
 // abort, descriptor hygiene (pipes only while bytes are in flight, a bounded pool, waiting out
 // EMFILE) and a process that exits on its own.
 import { spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { getOpenFilesLimit, setOpenFilesLimit } from '../../../src/native/limits.js';
 import { spliceRelayStats } from '../../../src/native/relay.js';
 import type { Relay } from '../../../src/proxy/relay.js';
 import { createSpliceRelayStarter, type SpliceRelayResult, type SpliceRelayStarter } from '../../../src/proxy/splice-relay.js';
-
-const HOST = '127.0.0.1';
-const MiB = 1024 * 1024;
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+import { cleanups, HOST, listen, MiB, REPO, runCleanups, sha256 } from './loopback.js';
 
 type Backend = (socket: net.Socket) => void;
 
@@ -30,18 +26,7 @@ interface Harness {
   readonly starter: SpliceRelayStarter;
 }
 
-const cleanups: (() => Promise<void> | void)[] = [];
-
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-function listen(server: net.Server): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, HOST, () => resolve((server.address() as net.AddressInfo).port));
-  });
-}
+afterEach(runCleanups);
 
 /**
  * backend <- upstream socket [relay] client socket <- front listener <- test client. The front
@@ -107,8 +92,6 @@ function collect(socket: net.Socket): Promise<Buffer> {
 function once<T = unknown>(emitter: net.Socket, event: string): Promise<T> {
   return new Promise((resolve) => emitter.once(event, resolve));
 }
-
-const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 

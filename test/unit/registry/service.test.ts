@@ -1,5 +1,6 @@
 import pino from 'pino';
 import { describe, expect, it } from 'vitest';
+import { DEFAULT_CONFIG } from '../../../src/config-parse.js';
 import type { RegistryConfig } from '../../../src/config.js';
 import { InterceptorError } from '../../../src/errors.js';
 import type { FetchStatus, PolicyFetcher } from '../../../src/registry/fetcher.js';
@@ -15,7 +16,7 @@ const config: RegistryConfig = {
   path: '/nonexistent',
   adminSocket: '/nonexistent.sock',
   agentPort: 8090,
-  fetch: { timeoutMs: 10_000, maxRetries: 5, backoffInitialMs: 1000, backoffMaxMs: 30_000, maxResponseBytes: 4 << 20 },
+  fetch: DEFAULT_CONFIG.registry.fetch,
 };
 
 const HASH = 'ab'.repeat(32);
