@@ -22,7 +22,13 @@ case "$cmd" in
   up)
     down
     trap 'down' ERR
-    for ns in "$c" "$g" "$b"; do ip netns add "$ns"; done
+    for ns in "$c" "$g" "$b"; do
+      ip netns add "$ns"
+      # No duplicate address detection on the lab's links: while a link-local address is still
+      # tentative (about a second), the first IPv6 neighbour solicitation, and with it the first
+      # SYN, is lost, and a connect right after `up` waits for a retransmission.
+      ip netns exec "$ns" sysctl -qw net.ipv6.conf.default.accept_dad=0 net.ipv6.conf.all.accept_dad=0
+    done
     ip -n "$g" link add eth0 type veth peer name eth0 netns "$c"
     ip -n "$g" link add eth1 type veth peer name eth0 netns "$b"
     ip netns exec "$c" bash "$here/roles/client.sh" eth0 --default-route
