@@ -55,3 +55,43 @@ export type DecisionReason =
   | 'override' // decided by the operator override
   | 'policy' // decided by the reported/learned policy
   | 'port-not-listed'; // restrict mode and the port is not in the policy: refused
+
+// ---------------------------------------------------------------------------------------------
+// The contract between the registry (which owns the decision's semantics) and the data path
+// (which applies it per connection, natively, without calling into JavaScript).
+
+/**
+ * Why a connection is refused: stable codes, logged as the connection's `reason` and counted in
+ * metrics. The first four come from the registry, the last three from the destination guard and
+ * the connection cap of the data path.
+ */
+export type RefuseReason =
+  | 'policy_unknown' // a registered instance whose policy is not learned yet (fetch queued / in flight)
+  | 'fetch_failed' // a registered instance whose policy could not be learned (retries exhausted or permanent)
+  | 'policy_unattested' // a registered instance with no attested compose hash: a learned policy is not trusted
+  | 'port_not_allowed' // policy known, restrict_mode on, port not listed
+  | 'not_a_target' // the original destination is not in intercept.targets
+  | 'local_destination' // the original destination is an address of this host (or the listener itself)
+  | 'over_capacity'; // the connection cap is reached
+
+/**
+ * Everything the per-connection decision reads about one registered instance, derived from its
+ * record (and the fetcher's state) by the registry. The data path compiles these into its own
+ * table; `Registry.decide()` in TypeScript must give the same answer from the same entries.
+ */
+export interface DecisionEntry {
+  readonly instanceId: string;
+  /** Normalised address (see the IP parser); the connection's original destination IP. */
+  readonly ip: string;
+  /**
+   * null: the effective policy is known and `ports`/`restrictMode` decide. Otherwise every port
+   * of this instance is refused with this reason (fail-closed) and the data path reports the
+   * refusal so that a fetch can be queued.
+   */
+  readonly refuseAll: 'policy_unknown' | 'fetch_failed' | 'policy_unattested' | null;
+  readonly restrictMode: boolean;
+  /** port (1..65535) -> pp. Unlisted ports: pp=false, or refused under restrictMode. */
+  readonly ports: ReadonlyMap<number, boolean>;
+  /** Where the effective policy comes from (null while refuseAll is set). */
+  readonly source: 'override' | 'policy' | null;
+}
