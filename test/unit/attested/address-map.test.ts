@@ -1,3 +1,5 @@
+// Peer address → instance address. Peers stand behind NAT in 198.19.0.0/16 here, instances are
+// reached in 198.18.0.0/16.
 import { describe, expect, it } from 'vitest';
 import { compileAddressMap } from '../../../src/attested/address-map.js';
 
@@ -11,19 +13,19 @@ describe('compileAddressMap', () => {
   });
 
   it('translates a network, keeping the host bits; unmatched peers keep their address', () => {
-    const map = compileAddressMap([{ peer: '10.9.0.0/16', instance: '198.18.0.0/16' }]);
-    expect(map('10.9.2.2')).toBe('198.18.2.2');
-    expect(map('::ffff:10.9.255.1')).toBe('198.18.255.1');
-    expect(map('10.10.2.2')).toBe('10.10.2.2');
+    const map = compileAddressMap([{ peer: '198.19.0.0/16', instance: '198.18.0.0/16' }]);
+    expect(map('198.19.2.2')).toBe('198.18.2.2');
+    expect(map('::ffff:198.19.255.1')).toBe('198.18.255.1');
+    expect(map('198.18.7.7')).toBe('198.18.7.7');
   });
 
   it('the most specific peer network wins, whatever the order', () => {
     const map = compileAddressMap([
-      { peer: '10.0.0.0/8', instance: '100.0.0.0/8' },
-      { peer: '10.9.9.9/32', instance: '198.18.2.2/32' },
+      { peer: '198.19.0.0/16', instance: '198.18.0.0/16' },
+      { peer: '198.19.9.9/32', instance: '198.18.2.2/32' },
     ]);
-    expect(map('10.9.9.9')).toBe('198.18.2.2');
-    expect(map('10.1.2.3')).toBe('100.1.2.3');
+    expect(map('198.19.9.9')).toBe('198.18.2.2');
+    expect(map('198.19.1.2')).toBe('198.18.1.2');
   });
 
   it('IPv6 networks', () => {
@@ -34,6 +36,7 @@ describe('compileAddressMap', () => {
   });
 
   it('refuses sides of different families or prefix lengths', () => {
-    expect(() => compileAddressMap([{ peer: '10.0.0.0/8', instance: '198.18.0.0/16' }])).toThrow(TypeError);
+    expect(() => compileAddressMap([{ peer: '198.19.0.0/16', instance: '198.18.0.0/24' }])).toThrow(TypeError);
+    expect(() => compileAddressMap([{ peer: '198.19.0.0/16', instance: 'fd00::/16' }])).toThrow(TypeError);
   });
 });
