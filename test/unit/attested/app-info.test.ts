@@ -4,11 +4,13 @@ import { describe, expect, it } from 'vitest';
 import { encode } from '@msgpack/msgpack';
 import { decodeAppInfo, identityFromCertificate, OID_APP_ID, OID_APP_INFO } from '../../../src/attested/app-info.js';
 import { AttestedRejection } from '../../../src/attested/errors.js';
-import { TestPki, appInfoFields, encodeAppInfo, hex, ratlsExtension, type CustomExtension } from '../../helpers/ra-tls-pki.js';
+import { TestPki, appInfoFields, encodeAppInfo, hex, ratlsExtension } from '../../../scripts/lib/ra-tls-pki.mjs';
 
 const pki = TestPki.create();
 const ON = { appIdFallback: true };
 const OFF = { appIdFallback: false };
+
+type CustomExtension = ReturnType<typeof ratlsExtension>;
 
 function certWith(extensions: CustomExtension[]): Uint8Array {
   return pki.client({ extensions }).der;

@@ -14,12 +14,12 @@ import type { PolicyFetcher } from '../../../src/registry/fetcher.js';
 import { parsePolicyString, serializeInstance } from '../../../src/registry/policy.js';
 import { createRegistryService, type RegistryService } from '../../../src/registry/service.js';
 import { createFileStore, type RegistryStore } from '../../../src/registry/store.js';
-import { OID_APP_ID, OID_APP_INFO, TestPki, appInfoFields, encodeAppInfo, hex, ratlsExtension, writePem, type Issued } from '../../helpers/ra-tls-pki.js';
+import { OID_APP_ID, OID_APP_INFO, TestPki, appInfoFields, encodeAppInfo, hex, ratlsExtension, writePem } from '../../../scripts/lib/ra-tls-pki.mjs';
 
 const DAY = 86_400_000;
 const registryConfig: RegistryConfig = { path: '', adminSocket: '', agentPort: 8090, fetch: DEFAULT_CONFIG.registry.fetch, attested: null };
 
-type Client = Issued & { chainPem: string };
+type Client = ReturnType<TestPki['instance']>;
 
 const pki = TestPki.create();
 const forged = TestPki.create(); // same root name, different keys: a look-alike KMS
