@@ -55,7 +55,8 @@ export function issue(issuer, opts) {
   const name = nameOf(opts.cn);
   const now = Date.now();
   const serial = randomBytes(16);
-  serial[0] &= 0x7f;
+  // A positive INTEGER in minimal DER: the first byte neither has the sign bit nor is a 0x00 pad.
+  serial[0] = (serial[0] & 0x3f) | 0x40;
   const extensions = [ext(x.id_ce_subjectKeyIdentifier, new x.SubjectKeyIdentifier(keyId))];
   if (issuer !== null) extensions.push(ext(x.id_ce_authorityKeyIdentifier, new x.AuthorityKeyIdentifier({ keyIdentifier: new x.KeyIdentifier(issuer.keyId) })));
   if (opts.ca) {

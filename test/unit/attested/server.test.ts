@@ -2,6 +2,7 @@
 // the registry holds afterwards, and every refusal with its reason in the log and nothing stored.
 import * as fs from 'node:fs/promises';
 import * as https from 'node:https';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import pino from 'pino';
@@ -313,6 +314,17 @@ describe('refusals: a 4xx with its reason, logged, nothing stored', () => {
     await expectRefused(register(certs.a, {}, { path: '/prpc/Info?json' }), 404, 'not_found');
     await expectRefused(register(certs.a, {}, { method: 'PUT' }), 405, 'method_not_allowed');
     await expectRefused(register(certs.a, {}, { path: '/prpc/RegisterCvm' }), 415, 'protobuf_unsupported');
+  });
+
+  it('a failed handshake (plain HTTP to the TLS port) is logged with its reason', async () => {
+    await new Promise<void>((resolve) => {
+      const s = net.connect({ host: '127.0.0.1', port: strict.address.port }, () => s.write('POST /prpc/RegisterCvm?json HTTP/1.1\r\nHost: x\r\n\r\n'));
+      s.on('error', () => {});
+      s.on('close', () => resolve());
+      s.resume();
+    });
+    await expect.poll(() => refusals().map((l) => l['reason'])).toContain('tls_handshake_failed');
+    expect(service.list()).toEqual([]);
   });
 
   it('a body over 1 MiB: 413', async () => {
