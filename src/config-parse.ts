@@ -429,8 +429,8 @@ function addressMap(value: unknown, key: string): AddressMapping[] {
     const net = (side: 'peer' | 'instance') => {
       const raw = entry[side];
       const k = `${at}.${side}`;
-      if (raw === undefined) throw new ConfigError(k, 'missing; expected a network like "10.9.0.0/16" or a single address');
-      if (typeof raw !== 'string') throw new ConfigError(k, `expected a network like "10.9.0.0/16", got ${describe(raw)}`);
+      if (raw === undefined) throw new ConfigError(k, 'missing; expected a network like "198.19.0.0/16" or a single address');
+      if (typeof raw !== 'string') throw new ConfigError(k, `expected a network like "198.19.0.0/16", got ${describe(raw)}`);
       let cidr;
       try {
         cidr = parseCidr(raw);

@@ -3,7 +3,7 @@
 // over a management network). Pure.
 //
 // An entry maps a peer network onto an instance network of the same family and prefix length,
-// keeping the host bits: peer = "10.9.0.0/16", instance = "198.18.0.0/16" maps 10.9.2.2 to
+// keeping the host bits: peer = "198.19.0.0/16", instance = "198.18.0.0/16" maps 198.19.2.2 to
 // 198.18.2.2. A /32 (/128) maps one address. The most specific matching peer network wins; a
 // peer no entry matches registers at its own address. Runs once per registration, not per
 // connection, so BigInt arithmetic is fine here.

@@ -3,7 +3,7 @@
 // (`POST /prpc/RegisterCvm?json`). The identity and the compose hash come from the certificate
 // only; the body adds the port policy; the address is where the connection comes from. Each
 // request is answered once its registration is durable, or refused with a reason that is logged.
-import { X509Certificate } from 'node:crypto';
+import { constants as cryptoConstants, X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import * as https from 'node:https';
 import type * as http from 'node:http';
@@ -158,6 +158,9 @@ export async function createAttestedServer(opts: AttestedServerOptions): Promise
       // is answered and logged with its reason instead of a bare handshake failure.
       rejectUnauthorized: false,
       minVersion: 'TLSv1.2',
+      // A TLS 1.2 renegotiation could present another certificate on a connection whose
+      // `authorized` was settled by the first handshake: one handshake, one identity.
+      secureOptions: cryptoConstants.SSL_OP_NO_RENEGOTIATION,
       handshakeTimeout: 10_000,
     },
     (req, res) => {

@@ -3,6 +3,7 @@
 import * as fs from 'node:fs/promises';
 import * as https from 'node:https';
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import pino from 'pino';
@@ -325,6 +326,23 @@ describe('refusals: a 4xx with its reason, logged, nothing stored', () => {
     });
     await expect.poll(() => refusals().map((l) => l['reason'])).toContain('tls_handshake_failed');
     expect(service.list()).toEqual([]);
+  });
+
+  it('a TLS 1.2 renegotiation (which could swap the certificate) never completes', async () => {
+    const socket = tls.connect({ host: '127.0.0.1', port: strict.address.port, ca: pki.root.certPem, cert: certs.a.chainPem, key: certs.a.keyPem, maxVersion: 'TLSv1.2' });
+    socket.on('error', () => {});
+    await new Promise((resolve) => socket.once('secureConnect', resolve));
+    // The server answers with a no_renegotiation alert: the client either fails or keeps waiting.
+    const outcome = await new Promise<string>((resolve) => {
+      const timer = setTimeout(() => resolve('not renegotiated'), 1500);
+      const started = socket.renegotiate({ rejectUnauthorized: false }, (err) => {
+        clearTimeout(timer);
+        resolve(err ? 'failed' : 'renegotiated');
+      });
+      if (!started) resolve('refused locally');
+    });
+    socket.destroy();
+    expect(outcome).not.toBe('renegotiated');
   });
 
   it('a body over 1 MiB: 413', async () => {
