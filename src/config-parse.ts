@@ -7,6 +7,8 @@ import { isIP } from 'node:net';
 import { isAbsolute } from 'node:path';
 import { parse as parseToml, TomlDate, TomlError } from 'smol-toml';
 import type {
+  AddressMapping,
+  AttestedConfig,
   Config,
   FetchConfig,
   InboundPpConfig,
@@ -344,7 +346,7 @@ function parseLog(root: Table): LogConfig {
 
 function parseRegistry(root: Table): RegistryConfig {
   const path = 'registry';
-  const t = subTable(root, '', path, ['path', 'admin_socket', 'agent_port', 'fetch']);
+  const t = subTable(root, '', path, ['path', 'admin_socket', 'agent_port', 'fetch', 'attested']);
   const fpath = `${path}.fetch`;
   const f = subTable(t, path, 'fetch', ['timeout', 'max_retries', 'backoff_initial', 'backoff_max', 'max_response_bytes']);
   const fetch: FetchConfig = {
@@ -362,7 +364,94 @@ function parseRegistry(root: Table): RegistryConfig {
     adminSocket: absolutePath(t, path, 'admin_socket', '/run/tproxy-interceptor.sock'),
     agentPort: integer(t, path, 'agent_port', 8090, 1, 65535, 'a TCP port 1..65535'),
     fetch,
+    attested: parseAttested(t, path),
   };
+}
+
+const ATTESTED_KEYS = ['listen', 'ca_file', 'cert_file', 'key_file', 'allowed_apps', 'app_id_fallback', 'allow_address_change', 'address_map'];
+
+/** [registry.attested]; absent = the listener is off. listen and the three files are required. */
+function parseAttested(registry: Table, parent: string): AttestedConfig | null {
+  if (registry['attested'] === undefined) return null;
+  const path = child(parent, 'attested');
+  const t = subTable(registry, parent, 'attested', ATTESTED_KEYS);
+  const required = (key: string, form: string): void => {
+    if (t[key] === undefined) throw new ConfigError(child(path, key), `missing; expected ${form} ([${path}] needs listen, ca_file, cert_file and key_file)`);
+  };
+  const listenForm = 'an address and port like "198.18.2.1:8443" or "[fd00::1]:8443"';
+  required('listen', listenForm);
+  for (const key of ['ca_file', 'cert_file', 'key_file']) required(key, 'an absolute path to a PEM file');
+  return {
+    listen: hostPort(string(t, path, 'listen', '', listenForm), child(path, 'listen'), listenForm),
+    caFile: absolutePath(t, path, 'ca_file', ''),
+    certFile: absolutePath(t, path, 'cert_file', ''),
+    keyFile: absolutePath(t, path, 'key_file', ''),
+    allowedApps: allowedApps(t['allowed_apps'], child(path, 'allowed_apps')),
+    appIdFallback: boolean(t, path, 'app_id_fallback', false),
+    allowAddressChange: boolean(t, path, 'allow_address_change', false),
+    addressMap: addressMap(t['address_map'], child(path, 'address_map')),
+  };
+}
+
+function hostPort(value: string, key: string, form: string): { address: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:\[\]]+)):(\d{1,5})$/.exec(value);
+  const address = m?.[1] ?? m?.[2];
+  const port = Number(m?.[3]);
+  const family = m?.[1] !== undefined ? 6 : 4;
+  if (m === null || address === undefined || isIP(address) !== family || address.includes('%')) {
+    throw new ConfigError(key, `${describe(value)} is not an IP address and port; expected ${form}`);
+  }
+  if (port < 1 || port > 65535) throw new ConfigError(key, `port ${port} is out of range; expected ${form} with a port 1..65535`);
+  return { address, port };
+}
+
+function allowedApps(value: unknown, key: string): string[] | null {
+  if (value === undefined) return null;
+  const form = 'an array of app ids in hex like ["ea549f02e1a25fabd1cb788380e033ec5461b2ff"] (omit the key to allow every app)';
+  if (!Array.isArray(value)) throw new ConfigError(key, `expected ${form}, got ${describe(value)}`);
+  return value.map((v: unknown, i) => {
+    if (typeof v !== 'string' || !/^(?:0x)?(?:[0-9a-fA-F]{2}){1,64}$/.test(v)) {
+      throw new ConfigError(`${key}[${i}]`, `${describe(v)} is not an app id; expected 2..128 hex digits (an even number), e.g. "ea549f02e1a25fabd1cb788380e033ec5461b2ff"`);
+    }
+    return v.toLowerCase().replace(/^0x/, '');
+  });
+}
+
+function addressMap(value: unknown, key: string): AddressMapping[] {
+  if (value === undefined) return [];
+  const form = 'an array of tables ([[registry.attested.address_map]]) with peer and instance networks of the same family and prefix length';
+  if (!Array.isArray(value)) throw new ConfigError(key, `expected ${form}, got ${describe(value)}`);
+  const seen = new Set<string>();
+  return value.map((entry: unknown, i) => {
+    const at = `${key}[${i}]`;
+    if (!isTable(entry)) throw new ConfigError(at, `expected a table with peer and instance, got ${describe(entry)}`);
+    checkKeys(entry, at, ['peer', 'instance']);
+    const net = (side: 'peer' | 'instance') => {
+      const raw = entry[side];
+      const k = `${at}.${side}`;
+      if (raw === undefined) throw new ConfigError(k, 'missing; expected a network like "198.19.0.0/16" or a single address');
+      if (typeof raw !== 'string') throw new ConfigError(k, `expected a network like "198.19.0.0/16", got ${describe(raw)}`);
+      let cidr;
+      try {
+        cidr = parseCidr(raw);
+      } catch (err) {
+        if (err instanceof InterceptorError) throw new ConfigError(k, err.message);
+        throw err;
+      }
+      if (cidr.address.includes('.') && cidr.family === 6) {
+        throw new ConfigError(k, `${cidr.text} is an IPv4-mapped IPv6 network; write the IPv4 network (peers are matched as IPv4)`);
+      }
+      return cidr;
+    };
+    const peer = net('peer');
+    const instance = net('instance');
+    if (peer.family !== instance.family || peer.prefix !== instance.prefix) {
+      throw new ConfigError(`${at}.instance`, `${instance.text} does not match peer ${peer.text}; expected a network of the same family and prefix length (host bits are carried over)`);
+    }
+    if (seen.has(peer.text)) throw new ConfigError(`${at}.peer`, `${peer.text} is mapped twice; keep one entry`);
+    seen.add(peer.text);
+    return { peer: peer.text, instance: instance.text };
+  });
 }
 
 function parseInboundPp(root: Table): InboundPpConfig {

@@ -70,6 +70,31 @@ export interface RegistryConfig {
   readonly adminSocket: string; // default /run/tproxy-interceptor.sock
   readonly agentPort: number; // default 8090
   readonly fetch: FetchConfig;
+  /** [registry.attested]: the mutual-TLS self-registration listener; null (the default) = off. */
+  readonly attested: AttestedConfig | null;
+}
+
+/** A peer network and the instance network it stands for (same family and prefix length). */
+export interface AddressMapping {
+  readonly peer: string; // normalised CIDR
+  readonly instance: string; // normalised CIDR
+}
+
+export interface AttestedConfig {
+  /** Where the HTTPS listener binds: an IP literal and a port. */
+  readonly listen: { readonly address: string; readonly port: number };
+  /** PEM bundle that client certificates must chain to (dstack: the KMS root CA). */
+  readonly caFile: string;
+  /** The listener's own certificate (PEM, may include intermediates) and key. */
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** App ids (lowercase hex) that may register; null = every app the CA vouches for. */
+  readonly allowedApps: readonly string[] | null;
+  /** Accept certificates with only the app-id extension (no instance id, no compose hash). Default false. */
+  readonly appIdFallback: boolean;
+  /** Let a registered instance move to a new address by registering from it. Default false. */
+  readonly allowAddressChange: boolean;
+  readonly addressMap: readonly AddressMapping[];
 }
 
 export interface InboundPpConfig {

@@ -1,5 +1,6 @@
 // Lifecycle. Start: store (a corrupt store stops us before any rule is touched) → listeners
-// (EPERM surfaces before any rule exists) → routing → rules → admin API. Stop: admin API →
+// (EPERM surfaces before any rule exists) → routing → rules → admin API → attested registration
+// listener. Stop: attested registration → admin API →
 // stop accepting and drain → rules → routing → store. Rules go last on stop because draining
 // connections still need the `socket transparent` rule and the policy route for their replies.
 import type { Logger } from 'pino';
@@ -16,6 +17,7 @@ import { createWorkerPool } from './proxy/workers.js';
 import { createFileStore } from './registry/store.js';
 import { createRegistryService, type RegistryService } from './registry/service.js';
 import { createAdminServer } from './admin/server.js';
+import { createAttestedServer } from './attested/server.js';
 
 export interface Daemon {
   readonly interceptor: Interceptor;
@@ -114,12 +116,17 @@ export async function startDaemon(opts: {
     });
     undo.push(() => admin.close());
 
+    // Instances register themselves only once everything they register into is up.
+    const attested = config.registry.attested ? await createAttestedServer({ logger, config: config.registry.attested, service: registry }) : null;
+    if (attested) undo.push(() => attested.close());
+
     let stopping: Promise<void> | undefined;
     return {
       interceptor,
       registry,
       stop(drainMs) {
         stopping ??= (async () => {
+          await attested?.close();
           await admin.close();
           const { drained, aborted } = await interceptor.stop(drainMs);
           await splice?.close();

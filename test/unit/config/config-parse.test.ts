@@ -30,6 +30,7 @@ describe('parseConfig defaults', () => {
         adminSocket: '/run/tproxy-interceptor.sock',
         agentPort: 8090,
         fetch: { timeoutMs: 10_000, maxRetries: 5, backoffInitialMs: 1000, backoffMaxMs: 30_000, maxResponseBytes: 4 * 1024 * 1024 },
+        attested: null,
       },
       inboundPp: { trustedSources: [], timeoutMs: 3000, maxV2Length: 4096 },
     });

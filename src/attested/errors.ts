@@ -1,0 +1,59 @@
+// Why an attested registration was refused: one catalogue of stable reasons, each with the HTTP
+// status the endpoint answers and the InterceptorError code it is raised with. Callers branch on
+// `reason` (or `code`), never on `message`.
+import { InterceptorError } from '../errors.js';
+
+export const ATTESTED_REJECTIONS = {
+  // TLS: who is calling
+  no_client_certificate: { status: 401, code: 'ERR_ATTESTED_NO_CLIENT_CERT' },
+  untrusted_certificate: { status: 403, code: 'ERR_ATTESTED_UNTRUSTED_CERT' },
+  certificate_expired: { status: 403, code: 'ERR_ATTESTED_CERT_EXPIRED' },
+  certificate_not_yet_valid: { status: 403, code: 'ERR_ATTESTED_CERT_NOT_YET_VALID' },
+  certificate_malformed: { status: 403, code: 'ERR_ATTESTED_CERT_MALFORMED' },
+  // The identity the certificate carries
+  app_info_missing: { status: 403, code: 'ERR_ATTESTED_APP_INFO_MISSING' },
+  app_info_malformed: { status: 403, code: 'ERR_ATTESTED_APP_INFO_MALFORMED' },
+  app_not_allowed: { status: 403, code: 'ERR_ATTESTED_APP_NOT_ALLOWED' },
+  // The request
+  not_found: { status: 404, code: 'ERR_ATTESTED_NOT_FOUND' },
+  method_not_allowed: { status: 405, code: 'ERR_ATTESTED_METHOD_NOT_ALLOWED' },
+  protobuf_unsupported: { status: 415, code: 'ERR_ATTESTED_PROTOBUF_UNSUPPORTED' },
+  body_too_large: { status: 413, code: 'ERR_ATTESTED_BODY_TOO_LARGE' },
+  body_not_json: { status: 400, code: 'ERR_ATTESTED_BODY_NOT_JSON' },
+  body_invalid: { status: 400, code: 'ERR_ATTESTED_BODY_INVALID' },
+  registration_invalid: { status: 400, code: 'ERR_ATTESTED_REGISTRATION_INVALID' },
+  // The registry's state
+  instance_app_conflict: { status: 409, code: 'ERR_ATTESTED_INSTANCE_APP_CONFLICT' },
+  instance_address_conflict: { status: 409, code: 'ERR_ATTESTED_INSTANCE_ADDRESS_CONFLICT' },
+  address_in_use: { status: 409, code: 'ERR_ATTESTED_ADDRESS_IN_USE' },
+  registry_unavailable: { status: 503, code: 'ERR_ATTESTED_REGISTRY_UNAVAILABLE' },
+} as const;
+
+export type AttestedRejectionReason = keyof typeof ATTESTED_REJECTIONS;
+export type AttestedRejectionCode = (typeof ATTESTED_REJECTIONS)[AttestedRejectionReason]['code'];
+
+/** A refused registration. Nothing was stored when one is thrown. */
+export class AttestedRejection extends InterceptorError {
+  declare readonly code: AttestedRejectionCode;
+  readonly reason: AttestedRejectionReason;
+  readonly status: number;
+  /** The request field or certificate part at fault, when there is one (e.g. `port_policy.ports[2].port`). */
+  readonly field: string | null;
+  constructor(reason: AttestedRejectionReason, message: string, opts: { field?: string; cause?: unknown } = {}) {
+    const entry = ATTESTED_REJECTIONS[reason];
+    super(entry.code, message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.reason = reason;
+    this.status = entry.status;
+    this.field = opts.field ?? null;
+  }
+}
+
+/** The listener could not start: a TLS file named in [registry.attested] is unreadable or unusable. */
+export class AttestedTlsFileError extends InterceptorError {
+  /** The dotted config key, e.g. `registry.attested.ca_file`. */
+  readonly key: string;
+  constructor(key: string, problem: string, options?: { cause?: unknown }) {
+    super('ERR_ATTESTED_TLS_FILE', `${key}: ${problem}`, options);
+    this.key = key;
+  }
+}
