@@ -202,8 +202,8 @@ function parseListen(root: Table): ListenConfig {
   const listen: ListenConfig = {
     address: address(t, path, 'address', '127.0.0.1', 4),
     address6,
-    // Away from Istio/Kuma/Consul (15000-15100, 19000-21255), Linkerd (4140-4191), Cilium's proxy
-    // ports (10000-20000), NodePorts (30000-32767) and the ephemeral range (32768-60999).
+    // Away from Istio/Kuma (15000-15100), Consul (19000, 21000-21755), Linkerd (4140-4191),
+    // Cilium's proxy ports (10000-20000), NodePorts (30000-32767), the ephemeral range (32768-60999).
     port: integer(t, path, 'port', 24511, 1, 65535, 'a TCP port 1..65535'),
     workers,
     // The native path is the fast one; worker processes accept with Node.
@@ -297,7 +297,7 @@ function parseIntercept(root: Table, listen: ListenConfig): InterceptConfig {
   if ((mark & ~mask) >>> 0 !== 0) {
     throw new ConfigError(`${path}.mark`, `${hex(mark)} has bits outside ${path}.mask ${hex(mask)}; the mark must fit in the mask (mark & ~mask == 0)`);
   }
-  // Not 100 (the kernel's tproxy example, Istio ambient), nor Calico's 1-250, Cilium's 200/2004/2005.
+  // Not 100 (the kernel's tproxy example and how-tos), Calico's 1-250, Istio's 133, Cilium's 200-2005.
   const routeTable = integer(t, path, 'route_table', 4511, 1, 2 ** 31 - 1, 'an integer 1..2147483647 other than 253, 254, 255');
   const reserved = RESERVED_ROUTE_TABLES.get(routeTable);
   if (reserved !== undefined) {
