@@ -297,7 +297,7 @@ function parseIntercept(root: Table, listen: ListenConfig): InterceptConfig {
   if ((mark & ~mask) >>> 0 !== 0) {
     throw new ConfigError(`${path}.mark`, `${hex(mark)} has bits outside ${path}.mask ${hex(mask)}; the mark must fit in the mask (mark & ~mask == 0)`);
   }
-  // Not 100 (the kernel's tproxy example and how-tos), Calico's 1-250, Istio's 133, Cilium's 200-2005.
+  // Not 100 (the kernel's tproxy example), Calico's 1-250, Istio's 133, Cilium's 200/202/2004/2005.
   const routeTable = integer(t, path, 'route_table', 4511, 1, 2 ** 31 - 1, 'an integer 1..2147483647 other than 253, 254, 255');
   const reserved = RESERVED_ROUTE_TABLES.get(routeTable);
   if (reserved !== undefined) {

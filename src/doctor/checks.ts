@@ -6,7 +6,7 @@ import { cidrContains, parseCidr, type Cidr } from '../net/cidr.js';
 import { renderRoutingCommands, renderRoutingPlan, ruleMatches, type RuleSpec } from '../routing/render.js';
 import { hex, knownUsersOverlapping, ownerOf, parseIptablesSave, parseNftRuleset, iptablesTables, suggestMarkBit, type MarkUse } from './marks.js';
 import { CAP_NET_ADMIN, CAP_NET_RAW, hasCap } from './proc.js';
-import type { BackendProbe, CheckId, DoctorFacts, Finding, Ipv4Conf, KernelProbe, Outcome, Severity } from './types.js';
+import type { BackendProbe, CheckId, DoctorFacts, Failure, Finding, Ipv4Conf, KernelProbe, Outcome, Severity } from './types.js';
 
 type Json = Record<string, unknown>;
 
@@ -18,7 +18,7 @@ function families(config: Config): Array<4 | 6> {
 }
 
 /** A tool that failed for lack of privilege or presence: a skip or an error naming the package. */
-function toolProblem(check: CheckId, what: string, outcome: Outcome<unknown> & { ok: false }): Finding {
+function toolProblem(check: CheckId, what: string, outcome: Failure): Finding {
   if (outcome.reason === 'permission') return finding(check, 'skip', `${what}: not permitted (${outcome.message}); run doctor as root`);
   if (outcome.reason === 'missing') return finding(check, 'error', `${what}: ${outcome.message}`);
   return finding(check, 'error', `${what} failed: ${outcome.message}`);
@@ -54,17 +54,16 @@ const KERNEL_FIX: Record<'socket' | 'tproxy', string> = {
 };
 
 export function checkKernel(probes: readonly KernelProbe[]): Finding[] {
-  const failed = probes.filter((p): p is KernelProbe & { outcome: { ok: false } & Outcome<null> } => !p.outcome.ok);
+  const failed = probes.flatMap((p) => (p.outcome.ok ? [] : [{ feature: p.feature, ...p.outcome }]));
   if (failed.length === 0) {
     return [finding('kernel', 'ok', 'nftables accepts the `socket` and `tproxy` expressions and this config\'s ruleset (nft --check: the kernel saw the rules in a transaction that was aborted; nothing was applied)')];
   }
-  const first = failed[0]!.outcome;
+  const first = failed[0]!;
   if (first.reason === 'missing') return [finding('kernel', 'error', first.message, ['apt-get install nftables'])];
   if (first.reason === 'permission') return [finding('kernel', 'skip', 'cannot test the kernel without CAP_NET_ADMIN (nft --check talks to the kernel); run doctor as root')];
-  return failed.map((p) => {
-    const message = (p.outcome as { message: string }).message;
-    if (p.feature === 'ruleset') return finding('kernel', 'error', `nftables rejects this config's ruleset: ${message}`, ['tproxy-interceptor rules --config FILE shows the ruleset; fix the config or the kernel']);
-    return finding('kernel', 'error', `the kernel rejects an nftables \`${p.feature}\` expression: ${message}`, [KERNEL_FIX[p.feature]]);
+  return failed.map((f) => {
+    if (f.feature === 'ruleset') return finding('kernel', 'error', `nftables rejects this config's ruleset: ${f.message}`, ['tproxy-interceptor rules --config FILE shows the ruleset; fix the config or the kernel']);
+    return finding('kernel', 'error', `the kernel rejects an nftables \`${f.feature}\` expression: ${f.message}`, [KERNEL_FIX[f.feature]]);
   });
 }
 
@@ -146,7 +145,7 @@ function overlaps(a: Cidr, b: Cidr): boolean {
 
 function routesOf(facts: DoctorFacts, family: 4 | 6, table: number): Outcome<Route[]> | undefined {
   const o = facts.routeTables.get(`${family}:${table}`);
-  if (o === undefined || !o.ok) return o as Outcome<Route[]> | undefined;
+  if (o === undefined || !o.ok) return o;
   return { ok: true, value: o.value.map((e) => parseRoute(e, family)).filter((r): r is Route => r !== null) };
 }
 

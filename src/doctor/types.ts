@@ -32,6 +32,8 @@ export type Outcome<T> =
   | { readonly ok: true; readonly value: T }
   | { readonly ok: false; readonly reason: 'missing' | 'permission' | 'failed'; readonly message: string };
 
+export type Failure = Extract<Outcome<unknown>, { ok: false }>;
+
 /**
  * Kernel support, per firewall backend. nftables: `nft --check` of a rule with each expression
  * and of this config's ruleset. (An iptables backend adds its own probes: xt_socket, xt_TPROXY.)
