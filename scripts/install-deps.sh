@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the daemon, the lab, the tests and the benchmark use, when missing.
+# Installs the Debian packages the daemon, its build, the lab, the tests and the benchmark use,
+# when missing. Node.js 20 is not among them: Debian 12's own nodejs is 18 (see the README).
 set -euo pipefail
-pkgs=(nftables iproute2 haproxy nginx libnginx-mod-stream iperf3 wrk procps)
+# build: the addon (cmake-js or node-gyp); run: nftables, iproute2; doctor reads iptables rules;
+# tests: util-linux (setpriv), the peers; bench: iperf3, wrk.
+pkgs=(cmake g++ make python3 nftables iproute2 iptables util-linux haproxy nginx libnginx-mod-stream iperf3 wrk procps)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

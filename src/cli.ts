@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 // argv → config → command. The only module that exits the process.
+// First import: its SIGUSR1 listener keeps Node's inspector closed from the earliest moment.
+import { inspectorFlags, logSigusr1To, onSighup } from './signals.js';
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { loadConfig } from './config-parse.js';
@@ -8,6 +10,7 @@ import { renderRuleset } from './firewall/render.js';
 import { renderRoutingCommands } from './routing/render.js';
 import { firewallSpec, routingSpec, startDaemon } from './daemon.js';
 import { runInstancesCommand } from './cli/instances.js';
+import { runDoctorCommand } from './cli/doctor.js';
 import { parseDuration } from './duration.js';
 
 const USAGE = `usage: tproxy-interceptor <command> --config FILE
@@ -15,6 +18,7 @@ const USAGE = `usage: tproxy-interceptor <command> --config FILE
 commands:
   run        start the interceptor: listeners, nftables rules, policy routing, admin API
   rules      print the nftables ruleset and the ip commands \`run\` would install (no root needed)
+  doctor     check this host for what would stop interception (see \`doctor --help\`)
   instances  manage the port-policy registry of a running daemon (see \`instances --help\`)
 
 options:
@@ -57,6 +61,7 @@ async function main(argv: string[]): Promise<number> {
     const config = await loadConfig(configPath);
     return runInstancesCommand(args, { socketPath: config.registry.adminSocket, stdout: process.stdout, stderr: process.stderr });
   }
+  if (command === 'doctor') return runDoctorCommand(argv.slice(1), { stdout: process.stdout, stderr: process.stderr });
   if (command !== 'run' && command !== 'rules') return fail(`unknown command \`${command}\`\n${USAGE}`, 2);
 
   let values: { config?: string; drain?: string };
@@ -89,7 +94,13 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
+  const inspect = inspectorFlags(process.execArgv, process.env['NODE_OPTIONS']);
+  if (inspect !== null) {
+    return fail(`run: refusing to start with ${inspect} (node flags or NODE_OPTIONS): the inspector lets any local user who reaches it run code with this daemon's privileges`, 2);
+  }
   const logger = createLogger(config.log.level);
+  logSigusr1To(logger);
+  process.on('SIGHUP', () => onSighup(logger));
   const daemon = await startDaemon({ config, logger });
   logger.info('running');
   return new Promise<number>((resolve) => {

@@ -204,7 +204,9 @@ function parseListen(root: Table): ListenConfig {
   const listen: ListenConfig = {
     address: address(t, path, 'address', '127.0.0.1', 4),
     address6,
-    port: integer(t, path, 'port', 15001, 1, 65535, 'a TCP port 1..65535'),
+    // Away from Istio/Kuma (15000-15100), Consul (19000, 21000-21755), Linkerd (4140-4191),
+    // Cilium's proxy ports (10000-20000), NodePorts (30000-32767), the ephemeral range (32768-60999).
+    port: integer(t, path, 'port', 24511, 1, 65535, 'a TCP port 1..65535'),
     workers,
     // The native path is the fast one; worker processes accept with Node.
     accept: oneOf(t, path, 'accept', workers > 1 ? 'node' : 'native', ACCEPT_MODES),
@@ -290,13 +292,15 @@ function parseIntercept(root: Table, listen: ListenConfig): InterceptConfig {
   const tableForm = 'a name of 1..32 letters, digits and underscores';
   const table = string(t, path, 'table', 'tproxy_interceptor', tableForm);
   if (!/^[A-Za-z0-9_]{1,32}$/.test(table)) throw new ConfigError(`${path}.table`, `${describe(table)} is not allowed; expected ${tableForm}`);
-  const markForm = 'an integer 0x1..0xffffffff (TOML hex like 0x4000 works)';
-  const mark = integer(t, path, 'mark', 0x1, 1, 0xffffffff, markForm);
-  const mask = integer(t, path, 'mask', 0x1, 1, 0xffffffff, markForm);
+  const markForm = 'an integer 0x1..0xffffffff (TOML hex like 0x2000 works)';
+  // 0x2000: no known user's default bit (see KNOWN_MARK_USERS in src/doctor/marks.ts).
+  const mark = integer(t, path, 'mark', 0x2000, 1, 0xffffffff, markForm);
+  const mask = integer(t, path, 'mask', 0x2000, 1, 0xffffffff, markForm);
   if ((mark & ~mask) >>> 0 !== 0) {
     throw new ConfigError(`${path}.mark`, `${hex(mark)} has bits outside ${path}.mask ${hex(mask)}; the mark must fit in the mask (mark & ~mask == 0)`);
   }
-  const routeTable = integer(t, path, 'route_table', 100, 1, 2 ** 31 - 1, 'an integer 1..2147483647 other than 253, 254, 255');
+  // Not 100 (the kernel's tproxy example), Calico's 1-250, Istio's 133, Cilium's 200/202/2004/2005.
+  const routeTable = integer(t, path, 'route_table', 4511, 1, 2 ** 31 - 1, 'an integer 1..2147483647 other than 253, 254, 255');
   const reserved = RESERVED_ROUTE_TABLES.get(routeTable);
   if (reserved !== undefined) {
     throw new ConfigError(`${path}.route_table`, `${routeTable} is the kernel's "${reserved}" table; expected an integer 1..2147483647 other than 253, 254, 255`);
@@ -361,7 +365,8 @@ function parseRegistry(root: Table): RegistryConfig {
   }
   return {
     path: absolutePath(t, path, 'path', '/var/lib/tproxy-interceptor'),
-    adminSocket: absolutePath(t, path, 'admin_socket', '/run/tproxy-interceptor.sock'),
+    // In a directory of its own: a service user can own /run/tproxy-interceptor (RuntimeDirectory=).
+    adminSocket: absolutePath(t, path, 'admin_socket', '/run/tproxy-interceptor/admin.sock'),
     agentPort: integer(t, path, 'agent_port', 8090, 1, 65535, 'a TCP port 1..65535'),
     fetch,
     attested: parseAttested(t, path),

@@ -21,7 +21,7 @@ export interface Target {
 export interface ListenConfig {
   readonly address: string; // IPv4 listener address, default 127.0.0.1
   readonly address6: string | null; // IPv6 listener address, default ::1; null disables IPv6
-  readonly port: number; // default 15001
+  readonly port: number; // default 24511
   /** Processes accepting connections (SO_REUSEPORT); 1 = the daemon itself. "auto" = one per CPU. */
   readonly workers: number; // default 1
   /** "native": the addon accepts and connects upstream (src/proxy/native-listener.ts); "node": net.Server. */
@@ -32,9 +32,9 @@ export type AcceptMode = 'node' | 'native';
 
 export interface InterceptConfig {
   readonly table: string; // nftables table name (family inet), default "tproxy_interceptor"
-  readonly mark: number; // default 0x1
-  readonly mask: number; // default 0x1; mark must fit in mask
-  readonly routeTable: number; // default 100
+  readonly mark: number; // default 0x2000
+  readonly mask: number; // default 0x2000; mark must fit in mask
+  readonly routeTable: number; // default 4511
   readonly failClosed: boolean; // default true
   readonly localBackends: boolean; // default false
   readonly targets: readonly Target[];
@@ -67,7 +67,7 @@ export interface FetchConfig {
 
 export interface RegistryConfig {
   readonly path: string; // default /var/lib/tproxy-interceptor
-  readonly adminSocket: string; // default /run/tproxy-interceptor.sock
+  readonly adminSocket: string; // default /run/tproxy-interceptor/admin.sock
   readonly agentPort: number; // default 8090
   readonly fetch: FetchConfig;
   /** [registry.attested]: the mutual-TLS self-registration listener; null (the default) = off. */

@@ -1,5 +1,7 @@
 // A worker process (listen.workers > 1): accepts and relays connections with its own transparent
 // listener (SO_REUSEPORT) and a registry replica. Started and stopped by the primary only.
+// First import: its SIGUSR1 listener keeps Node's inspector closed.
+import './signals.js';
 import type { Config } from './config.js';
 import { createLogger } from './logger.js';
 import { compileCidrMatcher } from './net/cidr.js';
@@ -64,6 +66,7 @@ async function init(index: number, config: Config, records: unknown[]): Promise<
 // Signals go to the whole process group (Ctrl-C): the primary decides when workers stop.
 process.on('SIGINT', () => {});
 process.on('SIGTERM', () => {});
+process.on('SIGHUP', () => {});
 // The primary is gone (crashed or killed): stop accepting and end quickly.
 process.on('disconnect', () => void stop(1000));
 

@@ -13,7 +13,7 @@ import { summarizeFailure } from './parse.mjs';
 export const GUARD_TABLE = 'tpibench_guard';
 const PROXY_TABLE = 'tpibench_proxy';
 const DAEMON_TABLE = 'tpibench_tpi';
-// Our mark and routing table for the HAProxy/nginx paths (the daemon uses its defaults 0x1/100).
+// Our mark and routing table for the HAProxy/nginx paths (the daemon uses its defaults 0x2000/4511).
 const MARK = 0x2;
 const ROUTE_TABLE = 102;
 const HAPROXY_PORT = 15002;
@@ -189,10 +189,10 @@ export function createProxies(ctx) {
         undo.push('daemon leftovers', async () => {
           await inGw(['nft', 'delete', 'table', 'inet', DAEMON_TABLE], { allowFail: true });
           for (let i = 0; i < 4; i++) {
-            const r = await inGw(['ip', 'rule', 'del', 'fwmark', '0x1/0x1', 'lookup', '100'], { allowFail: true });
+            const r = await inGw(['ip', 'rule', 'del', 'fwmark', '0x2000/0x2000', 'lookup', '4511'], { allowFail: true });
             if (r.code !== 0) break;
           }
-          await inGw(['ip', 'route', 'flush', 'table', '100'], { allowFail: true });
+          await inGw(['ip', 'route', 'flush', 'table', '4511'], { allowFail: true });
         });
         // The admin socket is the last thing `run` opens: rules and routes are in place once it
         // accepts (the file exists from bind(), a moment before listen()).

@@ -60,8 +60,8 @@ describe('cli', () => {
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/"tproxy"/);
-    expect(r.stdout).toMatch(/ip -4 rule add fwmark 0x1\/0x1 lookup 100/);
-    expect(r.stdout).toMatch(/ip -6 route replace local ::\/0 dev lo table 100/);
+    expect(r.stdout).toMatch(/ip -4 rule add fwmark 0x2000\/0x2000 lookup 4511/);
+    expect(r.stdout).toMatch(/ip -6 route replace local ::\/0 dev lo table 4511/);
   });
 
   it('an unreadable config names the path', async () => {

@@ -133,7 +133,7 @@ describe.each(MODES)('transparent interception (pp=false), $name', ({ relay, pha
     const ok = await lab.client(ADDR.backend, 8081);
     expect(sawAddress(ok)).toBe(ADDR.client);
     const rules = await lab.ipRules(4);
-    expect(rules.match(/fwmark 0x1\/0x1 lookup 100/g)).toHaveLength(1);
+    expect(rules.match(/fwmark 0x2000\/0x2000 lookup 4511/g)).toHaveLength(1);
     again.child.kill('SIGTERM');
     expect((await again.exited).code).toBe(0);
   });
@@ -141,14 +141,14 @@ describe.each(MODES)('transparent interception (pp=false), $name', ({ relay, pha
   it('after stop, its table and ip rules are gone and an unrelated table is untouched', async () => {
     const daemon = await lab.startDaemon(await lab.writeConfig(BASE_CONFIG));
     expect(await lab.nftTables()).toEqual(expect.arrayContaining(['inet tproxy_interceptor', 'inet unrelated']));
-    expect(await lab.ipRules(4)).toMatch(/fwmark 0x1\/0x1 lookup 100/);
-    expect(await lab.ipRules(6)).toMatch(/fwmark 0x1\/0x1 lookup 100/);
+    expect(await lab.ipRules(4)).toMatch(/fwmark 0x2000\/0x2000 lookup 4511/);
+    expect(await lab.ipRules(6)).toMatch(/fwmark 0x2000\/0x2000 lookup 4511/);
     daemon.child.kill('SIGTERM');
     expect((await daemon.exited).code).toBe(0);
     expect(await lab.nftTables()).toEqual(['inet unrelated']);
-    expect(await lab.ipRules(4)).not.toMatch(/lookup 100/);
-    expect(await lab.ipRules(6)).not.toMatch(/lookup 100/);
-    const routes = await lab.exec(lab.ns.gateway, ['ip', 'route', 'show', 'table', '100'], { allowFail: true });
+    expect(await lab.ipRules(4)).not.toMatch(/lookup 4511/);
+    expect(await lab.ipRules(6)).not.toMatch(/lookup 4511/);
+    const routes = await lab.exec(lab.ns.gateway, ['ip', 'route', 'show', 'table', '4511'], { allowFail: true });
     expect(routes.stdout.trim()).toBe('');
   });
 

@@ -21,13 +21,13 @@ const TARGET = '[[intercept.targets]]\ncidr = "198.18.2.0/24"\nports = [8080]\n'
 describe('parseConfig defaults', () => {
   it('an empty file gives every documented default and no targets', () => {
     expect(parseConfig('')).toEqual({
-      listen: { address: '127.0.0.1', address6: '::1', port: 15001, workers: 1, accept: 'native' },
-      intercept: { table: 'tproxy_interceptor', mark: 1, mask: 1, routeTable: 100, failClosed: true, localBackends: false, targets: [] },
+      listen: { address: '127.0.0.1', address6: '::1', port: 24511, workers: 1, accept: 'native' },
+      intercept: { table: 'tproxy_interceptor', mark: 0x2000, mask: 0x2000, routeTable: 4511, failClosed: true, localBackends: false, targets: [] },
       upstream: { connectTimeoutMs: 5000, idleTimeoutMs: 300_000, ppVersion: 2, keepClientPort: false, relay: 'stream', pipeSize: 262144 },
       log: { level: 'info' },
       registry: {
         path: '/var/lib/tproxy-interceptor',
-        adminSocket: '/run/tproxy-interceptor.sock',
+        adminSocket: '/run/tproxy-interceptor/admin.sock',
         agentPort: 8090,
         fetch: { timeoutMs: 10_000, maxRetries: 5, backoffInitialMs: 1000, backoffMaxMs: 30_000, maxResponseBytes: 4 * 1024 * 1024 },
         attested: null,
