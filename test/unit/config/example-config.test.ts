@@ -19,9 +19,10 @@ describe('examples/config.toml', () => {
       'address', 'address6', 'port', 'workers', 'accept', 'table', 'mark', 'mask', 'route_table', 'fail_closed', 'local_backends', 'cidr', 'ports',
       'interface', 'connect_timeout', 'idle_timeout', 'pp_version', 'keep_client_port', 'relay', 'pipe_size', 'level', 'path', 'admin_socket',
       'agent_port', 'timeout', 'max_retries', 'backoff_initial', 'backoff_max', 'max_response_bytes', 'trusted_sources', 'max_v2_length',
+      'store', 'endpoints', 'prefix', 'ca', 'cert', 'key', 'username', 'password',
     ];
     for (const key of keys) expect(text, key).toMatch(new RegExp(`^#? ?${key} = `, 'm'));
-    for (const section of ['[listen]', '[intercept]', '[[intercept.targets]]', '[upstream]', '[log]', '[registry]', '[registry.fetch]', '[inbound_pp]']) {
+    for (const section of ['[listen]', '[intercept]', '[[intercept.targets]]', '[upstream]', '[log]', '[registry]', '[registry.etcd]', '[registry.fetch]', '[inbound_pp]']) {
       expect(text).toContain(section);
     }
   });
