@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the daemon, the lab, the tests and the benchmark use, when missing.
 set -euo pipefail
-pkgs=(nftables iproute2 haproxy nginx libnginx-mod-stream iperf3 wrk procps)
+pkgs=(nftables iproute2 haproxy nginx libnginx-mod-stream iperf3 wrk procps etcd-server)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -12,7 +12,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 # The packaged services are not wanted running: tests start their own instances.
-for s in nginx haproxy; do
+for s in nginx haproxy etcd; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$s" 2>/dev/null; then
     systemctl stop "$s" || true
   fi

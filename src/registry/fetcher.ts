@@ -51,6 +51,8 @@ interface Job {
   learnedAt: number | null;
   timer: NodeJS.Timeout | null;
   controller: AbortController | null;
+  /** The record the fetch was asked for: once it changed and carries a policy, no fetch is needed. */
+  wantedFor: InstanceRecord | undefined;
   /** The record the last cycle failed against, and when: see enqueue(). */
   failedRecord: InstanceRecord | undefined;
   failedAt: number;
@@ -127,10 +129,19 @@ export function createPolicyFetcher(opts: PolicyFetcherOptions): PolicyFetcher {
       logger.debug({ instanceId: id }, 'policy fetch dropped: instance no longer registered');
       return;
     }
+    if (instance !== job.wantedFor && instance.reportedPolicy !== null) {
+      // Known since the fetch was asked for: another node learned it (its write arrived through
+      // the store) while this one waited for its claim, or a registration reported it.
+      job.state = 'learned';
+      job.learnedAt = now();
+      job.lastError = null;
+      logger.info({ instanceId: id }, 'port policy known meanwhile (learned by another node, or reported); not fetched');
+      return;
+    }
     job.state = 'fetching';
     const claim = await coordinator.acquire(id);
     if (claim.kind === 'elsewhere') {
-      waitForClaim(id, job, instance, claim);
+      waitForClaim(id, job, claim);
       return;
     }
     if (closed) {
@@ -181,20 +192,12 @@ export function createPolicyFetcher(opts: PolicyFetcherOptions): PolicyFetcher {
   }
 
   // Another node fetches this policy for the cluster: wait for it without holding a slot, then
-  // look again, since its result arrives through the store.
-  function waitForClaim(id: string, job: Job, instance: InstanceRecord, claim: FetchClaim & { kind: 'elsewhere' }): void {
+  // look again (attempt() finds its result, which arrives through the store).
+  function waitForClaim(id: string, job: Job, claim: FetchClaim & { kind: 'elsewhere' }): void {
     job.state = 'retrying';
     job.lastError = { code: 'ERR_FETCH_ELSEWHERE', message: `${claim.holder} is fetching this policy for the cluster`, permanent: false };
     void claim.settled.then(() => {
       if (closed || jobs.get(id) !== job) return;
-      const current = getInstance(id);
-      if (current !== undefined && current !== instance && current.reportedPolicy !== null) {
-        job.state = 'learned';
-        job.learnedAt = now();
-        job.lastError = null;
-        logger.info({ instanceId: id, by: claim.holder }, 'port policy known meanwhile (learned by another node); no fetch');
-        return;
-      }
       job.state = 'queued';
       push(id);
       pump();
@@ -252,6 +255,7 @@ export function createPolicyFetcher(opts: PolicyFetcherOptions): PolicyFetcher {
         learnedAt: existing?.learnedAt ?? null,
         timer: null,
         controller: null,
+        wantedFor: getInstance(id),
         failedRecord: undefined,
         failedAt: 0,
       };
