@@ -41,9 +41,10 @@ async function freePort(): Promise<number> {
 
 /**
  * `ns` unset: loopback, free ports. `ns` set: inside that namespace, listening on all of its
- * addresses at 2379/2380; `advertise` is the address nodes use.
+ * addresses at 2379/2380; `advertise` is the address nodes use. `tls`: https for clients, which
+ * must show a certificate signed by `ca`.
  */
-export async function startEtcd(opts: { ns?: string; advertise?: string } = {}): Promise<EtcdServer> {
+export async function startEtcd(opts: { ns?: string; advertise?: string; tls?: { cert: string; key: string; ca: string } } = {}): Promise<EtcdServer> {
   requireEtcd();
   const dataDir = await mkdtemp(path.join(tmpdir(), 'tpi-etcd-'));
   const inNs = opts.ns !== undefined;
@@ -51,11 +52,16 @@ export async function startEtcd(opts: { ns?: string; advertise?: string } = {}):
   const clientPort = inNs ? 2379 : await freePort();
   const peerPort = inNs ? 2380 : await freePort();
   const listenHost = inNs ? '0.0.0.0' : '127.0.0.1';
+  const scheme = opts.tls ? 'https' : 'http';
+  const tlsArgs = opts.tls
+    ? ['--cert-file', opts.tls.cert, '--key-file', opts.tls.key, '--trusted-ca-file', opts.tls.ca, '--client-cert-auth']
+    : [];
   const args = [
     '--name', 'test',
     '--data-dir', dataDir,
-    '--listen-client-urls', `http://${listenHost}:${clientPort}`,
-    '--advertise-client-urls', `http://${host}:${clientPort}`,
+    '--listen-client-urls', `${scheme}://${listenHost}:${clientPort}`,
+    '--advertise-client-urls', `${scheme}://${host}:${clientPort}`,
+    ...tlsArgs,
     '--listen-peer-urls', `http://127.0.0.1:${peerPort}`,
     '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`,
     '--initial-cluster', `test=http://127.0.0.1:${peerPort}`,
@@ -101,7 +107,7 @@ export async function startEtcd(opts: { ns?: string; advertise?: string } = {}):
 
   await launch();
   return {
-    endpoint: `http://${host}:${clientPort}`,
+    endpoint: `${scheme}://${host}:${clientPort}`,
     dataDir,
     output: () => out,
     stop,

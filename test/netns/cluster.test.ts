@@ -17,7 +17,7 @@ const CLUSTER_LAB = path.join(ROOT, 'scripts', 'cluster-lab.sh');
 
 const config = (node: number): string => `${BASE_CONFIG}
 [registry.fetch]
-timeout = "1s"
+timeout = "3s"
 backoff_initial = "200ms"
 backoff_max = "400ms"
 max_retries = 50
@@ -107,7 +107,8 @@ describe('two interceptor nodes on one etcd', () => {
     for (const n of [a, b]) {
       const file = path.join(n.lab.dir, 'app-compose.json');
       await writeFile(file, APP_COMPOSE);
-      const agent = n.lab.spawn(n.lab.ns.backend, ['node', path.join(ROOT, 'test/netns/fixtures/fake-agent.mjs'), '8090', file]);
+      // Slow to answer, so that B asks while A's fetch is in flight.
+      const agent = n.lab.spawn(n.lab.ns.backend, ['node', path.join(ROOT, 'test/netns/fixtures/fake-agent.mjs'), '8090', file, '--delay-ms', '1000']);
       await agent.waitFor('ready');
       agents.push(agent);
     }
@@ -118,8 +119,10 @@ describe('two interceptor nodes on one etcd', () => {
     for (const n of [a, b]) await eventually('the learned policy decides', () => pp(n), (body) => body.includes(`pp=${ADDR.client}:`));
     const fetches = agents.reduce((sum, agent) => sum + (agent.output().match(/^request \d+ POST \/prpc\/Info/gm)?.length ?? 0), 0);
     expect(fetches).toBe(1);
-    const atB = JSON.parse(await ok(b, 'show', 'inst-2', '--json')) as { instance: { policy_source: string; policy_compose_hash: string } };
+    const atB = JSON.parse(await ok(b, 'show', 'inst-2', '--json')) as { instance: unknown; fetch: unknown };
     expect(atB.instance).toMatchObject({ policy_source: 'agent', policy_compose_hash: HASH });
+    // B wanted it too, waited for A's claim, and took A's result: learned without an attempt.
+    expect(atB.fetch).toMatchObject({ state: 'learned', attempts: 0 });
     for (const agent of agents) {
       agent.child.kill('SIGTERM');
       await agent.exited;

@@ -1,12 +1,15 @@
 // The registry on a real etcd (Debian's etcd-server on loopback, started by this file): several
 // nodes in one process, each with its own etcd client, store and in-memory registry.
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { promisify } from 'node:util';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Etcd3 } from 'etcd3';
+import { Etcd3, Range } from 'etcd3';
 import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG } from '../../../src/config-parse.js';
@@ -21,6 +24,7 @@ import { startEtcd, type EtcdServer } from '../../helpers/etcd.js';
 import { startTcpProxy, type TcpProxy } from '../../helpers/tcp-proxy.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
+const execFileP = promisify(execFile);
 let etcd: EtcdServer;
 let admin: Etcd3;
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
@@ -320,4 +324,72 @@ describe('etcd store: a policy is fetched once for the cluster', () => {
     expect(Date.now() - t0).toBeGreaterThan(2000);
     expect(await b.store.coordinator.acquire('x')).toMatchObject({ kind: 'mine' });
   }, 40_000);
+});
+
+describe('etcd store: TLS with a client certificate, and etcd authentication', () => {
+  let dir: string;
+  let secure: EtcdServer;
+  let root: Etcd3;
+  const files = (name: string) => ({ cert: path.join(dir, `${name}.pem`), key: path.join(dir, `${name}-key.pem`) });
+
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'tpi-etcd-tls-'));
+    const ssl = (...argv: string[]) => execFileP('openssl', argv, { cwd: dir });
+    await ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj', '/CN=test-ca', '-keyout', 'ca-key.pem', '-out', 'ca.pem');
+    for (const [name, cn, ext] of [
+      ['server', '127.0.0.1', 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth'],
+      ['node', 'tpi-node', 'extendedKeyUsage=clientAuth'],
+      ['root', 'root', 'extendedKeyUsage=clientAuth'],
+    ] as const) {
+      await writeFile(path.join(dir, `${name}.ext`), `${ext}\n`);
+      await ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', `/CN=${cn}`, '-keyout', `${name}-key.pem`, '-out', `${name}.csr`);
+      await ssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca-key.pem', '-CAcreateserial', '-days', '2', '-extfile', `${name}.ext`, '-out', `${name}.pem`);
+    }
+    secure = await startEtcd({ tls: { ...files('server'), ca: path.join(dir, 'ca.pem') } });
+    const rootCreds = { rootCertificate: await readFile(path.join(dir, 'ca.pem')), certChain: await readFile(files('root').cert), privateKey: await readFile(files('root').key) };
+    root = new Etcd3({ hosts: secure.endpoint, credentials: rootCreds });
+    // A user that may read and write only its prefix; then authentication on.
+    await root.user('root').create('root-password');
+    await root.user('root').addRole('root');
+    await root.role('tpi').create();
+    await root.role('tpi').grant({ permission: 'Readwrite', range: Range.prefix('/tls/') });
+    await root.user('tpi').create('tpi-password');
+    await root.user('tpi').addRole('tpi');
+    await (root as unknown as { auth: { authEnable(): Promise<unknown> } }).auth.authEnable();
+    root.close();
+  }, 60_000);
+  afterAll(async () => {
+    await secure?.destroy();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  const tlsConfig = (password: string, prefix = '/tls/'): EtcdConfig => ({
+    ...etcdConfig(prefix, secure.endpoint),
+    ca: path.join(dir, 'ca.pem'),
+    ...files('node'),
+    username: 'tpi',
+    password,
+  });
+
+  it('loads, writes and follows over TLS as its etcd user', async () => {
+    const { logger } = capture();
+    const [one, two] = [createEtcdStore({ config: tlsConfig('tpi-password'), logger }), createEtcdStore({ config: tlsConfig('tpi-password'), logger })];
+    cleanups.push(() => one.close(), () => two.close());
+    await one.load();
+    await two.load();
+    const seen: string[] = [];
+    two.follow((id) => seen.push(id));
+    await one.put({ instanceId: 'x', appId: 'app', ip: '10.9.4.1', composeHash: null, reportedPolicy: null, policySource: null, policyComposeHash: null, restricted: false, override: null, registeredAt: 1, updatedAt: 1 });
+    await until('the other node sees it', () => seen.includes('x'));
+  });
+
+  it('a wrong password is ERR_STORE_AUTH, naming what to check', async () => {
+    const store = createEtcdStore({ config: tlsConfig('wrong'), logger: pino({ level: 'silent' }) });
+    await expect(store.load()).rejects.toMatchObject({ code: 'ERR_STORE_AUTH', message: expect.stringContaining('username, password') });
+  });
+
+  it('a prefix the user may not touch is ERR_STORE_AUTH too', async () => {
+    const store = createEtcdStore({ config: tlsConfig('tpi-password', '/other/'), logger: pino({ level: 'silent' }) });
+    await expect(store.load()).rejects.toMatchObject({ code: 'ERR_STORE_AUTH' });
+  });
 });
