@@ -474,7 +474,8 @@ export function createEtcdStore(opts: EtcdStoreOptions): EtcdStore {
     for (const wake of waiters) wake();
   }
 
-  function waitForRelease(key: string): Promise<void> {
+  /** Resolves once the claim `key`, last written at revision `mod`, is gone. */
+  function waitForRelease(key: string, mod: number): Promise<void> {
     return new Promise((resolve) => {
       const timer = setTimeout(done, FETCH_WAIT_MAX_MS);
       timer.unref();
@@ -482,6 +483,11 @@ export function createEtcdStore(opts: EtcdStoreOptions): EtcdStore {
         clearTimeout(timer);
         fetchWaiters.get(key)?.delete(done);
         resolve();
+      }
+      // The watch may have carried its deletion already, between etcd's answer and now.
+      if (revision >= mod && seen.get(key)?.present !== true) {
+        done();
+        return;
       }
       let set = fetchWaiters.get(key);
       if (set === undefined) fetchWaiters.set(key, (set = new Set()));
@@ -542,7 +548,7 @@ export function createEtcdStore(opts: EtcdStoreOptions): EtcdStore {
         const name = holder.value.toString('utf8');
         // Left by this node's own earlier claim (its release did not reach etcd).
         if (name === nodeName) return { kind: 'mine', release: () => release(key, Number(holder.create_revision)) };
-        return { kind: 'elsewhere', holder: `node ${name}`, settled: waitForRelease(key) };
+        return { kind: 'elsewhere', holder: `node ${name}`, settled: waitForRelease(key, Number(holder.mod_revision)) };
       } catch (err) {
         logger.warn({ instanceId, error: describeError(err) }, 'cannot claim the policy fetch in etcd; fetching here');
         return LOCAL;

@@ -177,4 +177,11 @@ describe('two interceptor nodes on one etcd', () => {
     expect(refused.error).toBe('ECONNRESET');
     expect(await pp(b)).toContain(`pp=${ADDR.client}:`);
   }, 90_000);
+
+  it('both nodes stop cleanly on SIGTERM', async () => {
+    for (const n of [a, b]) {
+      n.daemon.child.kill('SIGTERM');
+      expect((await n.daemon.exited).code).toBe(0);
+    }
+  });
 });
