@@ -16,20 +16,16 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { noop } from 'cockatiel';
 import { Etcd3 } from 'etcd3';
-import type { ICompare, IKeyValue, IRequestOp, IWatchResponse, Lease } from 'etcd3';
+import type { ICompare, IKeyValue, IRequestOp, IWatchResponse } from 'etcd3';
 import type { Logger } from 'pino';
 import type { EtcdConfig } from '../config.js';
 import { InterceptorError } from '../errors.js';
-import type { FetchClaim, FetchCoordinator } from './fetch-coordinator.js';
+import { createEtcdFetchClaims } from './etcd-fetch-claims.js';
+import type { FetchCoordinator } from './fetch-coordinator.js';
 import { deserializeInstance, serializeInstance } from './policy.js';
 import { StoreConflictError } from './store.js';
 import type { RegistryStore, RemoteChange, StoreStatus } from './store.js';
 import type { InstanceRecord } from './types.js';
-
-/** A fetch claim outlives its node by at most this long. */
-const FETCH_LEASE_TTL_S = 10;
-/** Waiting for another node's fetch: look again after this long even if nothing was heard. */
-const FETCH_WAIT_MAX_MS = 60_000;
 
 export interface EtcdStoreOptions {
   config: EtcdConfig;
@@ -125,7 +121,7 @@ export function createEtcdStore(opts: EtcdStoreOptions): EtcdStore {
       ipOf.set(id, record.ip);
       apply?.(id, record);
     } else if (key.startsWith(FETCH) && value === null) {
-      wakeFetchWaiters(key);
+      claims.released(key);
     }
   }
 
@@ -321,7 +317,7 @@ export function createEtcdStore(opts: EtcdStoreOptions): EtcdStore {
     lastError = null;
     logger.info({ downMs: Date.now() - since, revision }, `etcd reachable again; ${how}`);
     since = Date.now();
-    retryReleases();
+    claims.retryReleases();
   }
 
   function unreachable(err: unknown): void {
@@ -442,119 +438,20 @@ export function createEtcdStore(opts: EtcdStoreOptions): EtcdStore {
     }
   }
 
-  // ---- fetch coordination ------------------------------------------------------------------
-
-  let lease: Lease | null = null;
-  let leaseId: Promise<string> | null = null;
-  const fetchWaiters = new Map<string, Set<() => void>>();
-  /** Claims whose release failed (etcd unreachable): released again once it answers. */
-  const unreleased = new Map<string, number>();
-
-  function ownLease(): Promise<string> {
-    if (leaseId === null) {
-      const l = client.lease(FETCH_LEASE_TTL_S, callOptions());
-      const forget = (): void => {
-        if (lease === l) {
-          lease = null;
-          leaseId = null;
-        }
-      };
-      l.on('lost', forget);
-      lease = l;
-      leaseId = l.grant();
-      leaseId.catch(forget);
-    }
-    return leaseId;
-  }
-
-  function wakeFetchWaiters(key: string): void {
-    const waiters = fetchWaiters.get(key);
-    if (waiters === undefined) return;
-    fetchWaiters.delete(key);
-    for (const wake of waiters) wake();
-  }
-
-  /** Resolves once the claim `key`, last written at revision `mod`, is gone. */
-  function waitForRelease(key: string, mod: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, FETCH_WAIT_MAX_MS);
-      timer.unref();
-      function done(): void {
-        clearTimeout(timer);
-        fetchWaiters.get(key)?.delete(done);
-        resolve();
-      }
-      // The watch may have carried its deletion already, between etcd's answer and now.
-      if (revision >= mod && seen.get(key)?.present !== true) {
-        done();
-        return;
-      }
-      let set = fetchWaiters.get(key);
-      if (set === undefined) fetchWaiters.set(key, (set = new Set()));
-      set.add(done);
-    });
-  }
-
-  async function release(key: string, created: number): Promise<void> {
-    try {
-      await client.kv.txn(
-        {
-          compare: [{ key: Buffer.from(key), target: 'Create', result: 'Equal', create_revision: created }],
-          success: [{ request_delete_range: { key: Buffer.from(key) } }],
-          failure: [],
-        },
-        callOptions(),
-      );
-      unreleased.delete(key);
-    } catch (err) {
-      unreleased.set(key, created);
-      logger.warn({ key, error: describeError(err) }, 'releasing a fetch claim failed; it is released once etcd answers');
-    }
-  }
-
-  function retryReleases(): void {
-    for (const [key, created] of unreleased) void release(key, created);
-  }
-
-  const LOCAL: FetchClaim = Object.freeze({ kind: 'mine', release: () => Promise.resolve() });
-
-  const coordinator: FetchCoordinator = {
-    async acquire(instanceId) {
-      // Unreachable: fetch here. The policy then serves this node from memory only.
-      if (phase !== 'open' || state === 'unreachable') return LOCAL;
-      const key = FETCH + instanceId;
-      const instanceKey = INSTANCES + instanceId;
-      try {
-        const id = await ownLease();
-        const res = await client.kv.txn(
-          {
-            // Free, and this node's copy of the instance is current: otherwise the policy may
-            // just have been learned elsewhere.
-            compare: [{ key: Buffer.from(key), target: 'Create', result: 'Equal', create_revision: 0 }, compareMod(instanceKey)],
-            success: [{ request_put: { key: Buffer.from(key), value: Buffer.from(nodeName), lease: id } }],
-            failure: [{ request_range: { key: Buffer.from(key) } }, { request_range: { key: Buffer.from(instanceKey) } }],
-          },
-          callOptions(),
-        );
-        if (res.succeeded) {
-          const created = Number(res.header.revision);
-          return { kind: 'mine', release: () => release(key, created) };
-        }
-        const holder = res.responses[0]?.response_range.kvs[0];
-        const instance = res.responses[1]?.response_range.kvs[0];
-        const rev = Number(res.header.revision);
-        observe(instanceKey, instance === undefined ? rev : Number(instance.mod_revision), instance === undefined ? null : instance.value);
-        if (holder === undefined) return { kind: 'elsewhere', holder: 'this node, catching up', settled: Promise.resolve() };
-        const name = holder.value.toString('utf8');
-        // Left by this node's own earlier claim (its release did not reach etcd).
-        if (name === nodeName) return { kind: 'mine', release: () => release(key, Number(holder.create_revision)) };
-        return { kind: 'elsewhere', holder: `node ${name}`, settled: waitForRelease(key, Number(holder.mod_revision)) };
-      } catch (err) {
-        logger.warn({ instanceId, error: describeError(err) }, 'cannot claim the policy fetch in etcd; fetching here');
-        return LOCAL;
-      }
+  const claims = createEtcdFetchClaims({
+    client,
+    logger,
+    nodeName,
+    claimPrefix: FETCH,
+    instancePrefix: INSTANCES,
+    callOptions,
+    view: {
+      compareMod,
+      observe,
+      goneSince: (key, mod) => revision >= mod && seen.get(key)?.present !== true,
+      reachable: () => phase === 'open' && state === 'ok',
     },
-  };
+  });
 
   // ---- lifecycle -----------------------------------------------------------------------------
 
@@ -565,13 +462,7 @@ export function createEtcdStore(opts: EtcdStoreOptions): EtcdStore {
     if (probeTimer !== null) clearInterval(probeTimer);
     probeTimer = null;
     stopWatch();
-    for (const key of [...fetchWaiters.keys()]) wakeFetchWaiters(key);
-    // Revoking the lease drops this node's fetch claims at once instead of after their TTL.
-    if (wasOpen && lease !== null && state === 'ok') {
-      await lease.revoke(callOptions()).catch((err: unknown) => logger.warn({ error: describeError(err) }, 'revoking the fetch lease failed'));
-    } else {
-      lease?.release();
-    }
+    await claims.close(wasOpen && state === 'ok');
     client.close();
   }
 
@@ -580,7 +471,7 @@ export function createEtcdStore(opts: EtcdStoreOptions): EtcdStore {
     follow,
     put,
     delete: remove,
-    coordinator,
+    coordinator: claims.coordinator,
     status: () => ({ kind: 'etcd', state, since, error: lastError }),
     close,
   };

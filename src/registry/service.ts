@@ -12,11 +12,11 @@ import type { RegistryStore, StoreStatus } from './store.js';
 import type { Decision, InstanceRecord, PortPolicy } from './types.js';
 
 export type { FetchStatus, PolicyFetcher };
+/** What the service hands a fetcher factory. */
+export type PolicyFetcherDeps = Omit<PolicyFetcherOptions, 'fetchInfo' | 'concurrency' | 'now'>;
 
 /** A write that keeps losing races with other nodes gives up with ERR_STORE_CONFLICT. */
 const MAX_WRITE_ATTEMPTS = 5;
-/** What the service hands a fetcher factory. */
-export type PolicyFetcherDeps = Omit<PolicyFetcherOptions, 'fetchInfo' | 'concurrency' | 'now'>;
 
 export interface RegistryCounters {
   /** Decisions by kind since start. */
@@ -114,7 +114,8 @@ export async function createRegistryService(opts: RegistryServiceOptions): Promi
         });
       } catch (err) {
         counters.learnPersistFailures++;
-        logger.error({ err, instanceId: id }, 'persisting a learned policy failed; it is kept in memory only');
+        const kept = err instanceof StoreConflictError ? 'it is dropped and fetched again when needed' : 'it is kept in memory only';
+        logger.error({ err, instanceId: id }, `persisting a learned policy failed; ${kept}`);
       }
     });
   }
