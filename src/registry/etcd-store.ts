@@ -87,6 +87,8 @@ export function createEtcdStore(opts: EtcdStoreOptions): EtcdStore {
   let since = Date.now();
   let lastError: string | null = 'not connected yet';
   let watchGeneration = 0;
+  /** A watch is being set up or runs (of generation watchGeneration). */
+  let watching = false;
   let watchStream: { cancel(): void } | null = null;
   let probeTimer: NodeJS.Timeout | null = null;
   let probing = false;
@@ -205,6 +207,7 @@ export function createEtcdStore(opts: EtcdStoreOptions): EtcdStore {
   function startWatch(): void {
     const generation = ++watchGeneration;
     const from = revision + 1;
+    watching = true;
     client.watchClient.watch().then(
       (stream) => {
         if (generation !== watchGeneration || phase !== 'open') {
@@ -233,6 +236,7 @@ export function createEtcdStore(opts: EtcdStoreOptions): EtcdStore {
 
   function stopWatch(): void {
     watchGeneration++;
+    watching = false;
     const stream = watchStream;
     watchStream = null;
     stream?.cancel();
@@ -299,7 +303,7 @@ export function createEtcdStore(opts: EtcdStoreOptions): EtcdStore {
     probing = true;
     try {
       await client.kv.range({ key: Buffer.from(`${prefix}probe`) }, callOptions());
-      if (watchStream === null && reloading === null) startWatch(); // reachable once the watch is created
+      if (!watching && reloading === null) startWatch(); // reachable once the watch is created
       else if (state === 'unreachable' && watchStream !== null) reachable('the watch kept running');
     } catch (err) {
       if (phase === 'open') {
@@ -456,7 +460,7 @@ export function createEtcdStore(opts: EtcdStoreOptions): EtcdStore {
   // ---- lifecycle -----------------------------------------------------------------------------
 
   async function close(): Promise<void> {
-    if (phase === 'closed' && watchStream === null) return;
+    if (phase === 'closed' && !watching) return;
     const wasOpen = phase === 'open';
     phase = 'closed';
     if (probeTimer !== null) clearInterval(probeTimer);
