@@ -36,6 +36,26 @@ export function readJournal(data: Buffer, file: string): JournalContents {
   return { records: [...live.values()], lines: lineNo, tornBytes: data.length - start };
 }
 
+// zlib.crc32 arrived in Node 20.15; the table form serves earlier 20.x releases.
+const crc32: (data: Uint8Array) => number =
+  typeof (zlib as { crc32?: unknown }).crc32 === 'function' ? (data) => zlib.crc32(data) : tableCrc32;
+
+let crcTable: Uint32Array | null = null;
+/** CRC-32 (the polynomial zlib uses), computed with a table; exported for its test. */
+export function tableCrc32(data: Uint8Array): number {
+  if (crcTable === null) {
+    crcTable = new Uint32Array(256);
+    for (let n = 0; n < 256; n++) {
+      let c = n;
+      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+      crcTable[n] = c >>> 0;
+    }
+  }
+  let crc = 0xffffffff;
+  for (const byte of data) crc = crcTable[(crc ^ byte) & 0xff]! ^ (crc >>> 8);
+  return (crc ^ 0xffffffff) >>> 0;
+}
+
 /** Applies one line to `live`; returns what is wrong with it, or null. */
 function applyLine(line: Buffer, live: Map<string, InstanceRecord>): string | null {
   if (line.length === 0) return 'empty line';
@@ -43,7 +63,7 @@ function applyLine(line: Buffer, live: Map<string, InstanceRecord>): string | nu
   const crcText = line.subarray(0, 8).toString('latin1');
   if (!/^[0-9a-f]{8}$/.test(crcText)) return `checksum field "${crcText}" is not 8 hex digits`;
   const payload = line.subarray(9);
-  if (zlib.crc32(payload) !== Number.parseInt(crcText, 16)) return 'checksum mismatch';
+  if (crc32(payload) !== Number.parseInt(crcText, 16)) return 'checksum mismatch';
   let op: Record<string, unknown>;
   try {
     const json: unknown = JSON.parse(payload.toString('utf8'));
