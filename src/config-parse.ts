@@ -10,6 +10,7 @@ import type {
   AddressMapping,
   AttestedConfig,
   Config,
+  EtcdConfig,
   FetchConfig,
   InboundPpConfig,
   InterceptConfig,
@@ -20,6 +21,7 @@ import type {
   RegistryConfig,
   RelayMode,
   AcceptMode,
+  StoreKind,
   Target,
   UpstreamConfig,
 } from './config.js';
@@ -32,6 +34,7 @@ type Table = Record<string, unknown>;
 const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 const RELAY_MODES: readonly RelayMode[] = ['stream', 'splice'];
 const ACCEPT_MODES: readonly AcceptMode[] = ['node', 'native'];
+const STORE_KINDS: readonly StoreKind[] = ['sqlite', 'etcd'];
 /** Node timers overflow above 2^31-1 ms (they then fire immediately). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Route tables the kernel reserves: 253 default, 254 main, 255 local. */
@@ -350,7 +353,7 @@ function parseLog(root: Table): LogConfig {
 
 function parseRegistry(root: Table): RegistryConfig {
   const path = 'registry';
-  const t = subTable(root, '', path, ['path', 'admin_socket', 'agent_port', 'fetch', 'attested']);
+  const t = subTable(root, '', path, ['path', 'admin_socket', 'agent_port', 'fetch', 'store', 'etcd', 'attested']);
   const fpath = `${path}.fetch`;
   const f = subTable(t, path, 'fetch', ['timeout', 'max_retries', 'backoff_initial', 'backoff_max', 'max_response_bytes']);
   const fetch: FetchConfig = {
@@ -363,12 +366,18 @@ function parseRegistry(root: Table): RegistryConfig {
   if (fetch.backoffMaxMs < fetch.backoffInitialMs) {
     throw new ConfigError(`${fpath}.backoff_max`, `${fetch.backoffMaxMs}ms is below ${fpath}.backoff_initial (${fetch.backoffInitialMs}ms); expected a duration >= backoff_initial`);
   }
+  const store = oneOf(t, path, 'store', 'sqlite', STORE_KINDS);
+  if (store !== 'etcd' && t['etcd'] !== undefined) {
+    throw new ConfigError(`${path}.etcd`, `is set but ${path}.store is "${store}"; set ${path}.store = "etcd", or remove [${path}.etcd]`);
+  }
   return {
     path: absolutePath(t, path, 'path', '/var/lib/tproxy-interceptor'),
     // In a directory of its own: a service user can own /run/tproxy-interceptor (RuntimeDirectory=).
     adminSocket: absolutePath(t, path, 'admin_socket', '/run/tproxy-interceptor/admin.sock'),
     agentPort: integer(t, path, 'agent_port', 8090, 1, 65535, 'a TCP port 1..65535'),
     fetch,
+    store,
+    etcd: store === 'etcd' ? parseEtcd(t, path) : null,
     attested: parseAttested(t, path),
   };
 }
@@ -457,6 +466,64 @@ function addressMap(value: unknown, key: string): AddressMapping[] {
     seen.add(peer.text);
     return { peer: peer.text, instance: instance.text };
   });
+}
+
+const ENDPOINT_FORM = 'an array of etcd client URLs like ["https://10.0.0.5:2379", "https://etcd-2.example:2379"]';
+
+function parseEtcd(registry: Table, parent: string): EtcdConfig {
+  const path = `${parent}.etcd`;
+  const t = subTable(registry, parent, 'etcd', ['endpoints', 'prefix', 'timeout', 'ca', 'cert', 'key', 'username', 'password']);
+  const raw = t['endpoints'] ?? ['http://127.0.0.1:2379'];
+  if (!Array.isArray(raw) || raw.length === 0) throw new ConfigError(`${path}.endpoints`, `expected ${ENDPOINT_FORM}, got ${describe(raw)}`);
+  const endpoints = raw.map((v: unknown, i) => etcdEndpoint(v, `${path}.endpoints[${i}]`));
+  const prefixForm = 'a key prefix ending with "/", like "/tproxy-interceptor/"';
+  const prefix = string(t, path, 'prefix', '/tproxy-interceptor/', prefixForm);
+  if (!prefix.endsWith('/') || prefix.includes('\0')) {
+    throw new ConfigError(`${path}.prefix`, `${describe(prefix)} is not allowed; expected ${prefixForm} (without the final "/", "/a" would also match "/ab")`);
+  }
+  const file = (key: string): string | null => (t[key] === undefined ? null : absolutePath(t, path, key, ''));
+  const [ca, cert, key] = [file('ca'), file('cert'), file('key')];
+  if ((cert === null) !== (key === null)) {
+    throw new ConfigError(`${path}.${cert === null ? 'cert' : 'key'}`, 'missing; a client certificate needs both cert and key (PEM files)');
+  }
+  const tls = ca !== null || cert !== null;
+  const plain = endpoints.find((e) => e.startsWith('http://'));
+  if (plain !== undefined && endpoints.some((e) => e.startsWith('https://'))) {
+    throw new ConfigError(`${path}.endpoints`, `mixes http:// (${plain}) and https:// endpoints; use one scheme for all`);
+  }
+  if (tls && plain !== undefined) {
+    throw new ConfigError(`${path}.endpoints`, `${plain} is plain http, but TLS files are set; use https:// endpoints, or remove ca/cert/key`);
+  }
+  const text = (k: string): string | null => (t[k] === undefined ? null : string(t, path, k, '', 'a non-empty string'));
+  const [username, password] = [text('username'), text('password')];
+  if ((username === null) !== (password === null) || username === '' || password === '') {
+    throw new ConfigError(`${path}.${username === null || username === '' ? 'username' : 'password'}`, 'missing or empty; etcd authentication needs both username and password');
+  }
+  return { endpoints, prefix, timeoutMs: duration(t, path, 'timeout', 3_000), ca, cert, key, username, password };
+}
+
+function etcdEndpoint(value: unknown, key: string): string {
+  if (typeof value === 'string') {
+    let url: URL | null = null;
+    try {
+      url = new URL(value);
+    } catch {
+      // reported below
+    }
+    if (
+      url !== null &&
+      (url.protocol === 'http:' || url.protocol === 'https:') &&
+      url.port !== '' &&
+      (url.pathname === '/' || url.pathname === '') &&
+      url.search === '' &&
+      url.hash === '' &&
+      url.username === '' &&
+      url.password === ''
+    ) {
+      return `${url.protocol}//${url.host}`;
+    }
+  }
+  throw new ConfigError(key, `${describe(value)} is not an etcd client URL; expected ${ENDPOINT_FORM} (scheme, host and port, nothing else)`);
 }
 
 function parseInboundPp(root: Table): InboundPpConfig {

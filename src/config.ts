@@ -65,11 +65,32 @@ export interface FetchConfig {
   readonly maxResponseBytes: number; // default 4 MiB
 }
 
+export type StoreKind = 'sqlite' | 'etcd';
+
+export interface EtcdConfig {
+  /** Client URLs, `http://host:port` or `https://host:port`. */
+  readonly endpoints: readonly string[]; // default ["http://127.0.0.1:2379"]
+  /** Every key of the registry starts with it; ends with "/". */
+  readonly prefix: string; // default "/tproxy-interceptor/"
+  /** Deadline of each request, and how soon an unreachable etcd is noticed. */
+  readonly timeoutMs: number; // default 3s
+  /** PEM files: the CA that signed etcd's certificate, and this node's client certificate and key. */
+  readonly ca: string | null;
+  readonly cert: string | null;
+  readonly key: string | null;
+  readonly username: string | null;
+  readonly password: string | null;
+}
+
 export interface RegistryConfig {
   readonly path: string; // default /var/lib/tproxy-interceptor
   readonly adminSocket: string; // default /run/tproxy-interceptor/admin.sock
   readonly agentPort: number; // default 8090
   readonly fetch: FetchConfig;
+  /** "sqlite": registry.db under `path`; "etcd": shared by every node on the same etcd and prefix. */
+  readonly store: StoreKind; // default "sqlite"
+  /** Set exactly when store = "etcd". */
+  readonly etcd: EtcdConfig | null;
   /** [registry.attested]: the mutual-TLS self-registration listener; null (the default) = off. */
   readonly attested: AttestedConfig | null;
 }

@@ -14,7 +14,7 @@ import { createInterceptor, type Interceptor } from './proxy/listener.js';
 import { createNativeInterceptor } from './proxy/native-listener.js';
 import { createSpliceRelayStarter } from './proxy/splice-relay.js';
 import { createWorkerPool } from './proxy/workers.js';
-import { createFileStore } from './registry/store.js';
+import { openRegistryStore } from './registry/store.js';
 import { createRegistryService, type RegistryService } from './registry/service.js';
 import { createAdminServer } from './admin/server.js';
 import { createAttestedServer } from './attested/server.js';
@@ -70,7 +70,7 @@ export async function startDaemon(opts: {
   };
 
   try {
-    const store = createFileStore({ dir: config.registry.path, logger });
+    const store = await openRegistryStore(config.registry, logger);
     const registry = await createRegistryService({
       logger,
       config: config.registry,

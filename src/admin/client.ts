@@ -38,9 +38,19 @@ export interface InstanceDetails {
   readonly fetch: FetchStatusView | null;
 }
 
+/** The daemon's registry store: `unreachable` means writes fail and the daemon serves from memory. */
+export interface StoreStatusView {
+  readonly kind: string;
+  readonly state: string;
+  readonly since: number;
+  readonly error: string | null;
+}
+
 export interface AdminClient {
   readonly socketPath: string;
   listInstances(): Promise<InstanceRecord[]>;
+  /** The instances and the state of the store they come from (null from daemons that do not say). */
+  listWithStore(): Promise<{ instances: InstanceRecord[]; store: StoreStatusView | null }>;
   getInstance(instanceId: string): Promise<InstanceDetails>;
   addInstance(input: RegistrationInput): Promise<InstanceRecord>;
   removeInstance(instanceId: string): Promise<InstanceRecord>;
@@ -113,17 +123,23 @@ export function createAdminClient(socketPath: string, opts: { timeoutMs?: number
     });
   }
 
+  async function listWithStore(): Promise<{ instances: InstanceRecord[]; store: StoreStatusView | null }> {
+    const json = await request('GET', '/v1/instances');
+    const list = field(json, 'instances');
+    if (!Array.isArray(list)) throw protocol('"instances" is not an array');
+    const store = (json as { store?: StoreStatusView | null }).store ?? null;
+    return { instances: list.map((r) => deserializeInstance(r)), store };
+  }
+
   const instancePath = (id: string): string => `/v1/instances/${encodeURIComponent(id)}`;
   const record = (json: unknown): InstanceRecord => deserializeInstance(field(json, 'instance'));
 
   return {
     socketPath,
     async listInstances() {
-      const json = await request('GET', '/v1/instances');
-      const list = field(json, 'instances');
-      if (!Array.isArray(list)) throw protocol('"instances" is not an array');
-      return list.map((r) => deserializeInstance(r));
+      return (await listWithStore()).instances;
     },
+    listWithStore,
     async getInstance(instanceId) {
       return parseDetails(await request('GET', instancePath(instanceId)));
     },

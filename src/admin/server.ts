@@ -175,7 +175,7 @@ async function handle(service: RegistryService, logger: Logger, req: http.Incomi
     let m: RegExpExecArray | null;
     if (INSTANCES.test(route)) {
       if (method === 'GET') {
-        return sendJson(res, 200, { instances: service.list().map((r) => serializeInstance(r)) });
+        return sendJson(res, 200, { instances: service.list().map((r) => serializeInstance(r)), store: service.storeStatus() });
       }
       if (method === 'POST') {
         const input = parseRegistration(await readJsonBody(req));
@@ -236,7 +236,10 @@ function statusFor(err: unknown): number {
     case 'ERR_BAD_REQUEST':
       return 400;
     case 'ERR_IP_IN_USE':
+    case 'ERR_STORE_CONFLICT':
       return 409;
+    case 'ERR_STORE_UNAVAILABLE':
+      return 503;
     case 'ERR_UNKNOWN_INSTANCE':
       return 404;
     case 'ERR_REGISTRY_CLOSED':

@@ -205,9 +205,14 @@ function plan(command: Command, values: Values, positionals: string[], socketPat
       wantPositionals(command, positionals, []);
       const json = values.json === true;
       return async () => {
-        const records = await client().listInstances();
-        if (json) out(JSON.stringify({ instances: records.map((r) => serializeInstance(r)) }, null, 2));
-        else out(renderTable(records));
+        const { instances: records, store } = await client().listWithStore();
+        if (json) out(JSON.stringify({ instances: records.map((r) => serializeInstance(r)), store }, null, 2));
+        else {
+          if (store !== null && store.state !== 'ok') {
+            out(`store: ${store.kind} ${store.state} since ${time(store.since)} (${store.error ?? 'no detail'}): writes fail; this node decides from its last copy`);
+          }
+          out(renderTable(records));
+        }
       };
     }
     case 'show': {

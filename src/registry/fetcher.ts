@@ -3,6 +3,8 @@
 import type { Logger } from 'pino';
 import { fetchAgentInfo } from './agent-client.js';
 import { PolicyFetchError, policyFromInfoResponse } from './compose.js';
+import { LOCAL_FETCHES } from './fetch-coordinator.js';
+import type { FetchClaim, FetchCoordinator } from './fetch-coordinator.js';
 import type { InstanceRecord, PortPolicy } from './types.js';
 
 export type FetchState = 'queued' | 'fetching' | 'retrying' | 'learned' | 'failed';
@@ -28,6 +30,8 @@ export interface PolicyFetcherOptions {
   getInstance: (id: string) => InstanceRecord | undefined;
   onLearned: (id: string, composeHash: string, policy: PortPolicy) => Promise<void> | void;
   fetchInfo?: typeof fetchAgentInfo;
+  /** Which node of a cluster fetches; default: this one, always. */
+  coordinator?: FetchCoordinator;
   /** Requests in flight at most. Default 8. */
   concurrency?: number;
   now?: () => number;
@@ -47,6 +51,8 @@ interface Job {
   learnedAt: number | null;
   timer: NodeJS.Timeout | null;
   controller: AbortController | null;
+  /** The record the fetch was asked for: once it changed and carries a policy, no fetch is needed. */
+  wantedFor: InstanceRecord | undefined;
   /** The record the last cycle failed against, and when: see enqueue(). */
   failedRecord: InstanceRecord | undefined;
   failedAt: number;
@@ -60,6 +66,7 @@ export function createPolicyFetcher(opts: PolicyFetcherOptions): PolicyFetcher {
   const { getInstance, onLearned } = opts;
   const fetchInfo = opts.fetchInfo ?? fetchAgentInfo;
   const concurrency = Math.max(1, opts.concurrency ?? 8);
+  const coordinator = opts.coordinator ?? LOCAL_FETCHES;
   const now = opts.now ?? Date.now;
 
   const jobs = new Map<string, Job>();
@@ -122,7 +129,25 @@ export function createPolicyFetcher(opts: PolicyFetcherOptions): PolicyFetcher {
       logger.debug({ instanceId: id }, 'policy fetch dropped: instance no longer registered');
       return;
     }
+    if (instance !== job.wantedFor && instance.reportedPolicy !== null) {
+      // Known since the fetch was asked for: another node learned it (its write arrived through
+      // the store) while this one waited for its claim, or a registration reported it.
+      job.state = 'learned';
+      job.learnedAt = now();
+      job.lastError = null;
+      logger.info({ instanceId: id }, 'port policy known meanwhile (learned by another node, or reported); not fetched');
+      return;
+    }
     job.state = 'fetching';
+    const claim = await coordinator.acquire(id);
+    if (claim.kind === 'elsewhere') {
+      waitForClaim(id, job, claim);
+      return;
+    }
+    if (closed) {
+      await claim.release();
+      return;
+    }
     job.attempts++;
     job.nextAttemptAt = null;
     const controller = new AbortController();
@@ -162,7 +187,21 @@ export function createPolicyFetcher(opts: PolicyFetcherOptions): PolicyFetcher {
       failed(id, job, instance, err, where);
     } finally {
       job.controller = null;
+      await claim.release();
     }
+  }
+
+  // Another node fetches this policy for the cluster: wait for it without holding a slot, then
+  // look again (attempt() finds its result, which arrives through the store).
+  function waitForClaim(id: string, job: Job, claim: FetchClaim & { kind: 'elsewhere' }): void {
+    job.state = 'retrying';
+    job.lastError = { code: 'ERR_FETCH_ELSEWHERE', message: `${claim.holder} is fetching this policy for the cluster`, permanent: false };
+    void claim.settled.then(() => {
+      if (closed || jobs.get(id) !== job) return;
+      job.state = 'queued';
+      push(id);
+      pump();
+    });
   }
 
   function failed(id: string, job: Job, instance: InstanceRecord, err: unknown, where: object): void {
@@ -216,6 +255,7 @@ export function createPolicyFetcher(opts: PolicyFetcherOptions): PolicyFetcher {
         learnedAt: existing?.learnedAt ?? null,
         timer: null,
         controller: null,
+        wantedFor: getInstance(id),
         failedRecord: undefined,
         failedAt: 0,
       };

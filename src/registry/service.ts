@@ -7,12 +7,16 @@ import { createPolicyFetcher } from './fetcher.js';
 import type { FetchStatus, PolicyFetcher, PolicyFetcherOptions } from './fetcher.js';
 import { Registry } from './registry.js';
 import type { RegistrationInput } from './registry.js';
-import type { RegistryStore } from './store.js';
+import { StoreConflictError } from './store.js';
+import type { RegistryStore, StoreStatus } from './store.js';
 import type { Decision, InstanceRecord, PortPolicy } from './types.js';
 
 export type { FetchStatus, PolicyFetcher };
 /** What the service hands a fetcher factory. */
 export type PolicyFetcherDeps = Omit<PolicyFetcherOptions, 'fetchInfo' | 'concurrency' | 'now'>;
+
+/** A write that keeps losing races with other nodes gives up with ERR_STORE_CONFLICT. */
+const MAX_WRITE_ATTEMPTS = 5;
 
 export interface RegistryCounters {
   /** Decisions by kind since start. */
@@ -36,6 +40,8 @@ export interface RegistryService {
   list(): InstanceRecord[];
   get(instanceId: string): InstanceRecord | undefined;
   fetchStatus(instanceId: string): FetchStatus | undefined;
+  /** Whether the store can be written (etcd: reachable); null when the store does not say. */
+  storeStatus(): StoreStatus | null;
   readonly counters: Readonly<RegistryCounters>;
   /** Stops the fetcher, waits for in-flight mutations, closes the store. */
   close(): Promise<void>;
@@ -73,6 +79,9 @@ export async function createRegistryService(opts: RegistryServiceOptions): Promi
     await store.close().catch(() => {});
     throw err;
   }
+  // Other nodes' changes (etcd), applied as they come; a write of ours that raced one of them
+  // fails its compare-and-swap and is retried by retryConflicts().
+  store.follow?.((id, record) => registry.replicate(id, record));
 
   const fetcherDeps: PolicyFetcherDeps = {
     logger,
@@ -84,21 +93,47 @@ export async function createRegistryService(opts: RegistryServiceOptions): Promi
     maxResponseBytes: config.fetch.maxResponseBytes,
     getInstance: (id: string) => registry.get(id),
     onLearned: (id: string, composeHash: string, policy: PortPolicy) => learned(id, composeHash, policy),
+    ...(store.coordinator ? { coordinator: store.coordinator } : {}),
   };
   const fetcher = (opts.fetcherFactory ?? createPolicyFetcher)(fetcherDeps);
 
   function learned(id: string, composeHash: string, policy: PortPolicy): Promise<void> {
     return serialized(async () => {
       if (closed) return;
-      const record = registry.learnPolicy(id, composeHash, policy);
-      if (!record) return; // removed, or its compose hash changed while the fetch ran
       try {
-        await store.put(record);
+        await retryConflicts(async () => {
+          const previous = registry.get(id);
+          const record = registry.learnPolicy(id, composeHash, policy);
+          if (!record) return; // removed, or its compose hash changed while the fetch ran
+          try {
+            await store.put(record);
+          } catch (err) {
+            if (err instanceof StoreConflictError) registry.restore(record, previous);
+            throw err;
+          }
+        });
       } catch (err) {
         counters.learnPersistFailures++;
-        logger.error({ err, instanceId: id }, 'persisting a learned policy failed; it is kept in memory only');
+        const kept = err instanceof StoreConflictError ? 'it is dropped and fetched again when needed' : 'it is kept in memory only';
+        logger.error({ err, instanceId: id }, `persisting a learned policy failed; ${kept}`);
       }
     });
+  }
+
+  /**
+   * A write that lost a compare-and-swap race with another node (etcd) wrote nothing and was
+   * undone here: catch up with that node's change and apply this one again on top of it.
+   */
+  async function retryConflicts<T>(fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (!(err instanceof StoreConflictError) || attempt >= MAX_WRITE_ATTEMPTS) throw err;
+        logger.info({ instanceId: err.instanceId, attempt }, 'another node changed the instance meanwhile; applying the change again');
+        await err.catchUp();
+      }
+    }
   }
 
   let queued = 0;
@@ -113,7 +148,7 @@ export async function createRegistryService(opts: RegistryServiceOptions): Promi
   /** A mutation requested before close() still completes; one requested after is refused. */
   function mutation<T>(fn: () => Promise<T>): Promise<T> {
     if (closed) return Promise.reject(new InterceptorError('ERR_REGISTRY_CLOSED', 'the registry service is shutting down'));
-    return serialized(fn);
+    return serialized(() => retryConflicts(fn));
   }
 
   return {
@@ -182,6 +217,7 @@ export async function createRegistryService(opts: RegistryServiceOptions): Promi
     list: () => registry.list(),
     get: (instanceId) => registry.get(instanceId),
     fetchStatus: (instanceId) => fetcher.status(instanceId),
+    storeStatus: () => store.status?.() ?? null,
     counters,
 
     async close() {

@@ -130,13 +130,17 @@ export class Lab {
     return JSON.parse(stdout.trim().split('\n').pop()!) as ClientResult;
   }
 
-  /** Writes a config for the gateway (registry and admin socket inside the lab's temp dir). */
-  async writeConfig(body: string, name = 'config.toml'): Promise<string> {
+  /**
+   * Writes a config for the gateway (registry and admin socket inside the lab's temp dir).
+   * `registryKeys`: more lines for the [registry] table (e.g. `store = "etcd"`).
+   */
+  async writeConfig(body: string, name = 'config.toml', registryKeys = ''): Promise<string> {
     const file = path.join(this.dir, name);
     const text = `${body}
 [registry]
 path = "${path.join(this.dir, 'registry')}"
 admin_socket = "${path.join(this.dir, 'admin.sock')}"
+${registryKeys}
 `;
     await writeFile(file, text);
     return file;

@@ -13,7 +13,7 @@ import type { PolicyFetcher } from '../../../src/registry/fetcher.js';
 import { parsePolicyString } from '../../../src/registry/policy.js';
 import { createRegistryService } from '../../../src/registry/service.js';
 import type { RegistryService } from '../../../src/registry/service.js';
-import { createFileStore } from '../../../src/registry/store.js';
+import { createSqliteStore } from '../../../src/registry/sqlite-store.js';
 
 const logger = pino({ level: 'silent' });
 const config: RegistryConfig = {
@@ -21,6 +21,8 @@ const config: RegistryConfig = {
   adminSocket: '',
   agentPort: 8090,
   fetch: DEFAULT_CONFIG.registry.fetch,
+  store: 'sqlite',
+  etcd: null,
 };
 const fetcherFactory = (): PolicyFetcher => ({
   enqueue: () => {},
@@ -48,7 +50,7 @@ afterEach(async () => {
 });
 
 async function start(): Promise<void> {
-  service = await createRegistryService({ logger, config, store: createFileStore({ dir: path.join(tmp, 'store'), logger }), fetcherFactory });
+  service = await createRegistryService({ logger, config, store: createSqliteStore({ dir: path.join(tmp, 'store'), logger }), fetcherFactory });
   server = await createAdminServer({ logger, socketPath, service });
 }
 

@@ -14,7 +14,7 @@ import { InterceptorError } from '../../../src/errors.js';
 import type { FetchStatus, PolicyFetcher } from '../../../src/registry/fetcher.js';
 import { createRegistryService } from '../../../src/registry/service.js';
 import type { RegistryService } from '../../../src/registry/service.js';
-import { createFileStore } from '../../../src/registry/store.js';
+import { createSqliteStore } from '../../../src/registry/sqlite-store.js';
 import type { RegistryStore } from '../../../src/registry/store.js';
 
 const logger = pino({ level: 'silent' });
@@ -23,6 +23,8 @@ const config: RegistryConfig = {
   adminSocket: '',
   agentPort: 8090,
   fetch: DEFAULT_CONFIG.registry.fetch,
+  store: 'sqlite',
+  etcd: null,
 };
 
 let tmp: string;
@@ -46,7 +48,7 @@ async function start(store?: RegistryStore): Promise<void> {
   service = await createRegistryService({
     logger,
     config,
-    store: store ?? createFileStore({ dir: path.join(tmp, 'store'), logger }),
+    store: store ?? createSqliteStore({ dir: path.join(tmp, 'store'), logger }),
     fetcherFactory,
   });
   server = await createAdminServer({ logger, socketPath, service });
@@ -275,7 +277,7 @@ describe('admin server', () => {
     });
     await new Promise<void>((r) => other.listen(socketPath, r));
     cleanups.push(() => new Promise((r) => other.close(r)));
-    const svc = await createRegistryService({ logger, config, store: createFileStore({ dir: path.join(tmp, 'store'), logger }), fetcherFactory });
+    const svc = await createRegistryService({ logger, config, store: createSqliteStore({ dir: path.join(tmp, 'store'), logger }), fetcherFactory });
     cleanups.push(() => svc.close());
     await expect(createAdminServer({ logger, socketPath, service: svc })).rejects.toMatchObject({ code: 'ERR_ADMIN_SOCKET_IN_USE' });
     const greeting = await new Promise<string>((resolve, reject) => {
@@ -291,7 +293,7 @@ describe('admin server', () => {
   it('refuses to replace a path that is not a socket', async () => {
     await fs.mkdir(path.dirname(socketPath), { recursive: true });
     await fs.writeFile(socketPath, 'precious');
-    const svc = await createRegistryService({ logger, config, store: createFileStore({ dir: path.join(tmp, 'store'), logger }), fetcherFactory });
+    const svc = await createRegistryService({ logger, config, store: createSqliteStore({ dir: path.join(tmp, 'store'), logger }), fetcherFactory });
     cleanups.push(() => svc.close());
     await expect(createAdminServer({ logger, socketPath, service: svc })).rejects.toMatchObject({ code: 'ERR_ADMIN_SOCKET_IN_USE' });
     expect(await fs.readFile(socketPath, 'utf8')).toBe('precious');

@@ -12,7 +12,7 @@ import type { RegistryConfig } from '../../../src/config.js';
 import type { FetchStatus, PolicyFetcher } from '../../../src/registry/fetcher.js';
 import { createRegistryService } from '../../../src/registry/service.js';
 import type { RegistryService } from '../../../src/registry/service.js';
-import { createFileStore } from '../../../src/registry/store.js';
+import { createSqliteStore } from '../../../src/registry/sqlite-store.js';
 
 const logger = pino({ level: 'silent' });
 const config: RegistryConfig = {
@@ -20,6 +20,8 @@ const config: RegistryConfig = {
   adminSocket: '',
   agentPort: 8090,
   fetch: DEFAULT_CONFIG.registry.fetch,
+  store: 'sqlite',
+  etcd: null,
 };
 const HASH = '0123456789abcdef'.repeat(4);
 
@@ -37,7 +39,7 @@ const fetcherFactory = (): PolicyFetcher => ({
 });
 
 async function startDaemon(): Promise<void> {
-  service = await createRegistryService({ logger, config, store: createFileStore({ dir: storeDir, logger }), fetcherFactory });
+  service = await createRegistryService({ logger, config, store: createSqliteStore({ dir: storeDir, logger }), fetcherFactory });
   server = await createAdminServer({ logger, socketPath, service });
 }
 

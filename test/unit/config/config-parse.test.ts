@@ -30,6 +30,8 @@ describe('parseConfig defaults', () => {
         adminSocket: '/run/tproxy-interceptor/admin.sock',
         agentPort: 8090,
         fetch: { timeoutMs: 10_000, maxRetries: 5, backoffInitialMs: 1000, backoffMaxMs: 30_000, maxResponseBytes: 4 * 1024 * 1024 },
+        store: 'sqlite',
+        etcd: null,
         attested: null,
       },
       inboundPp: { trustedSources: [], timeoutMs: 3000, maxV2Length: 4096 },
@@ -110,6 +112,45 @@ ports = [443]
   });
 });
 
+describe('parseConfig: [registry] store', () => {
+  it('store = "etcd" takes the endpoints, prefix, timeout, TLS files and user of [registry.etcd], with defaults', () => {
+    expect(parseConfig('[registry]\nstore = "etcd"\n').registry.etcd).toEqual({
+      endpoints: ['http://127.0.0.1:2379'],
+      prefix: '/tproxy-interceptor/',
+      timeoutMs: 3000,
+      ca: null,
+      cert: null,
+      key: null,
+      username: null,
+      password: null,
+    });
+    const full = parseConfig(`
+[registry]
+store = "etcd"
+[registry.etcd]
+endpoints = ["https://10.0.0.5:2379/", "https://[fd00::5]:2379"]
+prefix = "/prod/tpi/"
+timeout = "500ms"
+ca = "/etc/tpi/ca.pem"
+cert = "/etc/tpi/node.pem"
+key = "/etc/tpi/node-key.pem"
+username = "tpi"
+password = "secret"
+`).registry;
+    expect(full.store).toBe('etcd');
+    expect(full.etcd).toEqual({
+      endpoints: ['https://10.0.0.5:2379', 'https://[fd00::5]:2379'],
+      prefix: '/prod/tpi/',
+      timeoutMs: 500,
+      ca: '/etc/tpi/ca.pem',
+      cert: '/etc/tpi/node.pem',
+      key: '/etc/tpi/node-key.pem',
+      username: 'tpi',
+      password: 'secret',
+    });
+  });
+});
+
 describe('parseConfig errors name the key, the problem and the accepted form', () => {
   it.each<[string, string, RegExp]>([
     ['[intercept]\nmrak = 1\n', 'intercept.mrak', /unknown key `intercept.mrak` \(did you mean `intercept.mark`\?\)/],
@@ -178,6 +219,19 @@ describe('parseConfig errors name the key, the problem and the accepted form', (
     ['[registry.fetch]\nmax_response_bytes = "4MiB"\n', 'registry.fetch.max_response_bytes', /expected an integer number of bytes/],
     ['[registry.fetch]\nbackoff_initial = "10s"\nbackoff_max = "5s"\n', 'registry.fetch.backoff_max', /below registry.fetch.backoff_initial/],
     ['[registry]\nfetch = 1\n', 'registry.fetch', /expected a table \(\[registry.fetch\]\)/],
+    ['[registry]\nstore = "redis"\n', 'registry.store', /expected one of "sqlite", "etcd"/],
+    ['[registry.etcd]\nendpoints = ["http://10.0.0.1:2379"]\n', 'registry.etcd', /registry.store is "sqlite"; set registry.store = "etcd"/],
+    ['[registry]\nstore = "etcd"\n[registry.etcd]\nendpoint = "x"\n', 'registry.etcd.endpoint', /did you mean `registry.etcd.endpoints`/],
+    ['[registry]\nstore = "etcd"\n[registry.etcd]\nendpoints = []\n', 'registry.etcd.endpoints', /expected an array of etcd client URLs/],
+    ['[registry]\nstore = "etcd"\n[registry.etcd]\nendpoints = ["10.0.0.1:2379"]\n', 'registry.etcd.endpoints[0]', /not an etcd client URL; .*scheme, host and port/],
+    ['[registry]\nstore = "etcd"\n[registry.etcd]\nendpoints = ["http://10.0.0.1:2379/v3"]\n', 'registry.etcd.endpoints[0]', /not an etcd client URL/],
+    ['[registry]\nstore = "etcd"\n[registry.etcd]\nendpoints = ["http://a:2379", "https://b:2379"]\n', 'registry.etcd.endpoints', /mixes http:\/\/ .* and https:\/\//],
+    ['[registry]\nstore = "etcd"\n[registry.etcd]\nca = "/etc/ca.pem"\n', 'registry.etcd.endpoints', /plain http, but TLS files are set/],
+    ['[registry]\nstore = "etcd"\n[registry.etcd]\nendpoints = ["https://a:2379"]\ncert = "/c.pem"\n', 'registry.etcd.key', /needs both cert and key/],
+    ['[registry]\nstore = "etcd"\n[registry.etcd]\nendpoints = ["https://a:2379"]\nca = "ca.pem"\n', 'registry.etcd.ca', /not an absolute path/],
+    ['[registry]\nstore = "etcd"\n[registry.etcd]\nusername = "root"\n', 'registry.etcd.password', /needs both username and password/],
+    ['[registry]\nstore = "etcd"\n[registry.etcd]\nprefix = "/tpi"\n', 'registry.etcd.prefix', /ending with "\/"/],
+    ['[registry]\nstore = "etcd"\n[registry.etcd]\ntimeout = "0s"\n', 'registry.etcd.timeout', /greater than zero/],
     ['[inbound_pp]\ntrusted_sources = "10.0.0.0/8"\n', 'inbound_pp.trusted_sources', /expected an array of networks/],
     ['[inbound_pp]\ntrusted_sources = ["10.0.0.0/8", "10.0.0.1/8"]\n', 'inbound_pp.trusted_sources[1]', /host bits .* 10.0.0.0\/8/],
     ['[inbound_pp]\ntrusted_sources = [10]\n', 'inbound_pp.trusted_sources[0]', /expected a network like/],

@@ -20,9 +20,10 @@ describe('examples/config.toml', () => {
       'interface', 'connect_timeout', 'idle_timeout', 'pp_version', 'keep_client_port', 'relay', 'pipe_size', 'level', 'path', 'admin_socket',
       'agent_port', 'timeout', 'max_retries', 'backoff_initial', 'backoff_max', 'max_response_bytes', 'trusted_sources', 'max_v2_length',
       'listen', 'ca_file', 'cert_file', 'key_file', 'allowed_apps', 'app_id_fallback', 'allow_address_change', 'peer', 'instance',
+      'store', 'endpoints', 'prefix', 'ca', 'cert', 'key', 'username', 'password',
     ];
     for (const key of keys) expect(text, key).toMatch(new RegExp(`^#? ?${key} = `, 'm'));
-    for (const section of ['[listen]', '[intercept]', '[[intercept.targets]]', '[upstream]', '[log]', '[registry]', '[registry.fetch]', '[registry.attested]', '[[registry.attested.address_map]]', '[inbound_pp]']) {
+    for (const section of ['[listen]', '[intercept]', '[[intercept.targets]]', '[upstream]', '[log]', '[registry]', '[registry.etcd]', '[registry.fetch]', '[registry.attested]', '[[registry.attested.address_map]]', '[inbound_pp]']) {
       expect(text).toContain(section);
     }
   });

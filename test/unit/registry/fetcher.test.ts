@@ -6,6 +6,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { fetchAgentInfo } from '../../../src/registry/agent-client.js';
 import { composeHash, PolicyFetchError } from '../../../src/registry/compose.js';
 import { createPolicyFetcher, type FetchStatus, type PolicyFetcher, type PolicyFetcherOptions } from '../../../src/registry/fetcher.js';
+import type { FetchCoordinator } from '../../../src/registry/fetch-coordinator.js';
+import { makePolicy } from '../../../src/registry/policy.js';
 import { Registry } from '../../../src/registry/registry.js';
 import type { PortPolicy } from '../../../src/registry/types.js';
 
@@ -623,5 +625,62 @@ describe('fetchAgentInfo', () => {
       code: 'ERR_AGENT_HTTP',
       status: 404,
     });
+  });
+});
+
+describe('policy fetcher with a coordinator (which node of a cluster fetches)', () => {
+  function coordinator() {
+    const calls: string[] = [];
+    let release!: () => void;
+    const ctl = {
+      calls,
+      released: 0,
+      /** The next acquire() finds the fetch claimed by another node until release() is called. */
+      elsewhere: true,
+      release: () => release(),
+    };
+    const c: FetchCoordinator = {
+      acquire: async (id) => {
+        calls.push(id);
+        if (!ctl.elsewhere) return { kind: 'mine', release: async () => void ctl.released++ };
+        ctl.elsewhere = false;
+        return { kind: 'elsewhere', holder: 'node other', settled: new Promise<void>((r) => (release = r)) };
+      },
+    };
+    return { c, ctl };
+  }
+
+  it('waits while another node holds the claim, and takes that node\'s result without fetching', async () => {
+    const agent = await startAgent(json(infoResponse(APP_COMPOSE)));
+    const { c, ctl } = coordinator();
+    const h = harness(agent.port, { coordinator: c });
+    const hash = composeHash(APP_COMPOSE);
+    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1', composeHash: hash });
+    h.fetcher.enqueue('i1');
+    await new Promise((r) => setTimeout(r, 50));
+    expect(h.fetcher.status('i1')).toMatchObject({ state: 'retrying', attempts: 0, lastError: { code: 'ERR_FETCH_ELSEWHERE' } });
+    h.fetcher.enqueue('i1'); // traffic asking again changes nothing while it waits
+    expect(ctl.calls).toEqual(['i1']);
+    // The other node's result arrives through the store, then its claim goes.
+    h.registry.replicate('i1', { ...h.registry.get('i1')!, reportedPolicy: makePolicy([[8080, true]], false), policySource: 'agent', policyComposeHash: hash });
+    ctl.release();
+    expect((await h.settled('i1')).state).toBe('learned');
+    expect(agent.requests).toHaveLength(0);
+    expect(ctl.calls).toEqual(['i1']);
+    expect(h.lines.some((l) => String(l['msg']).includes('learned by another node'))).toBe(true);
+  });
+
+  it('fetches itself once the other node released its claim without a result, and releases its own', async () => {
+    const agent = await startAgent(json(infoResponse(APP_COMPOSE)));
+    const { c, ctl } = coordinator();
+    const h = harness(agent.port, { coordinator: c });
+    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1', composeHash: composeHash(APP_COMPOSE) });
+    h.fetcher.enqueue('i1');
+    await new Promise((r) => setTimeout(r, 50));
+    ctl.release();
+    expect((await h.settled('i1')).state).toBe('learned');
+    expect(agent.requests).toHaveLength(1);
+    expect(ctl.calls).toEqual(['i1', 'i1']);
+    expect(ctl.released).toBe(1);
   });
 });

@@ -7,6 +7,7 @@ import type { FetchStatus, PolicyFetcher } from '../../../src/registry/fetcher.j
 import { parsePolicyString } from '../../../src/registry/policy.js';
 import { createRegistryService } from '../../../src/registry/service.js';
 import type { PolicyFetcherDeps } from '../../../src/registry/service.js';
+import { StoreConflictError } from '../../../src/registry/store.js';
 import type { RegistryStore } from '../../../src/registry/store.js';
 import type { InstanceRecord } from '../../../src/registry/types.js';
 
@@ -17,6 +18,8 @@ const config: RegistryConfig = {
   adminSocket: '/nonexistent.sock',
   agentPort: 8090,
   fetch: DEFAULT_CONFIG.registry.fetch,
+  store: 'sqlite',
+  etcd: null,
 };
 
 const HASH = 'ab'.repeat(32);
@@ -148,6 +151,27 @@ describe('registry service', () => {
     expect(service.get('i-1')).toBe(original);
     expect(service.decide('10.0.0.1', 80)).toMatchObject({ kind: 'proxy', instanceId: 'i-1' });
     expect(service.list()).toEqual([original]);
+  });
+
+  it('a write that lost a race with another node (ERR_STORE_CONFLICT) is applied again after catching up, a few times at most', async () => {
+    const { service, mem } = await setup();
+    const original = await service.add({ instanceId: 'i-1', appId: 'app', ip: '10.0.0.1' });
+    let catchUps = 0;
+    const conflict = new StoreConflictError('i-1', async () => {
+      catchUps++;
+      if (catchUps === 2) mem.ctl.fail = null; // the third attempt finds the store current
+    });
+    mem.ctl.fail = conflict;
+    const record = await service.setOverride('i-1', parsePolicyString('22', true));
+    expect(catchUps).toBe(2);
+    expect(mem.ctl.calls.filter((c) => c === 'put i-1')).toHaveLength(4);
+    expect(service.get('i-1')).toBe(record);
+
+    mem.ctl.fail = new StoreConflictError('i-1', async () => void catchUps++);
+    await expect(service.setOverride('i-1', null)).rejects.toMatchObject({ code: 'ERR_STORE_CONFLICT' });
+    expect(catchUps).toBe(2 + 4);
+    expect(service.get('i-1')).toBe(record);
+    expect(original.override).toBeNull();
   });
 
   it('queues a fetch after registering without a policy, not with one', async () => {
