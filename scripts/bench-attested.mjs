@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Attested registrations per second over mutual TLS, and their latency: the daemon's registration
-// endpoint (dist/attested/server.js) on loopback with the real registry service and file store
+// endpoint (dist/attested/server.js) on loopback with the real registry service and SQLite store
 // (each acknowledged registration is fdatasync'ed), and a load generator in a child process
 // registering distinct instances, each from its own loopback address, each over a new TLS
 // connection with its own RA-TLS client certificate (as a CVM does at boot).
@@ -42,7 +42,7 @@ async function runServer() {
   const dist = (p) => pathToFileURL(path.join(root, 'dist', p)).href;
   const { createAttestedServer } = await import(dist('attested/server.js'));
   const { createRegistryService } = await import(dist('registry/service.js'));
-  const { createFileStore } = await import(dist('registry/store.js'));
+  const { createSqliteStore } = await import(dist('registry/sqlite-store.js'));
   const { DEFAULT_CONFIG } = await import(dist('config-parse.js'));
 
   const n = Number(values.registrations);
@@ -62,7 +62,7 @@ async function runServer() {
     process.stderr.write(`${n} client certificates in ${Math.round(performance.now() - t0)} ms\n`);
 
     const logger = pino({ level: values['log-level'] }, pino.destination({ dest: '/dev/null', sync: false }));
-    const store = createFileStore({ dir: path.join(tmp, 'store'), logger });
+    const store = createSqliteStore({ dir: path.join(tmp, 'store'), logger });
     const service = await createRegistryService({ logger, config: DEFAULT_CONFIG.registry, store });
     const attested = values.baseline ? await bareServer(pki, server) : await createAttestedServer({
       logger,

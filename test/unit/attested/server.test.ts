@@ -15,7 +15,8 @@ import { DEFAULT_CONFIG } from '../../../src/config-parse.js';
 import type { PolicyFetcher } from '../../../src/registry/fetcher.js';
 import { parsePolicyString, serializeInstance } from '../../../src/registry/policy.js';
 import { createRegistryService, type RegistryService } from '../../../src/registry/service.js';
-import { createFileStore, type RegistryStore } from '../../../src/registry/store.js';
+import type { RegistryStore } from '../../../src/registry/store.js';
+import { createSqliteStore } from '../../../src/registry/sqlite-store.js';
 import { OID_APP_ID, OID_APP_INFO, TestPki, appInfoFields, encodeAppInfo, hex, ratlsExtension, writePem } from '../../../scripts/lib/ra-tls-pki.mjs';
 
 const DAY = 86_400_000;
@@ -72,9 +73,9 @@ function attestedConfig(over: Partial<AttestedConfig> = {}): AttestedConfig {
   };
 }
 
-/** A file store whose next write can be made to fail, and whose writes can be held. */
+/** A SQLite store whose next write can be made to fail, and whose writes can be held. */
 function failingStore(dir: string): RegistryStore & { failNext: Error | null; gate: Promise<void> | null } {
-  const inner = createFileStore({ dir, logger: pino({ level: 'silent' }) });
+  const inner = createSqliteStore({ dir, logger: pino({ level: 'silent' }) });
   const s = {
     failNext: null as Error | null,
     gate: null as Promise<void> | null,
@@ -251,7 +252,7 @@ describe('attested registration', () => {
     await strict.close();
     await lenient.close();
     await service.close(); // afterEach's second close() is a no-op
-    const reopened = createFileStore({ dir: storeDir, logger: pino({ level: 'silent' }) });
+    const reopened = createSqliteStore({ dir: storeDir, logger: pino({ level: 'silent' }) });
     const records = await reopened.load();
     await reopened.close();
     expect(records.map((r) => [r.instanceId, r.ip, r.composeHash]).sort()).toEqual(
