@@ -196,7 +196,7 @@ function effectivePolicy(service: RegistryService, r: InstanceRecord): { source:
   return { source: null, policy: null };
 }
 
-export function describeInstance(service: RegistryService, r: InstanceRecord): InstanceDetails {
+function describeInstance(service: RegistryService, r: InstanceRecord): InstanceDetails {
   const effective = effectivePolicy(service, r);
   const decisions: WirePortDecision[] = [];
   let unlisted: InstanceDetails['unlistedPorts'] = null;
@@ -227,7 +227,7 @@ export function describeInstance(service: RegistryService, r: InstanceRecord): I
 }
 
 /** Admin.GetInstancePortPolicy, as the dstack gateway answers it (plus why every port is refused). */
-export function portPolicyView(service: RegistryService, r: InstanceRecord): PortPolicyView {
+function portPolicyView(service: RegistryService, r: InstanceRecord): PortPolicyView {
   const effective = effectivePolicy(service, r);
   return {
     effective: effective.policy,

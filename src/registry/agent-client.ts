@@ -16,7 +16,7 @@ export interface AgentInfoRequest {
 
 const REQUEST_BODY = Buffer.from('{}');
 
-export function agentInfoUrl(ip: string, port: number): string {
+function agentInfoUrl(ip: string, port: number): string {
   return `http://${ip.includes(':') ? `[${ip}]` : ip}:${port}/prpc/Info?json`;
 }
 

@@ -50,11 +50,6 @@ export class PolicyFetchError extends InterceptorError {
   }
 }
 
-/** SHA-256 of the raw bytes (a string is taken as UTF-8), lowercase hex. No normalisation. */
-export function composeHash(appComposeText: string | Buffer): string {
-  return createHash('sha256').update(appComposeText).digest('hex');
-}
-
 /** What one Info response says, before anything in it is believed. */
 export interface InfoFacts {
   /** Info.compose_hash, normalised; null when absent, null or "". */
@@ -67,7 +62,8 @@ export interface InfoFacts {
   readonly tcbComposeHash: string | null;
   /**
    * tcb_info's app_compose (the last one, as serde_json's map keeps it): the SHA-256 of its text
-   * and its policy, or why it does not parse. null: there is no app_compose string.
+   * (as UTF-8, no normalisation: the compose hash), and its policy, or why it does not parse.
+   * null: there is no app_compose string.
    */
   readonly appCompose: { readonly sha256: string; readonly policy: PortPolicy | null; readonly error: PolicyFetchError | null } | null;
 }
@@ -275,7 +271,7 @@ class InfoVisitor extends RootObjectVisitor {
     throw undecodable('is not a JSON object');
   }
 
-  protected onMember(key: string | null, kind: string): { chunk(text: string): void; end(): void } | null {
+  protected onMember(key: string | null, kind: string, value?: boolean | null): { chunk(text: string): void; end(): void } | null {
     if (key !== 'compose_hash' && key !== 'tcb_info') return null;
     // A typed message upstream: a member given twice does not decode.
     if (this.#seen.has(key)) throw undecodable(`has ${key} twice`);
@@ -285,7 +281,7 @@ class InfoVisitor extends RootObjectVisitor {
       this.tcbInfo = new TcbInfoSink();
       return this.tcbInfo;
     }
-    if (kind === 'literal') return null; // null: absent
+    if (kind === 'literal' && value === null) return null; // as if absent
     if (kind !== 'string') throw undecodable('compose_hash is not a string');
     return shortString((text) => {
       if (text === '') return;
@@ -344,13 +340,6 @@ function translate(err: unknown): unknown {
   return err instanceof JsonSyntaxError ? undecodable(`is not JSON: ${err.message}`) : err;
 }
 
-/** All of a body at once (tests, and callers that have it in memory). */
-export function readInfoResponse(body: Buffer | string): InfoFacts {
-  const reader = new InfoResponseReader();
-  reader.write(typeof body === 'string' ? Buffer.from(body, 'utf8') : body);
-  return reader.end();
-}
-
 function mismatch(what: string, expectedHash: string, actualHash: string): PolicyFetchError {
   return new PolicyFetchError('ERR_COMPOSE_HASH_MISMATCH', `${what}: expected compose hash ${expectedHash}, got ${actualHash}`, {
     permanent: true,
@@ -390,9 +379,4 @@ export function attestedPolicy(facts: InfoFacts, attestedHash: string | null): {
   }
   if (app.error !== null) throw app.error;
   return { policy: app.policy as PortPolicy, composeHash: app.sha256 };
-}
-
-/** readInfoResponse + attestedPolicy. */
-export function policyFromInfoResponse(body: Buffer | string, attestedHash: string | null): { policy: PortPolicy; composeHash: string } {
-  return attestedPolicy(readInfoResponse(body), attestedHash);
 }

@@ -8,7 +8,7 @@
 //
 // Strict RFC 8259 as serde_json reads it: no comments, no trailing commas, no leading zeros, no
 // raw control characters in strings, escaped surrogates must pair, at most MAX_DEPTH nested
-// arrays/objects (serde_json's recursion limit), one value per document.
+// arrays/objects, one value per document.
 
 export interface JsonVisitor {
   startObject(): void;
@@ -38,7 +38,8 @@ export class JsonSyntaxError extends Error {
   }
 }
 
-export const MAX_DEPTH = 128;
+/** serde_json's recursion limit: 128 nested arrays/objects fail, 127 parse. */
+export const MAX_DEPTH = 127;
 export const MAX_KEY_LENGTH = 256;
 export const MAX_NUMBER_LENGTH = 40;
 

@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 import { InterceptorError } from '../errors.js';
 import { deriveEntry, fetchWanted } from './entry.js';
-import { normalizeComposeHash, normalizeIp } from './policy.js';
+import { normalizeComposeHash } from './policy.js';
 import {
   IpInUseError,
   RegistrationError,
@@ -16,8 +16,6 @@ import {
   type RegistrationInput,
 } from './registration.js';
 import type { Decision, DecisionEntry, InstanceRecord, PortPolicy } from './types.js';
-
-export { IpInUseError, RegistrationError, UnknownInstanceError, type RegistrationInput };
 
 export interface DecideResult {
   readonly decision: Decision;
@@ -355,12 +353,6 @@ export class Registry {
 
   get(instanceId: string): InstanceRecord | undefined {
     return this.#byId.get(instanceId)?.record;
-  }
-
-  /** Lookup by any spelling of the address (normalised first). */
-  byIp(ip: string): InstanceRecord | undefined {
-    const n = normalizeIp(ip);
-    return n === null ? undefined : this.#byIp.get(n)?.record;
   }
 
   /** All records, sorted by instance id. */

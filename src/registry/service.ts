@@ -64,14 +64,14 @@ export interface RegistryServiceOptions {
 export async function createRegistryService(opts: RegistryServiceOptions): Promise<RegistryService> {
   const logger = opts.logger.child({ component: 'registry' });
   const { store, config } = opts;
-  const trust = config.trustAgentComposeHash;
   const registry =
     opts.registry ??
     new Registry({
       logger,
-      trustAgentComposeHash: trust,
+      trustAgentComposeHash: config.trustAgentComposeHash,
       addressRule: { allowLoopback: opts.allowLoopback === true, hostAddresses: opts.hostAddresses ?? hostAddresses },
     });
+  const trust = registry.trustAgentComposeHash;
   const counters: RegistryCounters = { transparent: 0, proxy: 0, refused: 0, learnPersistFailures: 0 };
   let closed = false;
 

@@ -43,8 +43,6 @@ export type Decision =
   | { readonly kind: 'proxy'; readonly instanceId: string; readonly reason: 'policy' | 'override' }
   | { readonly kind: 'refuse'; readonly instanceId: string; readonly reason: RefuseReason };
 
-export type DecisionReason = AdmitReason | RefuseReason;
-
 // ---------------------------------------------------------------------------------------------
 // The contract between the registry (which owns the decision's semantics) and the data path
 // (which applies it per connection, natively, without calling into JavaScript).

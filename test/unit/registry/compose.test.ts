@@ -1,7 +1,17 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { composeHash, InfoResponseReader, PolicyFetchError, policyFromInfoResponse, readInfoResponse } from '../../../src/registry/compose.js';
+import { attestedPolicy, InfoResponseReader, PolicyFetchError, type InfoFacts } from '../../../src/registry/compose.js';
 import type { PortPolicy } from '../../../src/registry/types.js';
+
+const composeHash = (text: string | Buffer): string => createHash('sha256').update(text).digest('hex');
+
+function readInfoResponse(body: Buffer | string): InfoFacts {
+  const reader = new InfoResponseReader();
+  reader.write(Buffer.from(body));
+  return reader.end();
+}
+
+const policyFromInfoResponse = (body: Buffer | string, attested: string | null) => attestedPolicy(readInfoResponse(body), attested);
 
 function entries(p: PortPolicy): [number, boolean][] {
   return [...p.ports].map(([port, r]) => [port, r.pp] as [number, boolean]).sort((a, b) => a[0] - b[0]);
@@ -56,17 +66,7 @@ function codeOf(fn: () => unknown): { code: string; permanent: boolean } | undef
   return undefined;
 }
 
-describe('composeHash', () => {
-  it('is SHA-256 of the raw bytes, lowercase hex, no normalisation', () => {
-    const expected = createHash('sha256').update(Buffer.from(APP_COMPOSE, 'utf8')).digest('hex');
-    expect(composeHash(APP_COMPOSE)).toBe(expected);
-    expect(composeHash(Buffer.from(APP_COMPOSE))).toBe(expected);
-    expect(composeHash(`${APP_COMPOSE}\n`)).not.toBe(expected);
-    expect(composeHash('é')).toBe(createHash('sha256').update(Buffer.from([0xc3, 0xa9])).digest('hex'));
-  });
-});
-
-describe('policyFromInfoResponse', () => {
+describe('attestedPolicy of an Info response', () => {
   const hash = composeHash(APP_COMPOSE);
 
   it('learns the policy attested by the registered hash', () => {

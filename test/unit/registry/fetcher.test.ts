@@ -4,12 +4,21 @@ import type { AddressInfo } from 'node:net';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { fetchAgentInfo } from '../../../src/registry/agent-client.js';
-import { composeHash, PolicyFetchError, readInfoResponse } from '../../../src/registry/compose.js';
+import { createHash } from 'node:crypto';
+import { InfoResponseReader, PolicyFetchError, type InfoFacts } from '../../../src/registry/compose.js';
 import { fetchWanted } from '../../../src/registry/entry.js';
 import { createPolicyFetcher, type FetchStatus, type PolicyFetcher, type PolicyFetcherOptions } from '../../../src/registry/fetcher.js';
 import { Registry } from '../../../src/registry/registry.js';
 import { DEFAULT_CONFIG } from '../../../src/config-parse.js';
 import type { PortPolicy } from '../../../src/registry/types.js';
+
+const composeHash = (text: string): string => createHash('sha256').update(text).digest('hex');
+
+function readInfoResponse(body: string): InfoFacts {
+  const reader = new InfoResponseReader();
+  reader.write(Buffer.from(body));
+  return reader.end();
+}
 
 const APP_COMPOSE = JSON.stringify(
   {
