@@ -58,7 +58,8 @@ const ips = [];
 const heapBefore = process.memoryUsage().heapUsed;
 for (let i = 0; i < INSTANCES; i++) {
   const ip = addressOf(i);
-  // Half report a policy; the other half stay unknown (a quarter of those restricted).
+  // Half report a policy; the other half stay unknown (refused on every port: policy_unknown for
+  // those with an attested compose hash, policy_unattested for the rest).
   const withPolicy = i % 2 === 0;
   const { record } = registry.register({
     // As an admin request delivers them: flat strings out of JSON.parse.
@@ -66,7 +67,7 @@ for (let i = 0; i < INSTANCES; i++) {
     appId: `app-${i % 97}`,
     ip: socketString(ip),
     policy: withPolicy ? policies[i % policies.length] : undefined,
-    restrict: !withPolicy && i % 4 === 1,
+    composeHash: !withPolicy && i % 4 === 1 ? (i % 65536).toString(16).padStart(64, '0') : undefined,
   });
   ips.push(record.ip);
 }

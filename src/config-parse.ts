@@ -351,9 +351,16 @@ function parseLog(root: Table): LogConfig {
   return { level: oneOf(t, 'log', 'level', 'info', LOG_LEVELS) };
 }
 
+/**
+ * Upstream accepts app-compose documents up to 50 MiB. In the Info response that text is escaped
+ * twice (a JSON string inside tcb_info, itself a JSON string), which at worst (every byte a quote
+ * or a backslash) makes each byte four; plus room for the rest of the response.
+ */
+export const DEFAULT_MAX_RESPONSE_BYTES = 4 * 50 * 1024 * 1024 + 4 * 1024 * 1024;
+
 function parseRegistry(root: Table): RegistryConfig {
   const path = 'registry';
-  const t = subTable(root, '', path, ['path', 'admin_socket', 'agent_port', 'fetch', 'store', 'etcd', 'attested']);
+  const t = subTable(root, '', path, ['path', 'admin_socket', 'agent_port', 'trust_agent_compose_hash', 'fetch', 'store', 'etcd', 'attested']);
   const fpath = `${path}.fetch`;
   const f = subTable(t, path, 'fetch', ['timeout', 'max_retries', 'backoff_initial', 'backoff_max', 'max_response_bytes']);
   const fetch: FetchConfig = {
@@ -361,7 +368,7 @@ function parseRegistry(root: Table): RegistryConfig {
     maxRetries: integer(f, fpath, 'max_retries', 5, 0, 1000),
     backoffInitialMs: duration(f, fpath, 'backoff_initial', 1_000),
     backoffMaxMs: duration(f, fpath, 'backoff_max', 30_000),
-    maxResponseBytes: integer(f, fpath, 'max_response_bytes', 4 * 1024 * 1024, 1024, 2 ** 30, 'an integer number of bytes 1024..1073741824'),
+    maxResponseBytes: integer(f, fpath, 'max_response_bytes', DEFAULT_MAX_RESPONSE_BYTES, 1024, 2 ** 30, 'an integer number of bytes 1024..1073741824'),
   };
   if (fetch.backoffMaxMs < fetch.backoffInitialMs) {
     throw new ConfigError(`${fpath}.backoff_max`, `${fetch.backoffMaxMs}ms is below ${fpath}.backoff_initial (${fetch.backoffInitialMs}ms); expected a duration >= backoff_initial`);
@@ -375,6 +382,7 @@ function parseRegistry(root: Table): RegistryConfig {
     // In a directory of its own: a service user can own /run/tproxy-interceptor (RuntimeDirectory=).
     adminSocket: absolutePath(t, path, 'admin_socket', '/run/tproxy-interceptor/admin.sock'),
     agentPort: integer(t, path, 'agent_port', 8090, 1, 65535, 'a TCP port 1..65535'),
+    trustAgentComposeHash: boolean(t, path, 'trust_agent_compose_hash', false),
     fetch,
     store,
     etcd: store === 'etcd' ? parseEtcd(t, path) : null,

@@ -62,7 +62,7 @@ export interface FetchConfig {
   readonly maxRetries: number; // default 5
   readonly backoffInitialMs: number; // default 1s
   readonly backoffMaxMs: number; // default 30s
-  readonly maxResponseBytes: number; // default 4 MiB
+  readonly maxResponseBytes: number; // default 204 MiB (a 50 MiB app-compose escaped twice, see config-parse.ts)
 }
 
 export type StoreKind = 'sqlite' | 'etcd';
@@ -86,6 +86,11 @@ export interface RegistryConfig {
   readonly path: string; // default /var/lib/tproxy-interceptor
   readonly adminSocket: string; // default /run/tproxy-interceptor/admin.sock
   readonly agentPort: number; // default 8090
+  /**
+   * Default false: a policy learned from the guest agent counts only when the registration
+   * carried an attested compose hash. True: without one, the agent's own compose_hash is taken.
+   */
+  readonly trustAgentComposeHash: boolean;
   readonly fetch: FetchConfig;
   /** "sqlite": registry.db under `path`; "etcd": shared by every node on the same etcd and prefix. */
   readonly store: StoreKind; // default "sqlite"

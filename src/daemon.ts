@@ -75,6 +75,7 @@ export async function startDaemon(opts: {
       logger,
       config: config.registry,
       store,
+      allowLoopback: config.intercept.localBackends,
     });
     undo.push(() => registry.close());
 

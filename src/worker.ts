@@ -36,7 +36,9 @@ function stop(drainMs: number): Promise<void> {
 
 async function init(index: number, config: Config, records: unknown[]): Promise<void> {
   const logger = createLogger(config.log.level).child({ worker: index });
-  registry = new Registry({ logger });
+  // A replica sees records, not the primary's fetch state: an instance whose fetch failed is
+  // refused here as policy_unknown rather than fetch_failed (refused all the same).
+  registry = new Registry({ logger, trustAgentComposeHash: config.registry.trustAgentComposeHash });
   registry.load(records.map((r) => deserializeInstance(r)));
   const replica = registry;
   const asked = new Map<string, number>();

@@ -1,9 +1,23 @@
-// Client of the admin API (src/admin/server.ts): typed methods over HTTP on the Unix socket.
+// Client of the admin API (src/admin/server.ts): typed methods over HTTP on the Unix socket. The
+// JSON shapes are wire.ts's.
 import * as http from 'node:http';
 import { InterceptorError } from '../errors.js';
-import { deserializeInstance, deserializePolicy, serializePolicy } from '../registry/policy.js';
-import type { RegistrationInput } from '../registry/registry.js';
+import type { RegistrationInput } from '../registry/registration.js';
 import type { InstanceRecord, PortPolicy } from '../registry/types.js';
+import {
+  detailsFromWire,
+  field,
+  instanceFromWire,
+  PATHS,
+  policyToWire,
+  portPolicyViewFromWire,
+  protocolError,
+  registrationToWire,
+  type InstanceDetails,
+  type PortPolicyView,
+} from './wire.js';
+
+export type { InstanceDetails, PortPolicyView };
 
 /** An error the daemon answered with; `code` is the daemon's (e.g. ERR_UNKNOWN_INSTANCE). */
 export class AdminApiError extends InterceptorError {
@@ -12,30 +26,6 @@ export class AdminApiError extends InterceptorError {
     super(code, message);
     this.status = status;
   }
-}
-
-export interface PortDecision {
-  readonly port: number;
-  readonly kind: string;
-  readonly reason: string;
-}
-
-export interface FetchStatusView {
-  readonly state: string;
-  readonly attempts: number;
-  readonly lastError: { readonly code: string; readonly message: string; readonly permanent: boolean } | null;
-  readonly nextAttemptAt: number | null;
-  readonly learnedAt: number | null;
-}
-
-export interface InstanceDetails {
-  readonly record: InstanceRecord;
-  readonly effectivePolicy: { readonly source: string | null; readonly policy: PortPolicy | null };
-  /** The decision for each port of the effective policy. */
-  readonly decisions: readonly PortDecision[];
-  /** The decision for a port the effective policy does not list (null if it cannot be computed). */
-  readonly unlistedPorts: { readonly kind: string; readonly reason: string } | null;
-  readonly fetch: FetchStatusView | null;
 }
 
 /** The daemon's registry store: `unreachable` means writes fail and the daemon serves from memory. */
@@ -56,6 +46,10 @@ export interface AdminClient {
   removeInstance(instanceId: string): Promise<InstanceRecord>;
   setOverride(instanceId: string, policy: PortPolicy): Promise<InstanceRecord>;
   clearOverride(instanceId: string): Promise<InstanceRecord>;
+  /** Admin.SetInstancePortPolicy / ClearInstancePortPolicy / GetInstancePortPolicy, as on dstack's gateway. */
+  setInstancePortPolicy(instanceId: string, policy: PortPolicy): Promise<void>;
+  clearInstancePortPolicy(instanceId: string): Promise<void>;
+  getInstancePortPolicy(instanceId: string): Promise<PortPolicyView>;
 }
 
 const UNREACHABLE_CODES = new Set(['ENOENT', 'ECONNREFUSED', 'EACCES', 'ENOTDIR', 'ENOTSOCK', 'EPERM']);
@@ -106,7 +100,7 @@ export function createAdminClient(socketPath: string, opts: { timeoutMs?: number
       });
       req.on('error', (err: NodeJS.ErrnoException) => {
         if (err.code !== undefined && UNREACHABLE_CODES.has(err.code)) {
-          const why = err.code === 'EACCES' || err.code === 'EPERM' ? ' (permission denied: run as the daemon\'s user or root)' : '';
+          const why = err.code === 'EACCES' || err.code === 'EPERM' ? " (permission denied: run as the daemon's user or root)" : '';
           reject(
             new InterceptorError(
               'ERR_ADMIN_UNREACHABLE',
@@ -123,16 +117,15 @@ export function createAdminClient(socketPath: string, opts: { timeoutMs?: number
     });
   }
 
-  async function listWithStore(): Promise<{ instances: InstanceRecord[]; store: StoreStatusView | null }> {
-    const json = await request('GET', '/v1/instances');
-    const list = field(json, 'instances');
-    if (!Array.isArray(list)) throw protocol('"instances" is not an array');
-    const store = (json as { store?: StoreStatusView | null }).store ?? null;
-    return { instances: list.map((r) => deserializeInstance(r)), store };
-  }
+  const record = (json: unknown): InstanceRecord => instanceFromWire(field(json, 'instance'));
 
-  const instancePath = (id: string): string => `/v1/instances/${encodeURIComponent(id)}`;
-  const record = (json: unknown): InstanceRecord => deserializeInstance(field(json, 'instance'));
+  async function listWithStore(): Promise<{ instances: InstanceRecord[]; store: StoreStatusView | null }> {
+    const json = await request('GET', PATHS.instances);
+    const list = field(json, 'instances');
+    if (!Array.isArray(list)) throw protocolError('"instances" is not an array');
+    const store = (json as { store?: StoreStatusView | null }).store ?? null;
+    return { instances: list.map((r) => instanceFromWire(r)), store };
+  }
 
   return {
     socketPath,
@@ -141,58 +134,28 @@ export function createAdminClient(socketPath: string, opts: { timeoutMs?: number
     },
     listWithStore,
     async getInstance(instanceId) {
-      return parseDetails(await request('GET', instancePath(instanceId)));
+      return detailsFromWire(await request('GET', PATHS.instance(instanceId)));
     },
     async addInstance(input) {
-      const body: Record<string, unknown> = { instance_id: input.instanceId, app_id: input.appId, ip: input.ip };
-      if (input.composeHash !== undefined) body.compose_hash = input.composeHash;
-      if (input.policy !== undefined && input.policy !== null) body.policy = serializePolicy(input.policy);
-      if (input.restrict !== undefined) body.restrict = input.restrict;
-      return record(await request('POST', '/v1/instances', body));
+      return record(await request('POST', PATHS.instances, registrationToWire(input)));
     },
     async removeInstance(instanceId) {
-      return record(await request('DELETE', instancePath(instanceId)));
+      return record(await request('DELETE', PATHS.instance(instanceId)));
     },
     async setOverride(instanceId, policy) {
-      return record(await request('PUT', `${instancePath(instanceId)}/override`, { policy: serializePolicy(policy) }));
+      return record(await request('PUT', PATHS.override(instanceId), { policy: policyToWire(policy) }));
     },
     async clearOverride(instanceId) {
-      return record(await request('DELETE', `${instancePath(instanceId)}/override`));
+      return record(await request('DELETE', PATHS.override(instanceId)));
     },
-  };
-}
-
-function protocol(problem: string): InterceptorError {
-  return new InterceptorError('ERR_ADMIN_PROTOCOL', `unexpected admin API answer: ${problem}`);
-}
-
-function field(json: unknown, key: string): unknown {
-  if (typeof json !== 'object' || json === null || !(key in json)) throw protocol(`no "${key}"`);
-  return (json as Record<string, unknown>)[key];
-}
-
-function parseDetails(json: unknown): InstanceDetails {
-  const eff = field(json, 'effective_policy') as { source?: unknown; policy?: unknown } | null;
-  const decisions = field(json, 'decisions');
-  if (!Array.isArray(decisions)) throw protocol('"decisions" is not an array');
-  const unlisted = field(json, 'unlisted_ports') as { kind: string; reason: string } | null;
-  const fetch = field(json, 'fetch') as Record<string, unknown> | null;
-  return {
-    record: deserializeInstance(field(json, 'instance')),
-    effectivePolicy: {
-      source: typeof eff?.source === 'string' ? eff.source : null,
-      policy: eff?.policy ? deserializePolicy(eff.policy) : null,
+    async setInstancePortPolicy(instanceId, policy) {
+      await request('POST', PATHS.setInstancePortPolicy, { instance_id: instanceId, policy: policyToWire(policy) });
     },
-    decisions: decisions as PortDecision[],
-    unlistedPorts: unlisted,
-    fetch: fetch
-      ? {
-          state: String(fetch.state),
-          attempts: Number(fetch.attempts),
-          lastError: (fetch.last_error as FetchStatusView['lastError']) ?? null,
-          nextAttemptAt: (fetch.next_attempt_at as number | null) ?? null,
-          learnedAt: (fetch.learned_at as number | null) ?? null,
-        }
-      : null,
+    async clearInstancePortPolicy(instanceId) {
+      await request('POST', PATHS.clearInstancePortPolicy, { instance_id: instanceId });
+    },
+    async getInstancePortPolicy(instanceId) {
+      return portPolicyViewFromWire(await request('POST', PATHS.getInstancePortPolicy, { instance_id: instanceId }));
+    },
   };
 }

@@ -1,32 +1,32 @@
-// Why an attested registration was refused: one catalogue of stable reasons, each with the HTTP
-// status the endpoint answers and the InterceptorError code it is raised with. Callers branch on
-// `reason` (or `code`), never on `message`.
-import { InterceptorError } from '../errors.js';
+// Why an attested registration was refused: stable reasons, each raised with its code from the
+// daemon's catalogue (src/errors.ts), which also gives the HTTP status the endpoint answers.
+// Callers branch on `reason` (or `code`), never on `message`.
+import { errorInfo, InterceptorError } from '../errors.js';
 
 export const ATTESTED_REJECTIONS = {
   // TLS: who is calling
-  no_client_certificate: { status: 401, code: 'ERR_ATTESTED_NO_CLIENT_CERT' },
-  untrusted_certificate: { status: 403, code: 'ERR_ATTESTED_UNTRUSTED_CERT' },
-  certificate_expired: { status: 403, code: 'ERR_ATTESTED_CERT_EXPIRED' },
-  certificate_not_yet_valid: { status: 403, code: 'ERR_ATTESTED_CERT_NOT_YET_VALID' },
-  certificate_malformed: { status: 403, code: 'ERR_ATTESTED_CERT_MALFORMED' },
+  no_client_certificate: { code: 'ERR_ATTESTED_NO_CLIENT_CERT' },
+  untrusted_certificate: { code: 'ERR_ATTESTED_UNTRUSTED_CERT' },
+  certificate_expired: { code: 'ERR_ATTESTED_CERT_EXPIRED' },
+  certificate_not_yet_valid: { code: 'ERR_ATTESTED_CERT_NOT_YET_VALID' },
+  certificate_malformed: { code: 'ERR_ATTESTED_CERT_MALFORMED' },
   // The identity the certificate carries
-  app_info_missing: { status: 403, code: 'ERR_ATTESTED_APP_INFO_MISSING' },
-  app_info_malformed: { status: 403, code: 'ERR_ATTESTED_APP_INFO_MALFORMED' },
-  app_not_allowed: { status: 403, code: 'ERR_ATTESTED_APP_NOT_ALLOWED' },
+  app_info_missing: { code: 'ERR_ATTESTED_APP_INFO_MISSING' },
+  app_info_malformed: { code: 'ERR_ATTESTED_APP_INFO_MALFORMED' },
+  app_not_allowed: { code: 'ERR_ATTESTED_APP_NOT_ALLOWED' },
   // The request
-  not_found: { status: 404, code: 'ERR_ATTESTED_NOT_FOUND' },
-  method_not_allowed: { status: 405, code: 'ERR_ATTESTED_METHOD_NOT_ALLOWED' },
-  protobuf_unsupported: { status: 415, code: 'ERR_ATTESTED_PROTOBUF_UNSUPPORTED' },
-  body_too_large: { status: 413, code: 'ERR_ATTESTED_BODY_TOO_LARGE' },
-  body_not_json: { status: 400, code: 'ERR_ATTESTED_BODY_NOT_JSON' },
-  body_invalid: { status: 400, code: 'ERR_ATTESTED_BODY_INVALID' },
-  registration_invalid: { status: 400, code: 'ERR_ATTESTED_REGISTRATION_INVALID' },
+  not_found: { code: 'ERR_ATTESTED_NOT_FOUND' },
+  method_not_allowed: { code: 'ERR_ATTESTED_METHOD_NOT_ALLOWED' },
+  protobuf_unsupported: { code: 'ERR_ATTESTED_PROTOBUF_UNSUPPORTED' },
+  body_too_large: { code: 'ERR_ATTESTED_BODY_TOO_LARGE' },
+  body_not_json: { code: 'ERR_ATTESTED_BODY_NOT_JSON' },
+  body_invalid: { code: 'ERR_ATTESTED_BODY_INVALID' },
+  registration_invalid: { code: 'ERR_ATTESTED_REGISTRATION_INVALID' },
   // The registry's state
-  instance_app_conflict: { status: 409, code: 'ERR_ATTESTED_INSTANCE_APP_CONFLICT' },
-  instance_address_conflict: { status: 409, code: 'ERR_ATTESTED_INSTANCE_ADDRESS_CONFLICT' },
-  address_in_use: { status: 409, code: 'ERR_ATTESTED_ADDRESS_IN_USE' },
-  registry_unavailable: { status: 503, code: 'ERR_ATTESTED_REGISTRY_UNAVAILABLE' },
+  instance_app_conflict: { code: 'ERR_ATTESTED_INSTANCE_APP_CONFLICT' },
+  instance_address_conflict: { code: 'ERR_ATTESTED_INSTANCE_ADDRESS_CONFLICT' },
+  address_in_use: { code: 'ERR_ATTESTED_ADDRESS_IN_USE' },
+  registry_unavailable: { code: 'ERR_ATTESTED_REGISTRY_UNAVAILABLE' },
 } as const;
 
 export type AttestedRejectionReason = keyof typeof ATTESTED_REJECTIONS;
@@ -43,7 +43,7 @@ export class AttestedRejection extends InterceptorError {
     const entry = ATTESTED_REJECTIONS[reason];
     super(entry.code, message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.reason = reason;
-    this.status = entry.status;
+    this.status = errorInfo(entry.code).status;
     this.field = opts.field ?? null;
   }
 }

@@ -3,18 +3,10 @@
 // reaching it) failed, 2 bad usage.
 import { parseArgs } from 'node:util';
 import { createAdminClient } from '../admin/client.js';
-import type { InstanceDetails } from '../admin/client.js';
+import { detailsToWire, instanceToWire, portPolicyViewToWire, type InstanceDetails, type PortPolicyView } from '../admin/wire.js';
 import { InterceptorError } from '../errors.js';
-import {
-  formatPolicy,
-  ID_PATTERN,
-  normalizeComposeHash,
-  normalizeIp,
-  parsePolicyString,
-  serializeInstance,
-  serializePolicy,
-} from '../registry/policy.js';
-import type { RegistrationInput } from '../registry/registry.js';
+import { formatPolicy, parsePolicyString } from '../registry/policy.js';
+import { RegistrationError, validateRegistration, type RegistrationInput } from '../registry/registration.js';
 import type { InstanceRecord, PortPolicy } from '../registry/types.js';
 
 export interface InstancesCommandDeps {
@@ -26,11 +18,14 @@ export interface InstancesCommandDeps {
 const PROG = 'tproxy-interceptor instances';
 
 const USAGE: Record<string, string> = {
-  add: `${PROG} add <instance_id> --app <app_id> --ip <addr> [--compose-hash <hex>] [--policy "8080:pp,8081"] [--restrict]`,
+  add: `${PROG} add <instance_id> --app <app_id> --ip <addr> [--compose-hash <hex>] [--policy "8080:pp,8081" [--restrict]]`,
   list: `${PROG} list [--json]`,
   show: `${PROG} show <instance_id> [--json]`,
   remove: `${PROG} remove <instance_id>`,
   override: `${PROG} override <instance_id> --policy "8080:pp,8081" [--restrict] | --clear`,
+  'set-port-policy': `${PROG} set-port-policy <instance_id> --policy "8080:pp,8081" [--restrict]`,
+  'clear-port-policy': `${PROG} clear-port-policy <instance_id>`,
+  'get-port-policy': `${PROG} get-port-policy <instance_id> [--json]`,
 };
 
 const COMMAND_OPTIONS = {
@@ -51,6 +46,9 @@ const COMMAND_OPTIONS = {
     clear: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
   },
+  'set-port-policy': { policy: { type: 'string' }, restrict: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+  'clear-port-policy': { help: { type: 'boolean', short: 'h' } },
+  'get-port-policy': { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
 } as const;
 
 type Command = keyof typeof COMMAND_OPTIONS;
@@ -142,12 +140,6 @@ function wantPositionals(command: Command, positionals: string[], names: string[
   return positionals;
 }
 
-function checkId(command: Command, what: string, value: string): void {
-  if (!ID_PATTERN.test(value)) {
-    throw new UsageError(`${what} ${JSON.stringify(value)} must be 1..128 characters of [A-Za-z0-9._:-]`, command);
-  }
-}
-
 function stringOpt(command: Command, values: Values, key: string, required: true): string;
 function stringOpt(command: Command, values: Values, key: string, required: false): string | undefined;
 function stringOpt(command: Command, values: Values, key: string, required: boolean): string | undefined {
@@ -174,31 +166,33 @@ function plan(command: Command, values: Values, positionals: string[], socketPat
   switch (command) {
     case 'add': {
       const [instanceId] = wantPositionals(command, positionals, ['instance_id']) as [string];
-      checkId(command, '<instance_id>', instanceId);
-      const appId = stringOpt(command, values, 'app', true);
-      checkId(command, '--app', appId);
-      const ipText = stringOpt(command, values, 'ip', true);
-      const ip = normalizeIp(ipText);
-      if (ip === null) throw new UsageError(`--ip ${JSON.stringify(ipText)} is not an IPv4 or IPv6 address`, command);
+      const input: RegistrationInput = { instanceId, appId: stringOpt(command, values, 'app', true), ip: stringOpt(command, values, 'ip', true) };
       const hashText = stringOpt(command, values, 'compose-hash', false);
-      const hash = hashText === undefined ? undefined : normalizeComposeHash(hashText);
-      if (hash === null) {
-        throw new UsageError(`--compose-hash must be 64 hex digits (a SHA-256), got ${JSON.stringify(hashText)}`, command);
-      }
+      if (hashText !== undefined) input.composeHash = hashText;
       const policyText = stringOpt(command, values, 'policy', false);
-      const restrict = values.restrict === true;
-      const input: RegistrationInput = { instanceId, appId, ip };
-      if (hash !== undefined) input.composeHash = hash;
       if (policyText !== undefined) {
-        // --restrict with a policy is the policy's restrict_mode.
-        input.policy = policyOpt(command, policyText, restrict);
-      } else if (restrict) {
-        // Without one it flags the instance: fail closed until its policy is learned.
-        input.restrict = true;
+        // --restrict is the reported policy's restrict_mode.
+        input.policy = policyOpt(command, policyText, values.restrict === true);
+      } else if (values.restrict === true) {
+        throw new UsageError(
+          '--restrict goes with --policy (it is the policy\'s restrict_mode); without --policy every port is refused until the policy is learned anyway',
+          command,
+        );
+      }
+      // The daemon validates again (and checks the address against this host's): this catches
+      // mistakes before anything is sent.
+      try {
+        validateRegistration(input);
+      } catch (e) {
+        if (e instanceof RegistrationError) throw new UsageError(`${FLAG_OF[e.field] ?? e.field}: ${e.problem}`, command);
+        throw e;
       }
       return async () => {
         const record = await client().addInstance(input);
         out(`registered ${record.instanceId} (app ${record.appId}, ip ${record.ip}, policy ${policyText_(record.reportedPolicy)})`);
+        if (record.composeHash === null && record.reportedPolicy === null) {
+          out(`note: no --compose-hash: every port of ${record.instanceId} is refused until its policy is set (see \`instances show ${record.instanceId}\`)`);
+        }
       };
     }
     case 'list': {
@@ -206,7 +200,7 @@ function plan(command: Command, values: Values, positionals: string[], socketPat
       const json = values.json === true;
       return async () => {
         const { instances: records, store } = await client().listWithStore();
-        if (json) out(JSON.stringify({ instances: records.map((r) => serializeInstance(r)), store }, null, 2));
+        if (json) out(JSON.stringify({ instances: records.map(instanceToWire), store }, null, 2));
         else {
           if (store !== null && store.state !== 'ok') {
             out(`store: ${store.kind} ${store.state} since ${time(store.since)} (${store.error ?? 'no detail'}): writes fail; this node decides from its last copy`);
@@ -220,7 +214,7 @@ function plan(command: Command, values: Values, positionals: string[], socketPat
       const json = values.json === true;
       return async () => {
         const details = await client().getInstance(instanceId);
-        out(json ? JSON.stringify(detailsJson(details), null, 2) : renderDetails(details));
+        out(json ? JSON.stringify(detailsToWire(details), null, 2) : renderDetails(details));
       };
     }
     case 'remove': {
@@ -249,8 +243,40 @@ function plan(command: Command, values: Values, positionals: string[], socketPat
         out(`override of ${record.instanceId} set: ${policyText_(record.override)}`);
       };
     }
+    case 'set-port-policy': {
+      const [instanceId] = wantPositionals(command, positionals, ['instance_id']) as [string];
+      const policy = policyOpt(command, stringOpt(command, values, 'policy', true), values.restrict === true);
+      return async () => {
+        await client().setInstancePortPolicy(instanceId, policy);
+        out(`port policy of ${instanceId} set: ${policyText_(policy)}`);
+      };
+    }
+    case 'clear-port-policy': {
+      const [instanceId] = wantPositionals(command, positionals, ['instance_id']) as [string];
+      return async () => {
+        await client().clearInstancePortPolicy(instanceId);
+        out(`port policy of ${instanceId} cleared: the reported or learned policy decides again`);
+      };
+    }
+    case 'get-port-policy': {
+      const [instanceId] = wantPositionals(command, positionals, ['instance_id']) as [string];
+      const json = values.json === true;
+      return async () => {
+        const view = await client().getInstancePortPolicy(instanceId);
+        out(json ? JSON.stringify(portPolicyViewToWire(view), null, 2) : renderPortPolicyView(view));
+      };
+    }
   }
 }
+
+/** The CLI flag each registration field comes from. */
+const FLAG_OF: Partial<Record<string, string>> = {
+  instanceId: '<instance_id>',
+  appId: '--app',
+  ip: '--ip',
+  composeHash: '--compose-hash',
+  policy: '--policy',
+};
 
 // ---------------------------------------------------------------------------------------------
 // Rendering.
@@ -262,7 +288,7 @@ function policyText_(p: PortPolicy | null): string {
 }
 
 function renderTable(records: InstanceRecord[]): string {
-  const header = ['INSTANCE', 'APP', 'IP', 'COMPOSE HASH', 'POLICY', 'OVERRIDE', 'RESTRICTED'];
+  const header = ['INSTANCE', 'APP', 'IP', 'COMPOSE HASH', 'POLICY', 'OVERRIDE'];
   const rows = [...records]
     .sort((a, b) => a.instanceId.localeCompare(b.instanceId))
     .map((r) => [
@@ -272,7 +298,6 @@ function renderTable(records: InstanceRecord[]): string {
       r.composeHash ? r.composeHash.slice(0, 12) : '-',
       policyText_(r.reportedPolicy),
       r.override ? policyText_(r.override) : '-',
-      r.restricted ? 'yes' : 'no',
     ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
   const line = (cells: string[]): string =>
@@ -298,8 +323,7 @@ function renderDetails(d: InstanceDetails): string {
     ['instance', r.instanceId],
     ['app', r.appId],
     ['ip', r.ip],
-    ['compose hash', r.composeHash ?? '-'],
-    ['restricted', r.restricted ? 'yes' : 'no'],
+    ['compose hash', r.composeHash ?? '- (none attested)'],
     [
       'reported policy',
       r.reportedPolicy
@@ -307,14 +331,15 @@ function renderDetails(d: InstanceDetails): string {
         : 'unknown',
     ],
     ['override', r.override ? policyText_(r.override) : '-'],
-    ['effective policy', d.effectivePolicy.policy ? `${policyText_(d.effectivePolicy.policy)} (${d.effectivePolicy.source})` : 'unknown'],
-    ['registered', time(r.registeredAt)],
-    ['updated', time(r.updatedAt)],
+    ['effective policy', d.effectivePolicy.policy ? `${policyText_(d.effectivePolicy.policy)} (${d.effectivePolicy.source})` : 'none'],
+    ['status', d.status.refuseAll === null ? d.status.why : `${d.status.refuseAll}: ${d.status.why}`],
   ];
+  if (d.status.action !== null) rows.push(['to change it', d.status.action]);
+  rows.push(['registered', time(r.registeredAt)], ['updated', time(r.updatedAt)]);
   const lines = rows.map(([k, v]) => `${k.padEnd(18)}${v}`);
   lines.push('decisions');
   for (const p of d.decisions) lines.push(`  ${String(p.port).padEnd(16)}${describeDecision(p)}`);
-  if (d.unlistedPorts) lines.push(`  ${'other ports'.padEnd(16)}${describeDecision(d.unlistedPorts)}`);
+  if (d.unlistedPorts) lines.push(`  ${(d.decisions.length === 0 ? 'every port' : 'other ports').padEnd(16)}${describeDecision(d.unlistedPorts)}`);
   const f = d.fetch;
   if (!f) {
     lines.push(`${'fetch'.padEnd(18)}-`);
@@ -328,23 +353,13 @@ function renderDetails(d: InstanceDetails): string {
   return lines.join('\n');
 }
 
-function detailsJson(d: InstanceDetails): unknown {
-  return {
-    instance: serializeInstance(d.record),
-    effective_policy: {
-      source: d.effectivePolicy.source,
-      policy: d.effectivePolicy.policy ? serializePolicy(d.effectivePolicy.policy) : null,
-    },
-    decisions: d.decisions,
-    unlisted_ports: d.unlistedPorts,
-    fetch: d.fetch
-      ? {
-          state: d.fetch.state,
-          attempts: d.fetch.attempts,
-          last_error: d.fetch.lastError,
-          next_attempt_at: d.fetch.nextAttemptAt,
-          learned_at: d.fetch.learnedAt,
-        }
-      : null,
-  };
+function renderPortPolicyView(v: PortPolicyView): string {
+  const p = (x: PortPolicy | null): string => (x === null ? '-' : policyText_(x));
+  const rows: [string, string][] = [
+    ['effective', v.effective === null ? `none: every port refused (${v.refuseAll ?? 'policy_unknown'})` : p(v.effective)],
+    ['source', v.source],
+    ['instance reported', p(v.instanceReported)],
+    ['admin override', p(v.adminOverride)],
+  ];
+  return rows.map(([k, val]) => `${k.padEnd(18)}${val}`).join('\n');
 }

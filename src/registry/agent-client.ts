@@ -1,31 +1,33 @@
 // One Info call to a dstack guest agent. The agent is untrusted input: every way it can
-// misbehave (refuse, stall, drip, flood) ends in a PolicyFetchError within timeoutMs.
+// misbehave (refuse, stall, drip, flood, garble) ends in a PolicyFetchError within timeoutMs.
+// The body is read as it arrives (InfoResponseReader), never held whole.
 import http from 'node:http';
-import { PolicyFetchError } from './compose.js';
+import { InfoResponseReader, PolicyFetchError, type InfoFacts } from './compose.js';
 
 export interface AgentInfoRequest {
   ip: string;
   port: number;
   /** For the whole attempt: connect, headers and body. */
   timeoutMs: number;
+  /** Largest body accepted: past it the answer is a permanent ERR_AGENT_RESPONSE_TOO_LARGE. */
   maxBytes: number;
   signal?: AbortSignal;
 }
 
 const REQUEST_BODY = Buffer.from('{}');
 
-export function agentInfoUrl(ip: string, port: number): string {
+function agentInfoUrl(ip: string, port: number): string {
   return `http://${ip.includes(':') ? `[${ip}]` : ip}:${port}/prpc/Info?json`;
 }
 
-/** `POST /prpc/Info?json` as the dstack gateway calls it; resolves the raw 200 body. */
-export function fetchAgentInfo(opts: AgentInfoRequest): Promise<Buffer> {
+/** `POST /prpc/Info?json` as the dstack gateway calls it; resolves what the 200 body says. */
+export function fetchAgentInfo(opts: AgentInfoRequest): Promise<InfoFacts> {
   const { ip, port, timeoutMs, maxBytes, signal } = opts;
   const url = agentInfoUrl(ip, port);
-  return new Promise<Buffer>((resolve, reject) => {
+  return new Promise<InfoFacts>((resolve, reject) => {
     let settled = false;
     let req: http.ClientRequest | undefined;
-    const finish = (err: PolicyFetchError | null, body?: Buffer): void => {
+    const finish = (err: PolicyFetchError | null, facts?: InfoFacts): void => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
@@ -34,7 +36,7 @@ export function fetchAgentInfo(opts: AgentInfoRequest): Promise<Buffer> {
         req?.destroy();
         reject(err);
       } else {
-        resolve(body as Buffer);
+        resolve(facts as InfoFacts);
       }
     };
     const onAbort = (): void => {
@@ -88,7 +90,7 @@ export function fetchAgentInfo(opts: AgentInfoRequest): Promise<Buffer> {
         finish(tooLarge());
         return;
       }
-      const chunks: Buffer[] = [];
+      const reader = new InfoResponseReader();
       let received = 0;
       res.on('data', (chunk: Buffer) => {
         if (settled) return;
@@ -97,9 +99,20 @@ export function fetchAgentInfo(opts: AgentInfoRequest): Promise<Buffer> {
           finish(tooLarge());
           return;
         }
-        chunks.push(chunk);
+        try {
+          reader.write(chunk);
+        } catch (err) {
+          finish(asFetchError(err));
+        }
       });
-      res.on('end', () => finish(null, Buffer.concat(chunks, received)));
+      res.on('end', () => {
+        if (settled) return;
+        try {
+          finish(null, reader.end());
+        } catch (err) {
+          finish(asFetchError(err));
+        }
+      });
       res.on('error', (err: NodeJS.ErrnoException) => {
         finish(
           new PolicyFetchError('ERR_AGENT_CONNECT', `Info ${url}: response ${err.code ?? err.message}`, {
@@ -116,5 +129,13 @@ export function fetchAgentInfo(opts: AgentInfoRequest): Promise<Buffer> {
       });
     });
     req.end(REQUEST_BODY);
+  });
+}
+
+function asFetchError(err: unknown): PolicyFetchError {
+  if (err instanceof PolicyFetchError) return err;
+  return new PolicyFetchError('ERR_AGENT_BAD_RESPONSE', `Info response could not be read: ${(err as Error).message}`, {
+    permanent: false,
+    cause: err,
   });
 }

@@ -1,12 +1,16 @@
-// dstack app-compose.json and the guest agent's Info response: from untrusted bytes to an
-// attested port policy. Pure: no I/O. The compose hash check is ours: the dstack gateway does
-// not verify that the app_compose it fetched is the one measured into RTMR3.
-import { createHash } from 'node:crypto';
-import { InterceptorError } from '../errors.js';
-import { EMPTY_POLICY, normalizeComposeHash, policyFromJson } from './policy.js';
+// The guest agent's Info response, from untrusted bytes to an attested port policy. Pure: no
+// I/O. The body is read as it arrives (InfoResponseReader): tcb_info (a JSON string inside the
+// response) is parsed as its text is unescaped, and app_compose (a JSON string inside tcb_info)
+// is hashed and checked against AppCompose as its text is unescaped in turn, so no level is ever
+// held in memory whole. Which failures are transient and which permanent follows the dstack
+// gateway (gateway/src/proxy/port_policy.rs, fetch_port_policy). The compose hash check is ours:
+// the gateway does not verify that the app_compose it fetched is the one measured into RTMR3.
+import { createHash, type Hash } from 'node:crypto';
+import { InterceptorError, type ErrorCode } from '../errors.js';
+import { AppComposeReader, ComposeSchemaError } from './app-compose.js';
+import { JsonSyntaxError, JsonTokenizer, type JsonVisitor } from './json-stream.js';
+import { EMPTY_POLICY, normalizeComposeHash } from './policy.js';
 import type { PortPolicy } from './types.js';
-
-export type Warn = (msg: string, details: object) => void;
 
 /**
  * Anything that stops a policy from being learned. `permanent` errors are not retried:
@@ -21,8 +25,10 @@ export class PolicyFetchError extends InterceptorError {
   readonly actualHash?: string;
   /** ERR_AGENT_CONNECT: the system error's code (`ECONNREFUSED`, `ECONNRESET`, ...); the error itself is `cause`. */
   readonly systemCode?: string;
+  /** ERR_COMPOSE_INVALID: the dotted path of the app_compose field at fault ('' for the document). */
+  readonly field?: string;
   constructor(
-    code: string,
+    code: ErrorCode,
     message: string,
     options: {
       permanent: boolean;
@@ -31,6 +37,7 @@ export class PolicyFetchError extends InterceptorError {
       expectedHash?: string;
       actualHash?: string;
       systemCode?: string;
+      field?: string;
     },
   ) {
     super(code, message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -39,138 +46,337 @@ export class PolicyFetchError extends InterceptorError {
     if (options.expectedHash !== undefined) this.expectedHash = options.expectedHash;
     if (options.actualHash !== undefined) this.actualHash = options.actualHash;
     if (options.systemCode !== undefined) this.systemCode = options.systemCode;
+    if (options.field !== undefined) this.field = options.field;
   }
 }
 
-/** SHA-256 of the raw bytes (a string is taken as UTF-8), lowercase hex. No normalisation. */
-export function composeHash(appComposeText: string | Buffer): string {
-  return createHash('sha256').update(appComposeText).digest('hex');
+/** What one Info response says, before anything in it is believed. */
+export interface InfoFacts {
+  /** Info.compose_hash, normalised; null when absent, null or "". */
+  readonly composeHash: string | null;
+  /** tcb_info was "" (the app set public_tcbinfo = false). */
+  readonly tcbInfoEmpty: boolean;
+  /** tcb_info is not JSON: why (a permanent failure). */
+  readonly tcbInfoError: string | null;
+  /** tcb_info.compose_hash as written (null when absent); checked against app_compose. */
+  readonly tcbComposeHash: string | null;
+  /**
+   * tcb_info's app_compose (the last one, as serde_json's map keeps it): the SHA-256 of its text
+   * (as UTF-8, no normalisation: the compose hash), and its policy, or why it does not parse.
+   * null: there is no app_compose string.
+   */
+  readonly appCompose: { readonly sha256: string; readonly policy: PortPolicy | null; readonly error: PolicyFetchError | null } | null;
 }
 
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
+function undecodable(problem: string): PolicyFetchError {
+  return new PolicyFetchError('ERR_AGENT_BAD_RESPONSE', `Info response ${problem}`, { permanent: false });
+}
+
+/** Longest string kept where its text matters (hashes): anything longer is invalid anyway. */
+const MAX_SHORT_STRING = 256;
+
+/**
+ * A visitor that follows the nesting and hands the depth-1 members of the root object to
+ * `member`; everything else it only walks over.
+ */
+abstract class RootObjectVisitor implements JsonVisitor {
+  #depth = 0;
+  #key: string | null = null;
+  /** The depth-1 string value being read, if it is wanted. */
+  protected stringSink: { chunk(text: string): void; end(): void } | null = null;
+  protected rootIsObject = false;
+
+  protected abstract onRootNotObject(): void;
+  /** A depth-1 member's value starts: what kind, under which key. Return a sink for a string value. */
+  protected abstract onMember(key: string | null, kind: 'object' | 'array' | 'string' | 'number' | 'literal', value?: boolean | null): { chunk(text: string): void; end(): void } | null;
+
+  #valueStart(kind: 'object' | 'array' | 'string' | 'number' | 'literal', value?: boolean | null): void {
+    if (this.#depth === 0 && kind !== 'object') this.onRootNotObject();
+    if (this.#depth === 1) this.stringSink = this.onMember(this.#key, kind, value);
+  }
+
+  startObject(): void {
+    this.#valueStart('object');
+    if (this.#depth === 0) this.rootIsObject = true;
+    this.#depth++;
+  }
+  key(name: string | null): void {
+    if (this.#depth === 1) this.#key = name;
+  }
+  endObject(): void {
+    this.#depth--;
+  }
+  startArray(): void {
+    this.#valueStart('array');
+    this.#depth++;
+  }
+  endArray(): void {
+    this.#depth--;
+  }
+  startString(): void {
+    this.#valueStart('string');
+  }
+  chunk(text: string): void {
+    this.stringSink?.chunk(text);
+  }
+  endString(): void {
+    const sink = this.stringSink;
+    this.stringSink = null;
+    sink?.end();
+  }
+  number(): void {
+    this.#valueStart('number');
+  }
+  literal(value: boolean | null): void {
+    this.#valueStart('literal', value);
+  }
+}
+
+/** A short string value, kept whole (or marked too long). */
+function shortString(done: (text: string | null) => void): { chunk(text: string): void; end(): void } {
+  let text = '';
+  let tooLong = false;
+  return {
+    chunk(t) {
+      if (tooLong) return;
+      if (text.length + t.length > MAX_SHORT_STRING) tooLong = true;
+      else text += t;
+    },
+    end() {
+      done(tooLong ? null : text);
+    },
+  };
+}
+
+/** One app_compose string: hashed as UTF-8 and checked against AppCompose as it streams. */
+class AppComposeSink {
+  readonly #hash: Hash = createHash('sha256');
+  readonly #reader = new AppComposeReader();
+  readonly #tokenizer = new JsonTokenizer(this.#reader);
+  #error: PolicyFetchError | null = null;
+  result: InfoFacts['appCompose'] = null;
+
+  chunk(text: string): void {
+    this.#hash.update(text, 'utf8');
+    if (this.#error !== null) return;
+    try {
+      this.#tokenizer.write(text);
+    } catch (err) {
+      this.#error = composeError(err);
+    }
+  }
+
+  end(): void {
+    let policy: PortPolicy | null = null;
+    if (this.#error === null) {
+      try {
+        this.#tokenizer.end();
+        policy = this.#reader.policy();
+      } catch (err) {
+        this.#error = composeError(err);
+      }
+    }
+    this.result = { sha256: this.#hash.digest('hex'), policy, error: this.#error };
+  }
+}
+
+function composeError(err: unknown): PolicyFetchError {
+  if (err instanceof JsonSyntaxError) {
+    return new PolicyFetchError('ERR_COMPOSE_INVALID', `app_compose is not JSON: ${err.message}`, { permanent: true, field: '' });
+  }
+  if (err instanceof ComposeSchemaError) {
+    return new PolicyFetchError('ERR_COMPOSE_INVALID', `app_compose does not parse as AppCompose: ${err.message}`, {
+      permanent: true,
+      field: err.field,
+    });
+  }
+  throw err;
+}
+
+/** tcb_info's JSON: its depth-1 `app_compose` (last wins) and `compose_hash`. */
+class TcbInfoVisitor extends RootObjectVisitor {
+  appCompose: AppComposeSink | null = null;
+  /** undefined: absent; null: present but not a short string. */
+  composeHash: string | null | undefined = undefined;
+
+  protected onRootNotObject(): void {}
+
+  protected onMember(key: string | null, kind: string): { chunk(text: string): void; end(): void } | null {
+    if (key === 'app_compose') {
+      this.appCompose = kind === 'string' ? new AppComposeSink() : null;
+      return this.appCompose;
+    }
+    if (key === 'compose_hash') {
+      if (kind !== 'string') {
+        this.composeHash = null;
+        return null;
+      }
+      return shortString((text) => void (this.composeHash = text));
+    }
+    return null;
+  }
+}
+
+/** The tcb_info string: parsed as JSON as its text streams in. */
+class TcbInfoSink {
+  readonly #visitor = new TcbInfoVisitor();
+  readonly #tokenizer = new JsonTokenizer(this.#visitor);
+  #length = 0;
+  #error: string | null = null;
+  done = false;
+
+  chunk(text: string): void {
+    this.#length += text.length;
+    if (this.#error !== null) return;
+    try {
+      this.#tokenizer.write(text);
+    } catch (err) {
+      if (!(err instanceof JsonSyntaxError)) throw err;
+      this.#error = err.message;
+    }
+  }
+
+  end(): void {
+    this.done = true;
+    if (this.#error !== null || this.#length === 0) return;
+    try {
+      this.#tokenizer.end();
+    } catch (err) {
+      if (!(err instanceof JsonSyntaxError)) throw err;
+      this.#error = err.message;
+    }
+  }
+
+  facts(): Pick<InfoFacts, 'tcbInfoEmpty' | 'tcbInfoError' | 'tcbComposeHash' | 'appCompose'> {
+    if (this.#length === 0) return { tcbInfoEmpty: true, tcbInfoError: null, tcbComposeHash: null, appCompose: null };
+    if (this.#error !== null) return { tcbInfoEmpty: false, tcbInfoError: this.#error, tcbComposeHash: null, appCompose: null };
+    const h = this.#visitor.composeHash;
+    return {
+      tcbInfoEmpty: false,
+      tcbInfoError: null,
+      // Present but not a hash: kept as written, so that the check against app_compose fails.
+      tcbComposeHash: h === undefined ? null : h === null ? '(not a string)' : (normalizeComposeHash(h) ?? h),
+      appCompose: this.#visitor.appCompose?.result ?? null,
+    };
+  }
+}
+
+/** The Info response's JSON: `compose_hash` and `tcb_info`; other members are not looked at. */
+class InfoVisitor extends RootObjectVisitor {
+  composeHash: string | null = null;
+  tcbInfo: TcbInfoSink | null = null;
+  readonly #seen = new Set<string>();
+
+  protected onRootNotObject(): void {
+    throw undecodable('is not a JSON object');
+  }
+
+  protected onMember(key: string | null, kind: string, value?: boolean | null): { chunk(text: string): void; end(): void } | null {
+    if (key !== 'compose_hash' && key !== 'tcb_info') return null;
+    // A typed message upstream: a member given twice does not decode.
+    if (this.#seen.has(key)) throw undecodable(`has ${key} twice`);
+    this.#seen.add(key);
+    if (key === 'tcb_info') {
+      if (kind !== 'string') throw undecodable('tcb_info is not a string');
+      this.tcbInfo = new TcbInfoSink();
+      return this.tcbInfo;
+    }
+    if (kind === 'literal' && value === null) return null; // as if absent
+    if (kind !== 'string') throw undecodable('compose_hash is not a string');
+    return shortString((text) => {
+      if (text === '') return;
+      const h = text === null ? null : normalizeComposeHash(text);
+      if (h === null) throw undecodable('compose_hash is not a 64-digit hex compose hash');
+      this.composeHash = h;
+    });
+  }
 }
 
 /**
- * The port policy an app-compose.json declares: the merged `port_policy: {ports, restrict_mode}`
- * form, else the earlier top-level `ports: [{port, pp}]` (restrict_mode false), else none
- * (an empty policy: every port pp=false).
+ * Reads an Info response body chunk by chunk. write() and end() throw a transient
+ * PolicyFetchError (ERR_AGENT_BAD_RESPONSE) when the response itself does not decode; what is
+ * wrong inside tcb_info or app_compose is reported in the facts, as upstream only looks there
+ * once the response decoded.
  */
-export function policyFromAppCompose(appComposeText: string, warn: Warn): PortPolicy {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(appComposeText);
-  } catch (err) {
-    throw new PolicyFetchError('ERR_COMPOSE_INVALID', `app_compose is not JSON: ${(err as Error).message}`, {
-      permanent: true,
-    });
+export class InfoResponseReader {
+  // serde_json reads bytes: invalid UTF-8 is an error there, and so is a byte-order mark.
+  readonly #decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  readonly #visitor = new InfoVisitor();
+  readonly #tokenizer = new JsonTokenizer(this.#visitor);
+
+  write(chunk: Buffer): void {
+    this.#feed(chunk, false);
   }
-  if (!isPlainObject(doc)) {
-    throw new PolicyFetchError('ERR_COMPOSE_INVALID', 'app_compose is not a JSON object', { permanent: true });
+
+  end(): InfoFacts {
+    this.#feed(undefined, true);
+    try {
+      this.#tokenizer.end();
+    } catch (err) {
+      throw translate(err);
+    }
+    const tcb = this.#visitor.tcbInfo;
+    if (tcb === null || !tcb.done) throw undecodable('has no tcb_info');
+    return { composeHash: this.#visitor.composeHash, ...tcb.facts() };
   }
-  const merged = doc['port_policy'];
-  if (merged !== undefined && merged !== null) return policyFromJson(merged, warn);
-  const legacy = doc['ports'];
-  if (legacy !== undefined && legacy !== null) return policyFromJson({ ports: legacy, restrict_mode: false }, warn);
-  return EMPTY_POLICY;
+
+  #feed(chunk: Buffer | undefined, last: boolean): void {
+    let text: string;
+    try {
+      text = this.#decoder.decode(chunk, { stream: !last });
+    } catch {
+      throw undecodable('is not valid UTF-8');
+    }
+    if (text.length === 0) return;
+    try {
+      this.#tokenizer.write(text);
+    } catch (err) {
+      throw translate(err);
+    }
+  }
+}
+
+function translate(err: unknown): unknown {
+  return err instanceof JsonSyntaxError ? undecodable(`is not JSON: ${err.message}`) : err;
 }
 
 function mismatch(what: string, expectedHash: string, actualHash: string): PolicyFetchError {
-  return new PolicyFetchError(
-    'ERR_COMPOSE_HASH_MISMATCH',
-    `${what}: expected compose hash ${expectedHash}, got ${actualHash}`,
-    { permanent: true, expectedHash, actualHash },
-  );
+  return new PolicyFetchError('ERR_COMPOSE_HASH_MISMATCH', `${what}: expected compose hash ${expectedHash}, got ${actualHash}`, {
+    permanent: true,
+    expectedHash,
+    actualHash,
+  });
 }
 
 /**
- * A hash field of the response: absent ("" / null / missing) => null; present but not 64 hex
- * digits => the response is undecodable.
+ * The policy an Info response attests. `attestedHash` is the compose hash the registration
+ * carried (normalised), or null when the operator chose to trust the agent's own
+ * (registry.trust_agent_compose_hash). The app_compose text must hash to it, otherwise nothing
+ * from it is believed.
  */
-function hashField(obj: Record<string, unknown>, key: string, where: string): string | null {
-  const v = obj[key];
-  if (v === undefined || v === null || v === '') return null;
-  const h = typeof v === 'string' ? normalizeComposeHash(v) : null;
-  if (h === null) {
-    throw new PolicyFetchError('ERR_AGENT_BAD_RESPONSE', `${where}.${key} is not a 64-digit hex compose hash`, {
-      permanent: false,
-    });
+export function attestedPolicy(facts: InfoFacts, attestedHash: string | null): { policy: PortPolicy; composeHash: string } {
+  const reported = facts.composeHash;
+  if (attestedHash !== null && reported !== null && reported !== attestedHash) {
+    throw mismatch('Info compose_hash differs from the registered one', attestedHash, reported);
   }
-  return h;
-}
-
-/**
- * The policy attested by a guest agent's Info response. The attested compose hash is the one
- * the registration carried, else the response's `compose_hash`; the app_compose text must hash
- * to it, otherwise nothing from it is believed.
- */
-export function policyFromInfoResponse(
-  body: Buffer,
-  expected: { composeHash: string | null },
-  warn: Warn,
-): { policy: PortPolicy; composeHash: string } {
-  let info: unknown;
-  try {
-    info = JSON.parse(body.toString('utf8'));
-  } catch (err) {
-    throw new PolicyFetchError('ERR_AGENT_BAD_RESPONSE', `Info response is not JSON: ${(err as Error).message}`, {
-      permanent: false,
-    });
-  }
-  if (!isPlainObject(info)) {
-    throw new PolicyFetchError('ERR_AGENT_BAD_RESPONSE', 'Info response is not a JSON object', { permanent: false });
-  }
-
-  const expectedHash = expected.composeHash === null ? null : normalizeComposeHash(expected.composeHash);
-  if (expected.composeHash !== null && expectedHash === null) {
-    // A caller bug, not the agent's: the registry only stores normalised hashes.
-    throw new PolicyFetchError('ERR_COMPOSE_HASH_INVALID', 'expected compose hash is not 64 hex digits', {
-      permanent: true,
-    });
-  }
-  const reportedHash = hashField(info, 'compose_hash', 'Info');
-  if (expectedHash !== null && reportedHash !== null && reportedHash !== expectedHash) {
-    throw mismatch('Info compose_hash differs from the registered one', expectedHash, reportedHash);
-  }
-  const attested = expectedHash ?? reportedHash;
+  const attested = attestedHash ?? reported;
   if (attested === null) {
-    throw new PolicyFetchError(
-      'ERR_AGENT_BAD_RESPONSE',
-      'Info response has no compose_hash and the registration carried none',
-      { permanent: false },
-    );
-  }
-
-  const tcbInfoText = info['tcb_info'];
-  if (typeof tcbInfoText !== 'string') {
-    throw new PolicyFetchError('ERR_AGENT_TCB_INFO', `tcb_info is ${tcbInfoText === undefined ? 'missing' : 'not a string'}`, {
-      permanent: true,
+    throw new PolicyFetchError('ERR_AGENT_BAD_RESPONSE', 'Info response has no compose_hash and the registration carried none', {
+      permanent: false,
     });
   }
-  // public_tcbinfo=false: the app chose not to publish its compose; it declares no ports to us.
-  if (tcbInfoText === '') return { policy: EMPTY_POLICY, composeHash: attested };
-
-  let tcbInfo: unknown;
-  try {
-    tcbInfo = JSON.parse(tcbInfoText);
-  } catch (err) {
-    throw new PolicyFetchError('ERR_AGENT_TCB_INFO', `tcb_info is not JSON: ${(err as Error).message}`, {
-      permanent: true,
-    });
+  // public_tcbinfo=false: the app publishes no compose; upstream caches the open policy.
+  if (facts.tcbInfoEmpty) return { policy: EMPTY_POLICY, composeHash: attested };
+  if (facts.tcbInfoError !== null) {
+    throw new PolicyFetchError('ERR_AGENT_TCB_INFO', `tcb_info is not JSON: ${facts.tcbInfoError}`, { permanent: true });
   }
-  if (!isPlainObject(tcbInfo)) {
-    throw new PolicyFetchError('ERR_AGENT_TCB_INFO', 'tcb_info is not a JSON object', { permanent: true });
-  }
-  const appCompose = tcbInfo['app_compose'];
-  if (typeof appCompose !== 'string') {
-    throw new PolicyFetchError('ERR_AGENT_NO_APP_COMPOSE', 'tcb_info has no app_compose string', { permanent: true });
-  }
-
+  const app = facts.appCompose;
+  if (app === null) throw new PolicyFetchError('ERR_AGENT_NO_APP_COMPOSE', 'tcb_info has no app_compose string', { permanent: true });
   // Check the bytes before believing anything they say.
-  const actual = composeHash(appCompose);
-  if (actual !== attested) throw mismatch('app_compose does not hash to the attested compose hash', attested, actual);
-  const tcbHash = hashField(tcbInfo, 'compose_hash', 'tcb_info');
-  if (tcbHash !== null && tcbHash !== actual) throw mismatch('tcb_info.compose_hash differs from app_compose', actual, tcbHash);
-
-  return { policy: policyFromAppCompose(appCompose, warn), composeHash: actual };
+  if (app.sha256 !== attested) throw mismatch('app_compose does not hash to the attested compose hash', attested, app.sha256);
+  if (facts.tcbComposeHash !== null && facts.tcbComposeHash !== app.sha256) {
+    throw mismatch('tcb_info.compose_hash differs from app_compose', app.sha256, facts.tcbComposeHash);
+  }
+  if (app.error !== null) throw app.error;
+  return { policy: app.policy as PortPolicy, composeHash: app.sha256 };
 }

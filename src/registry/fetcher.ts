@@ -2,7 +2,7 @@
 // bounded concurrency, retries with capped exponential backoff for transient failures.
 import type { Logger } from 'pino';
 import { fetchAgentInfo } from './agent-client.js';
-import { PolicyFetchError, policyFromInfoResponse } from './compose.js';
+import { attestedPolicy, PolicyFetchError } from './compose.js';
 import { LOCAL_FETCHES } from './fetch-coordinator.js';
 import type { FetchClaim, FetchCoordinator } from './fetch-coordinator.js';
 import type { InstanceRecord, PortPolicy } from './types.js';
@@ -28,7 +28,11 @@ export interface PolicyFetcherOptions {
   backoffMaxMs: number;
   maxResponseBytes: number;
   getInstance: (id: string) => InstanceRecord | undefined;
+  /** Is learning this record's policy still useful (unknown, and a learned one would count)? */
+  wanted: (record: InstanceRecord) => boolean;
   onLearned: (id: string, composeHash: string, policy: PortPolicy) => Promise<void> | void;
+  /** An attempt for this record failed (whether or not it will be retried). */
+  onFailed?: (id: string, record: InstanceRecord) => void;
   fetchInfo?: typeof fetchAgentInfo;
   /** Which node of a cluster fetches; default: this one, always. */
   coordinator?: FetchCoordinator;
@@ -58,12 +62,9 @@ interface Job {
   failedAt: number;
 }
 
-/** Warnings about one response: the first few are logged, the rest only counted. */
-const MAX_WARNINGS_PER_RESPONSE = 10;
-
 export function createPolicyFetcher(opts: PolicyFetcherOptions): PolicyFetcher {
   const { logger, agentPort, timeoutMs, maxRetries, backoffInitialMs, backoffMaxMs, maxResponseBytes } = opts;
-  const { getInstance, onLearned } = opts;
+  const { getInstance, wanted, onLearned, onFailed } = opts;
   const fetchInfo = opts.fetchInfo ?? fetchAgentInfo;
   const concurrency = Math.max(1, opts.concurrency ?? 8);
   const coordinator = opts.coordinator ?? LOCAL_FETCHES;
@@ -124,18 +125,18 @@ export function createPolicyFetcher(opts: PolicyFetcherOptions): PolicyFetcher {
 
   async function attempt(id: string, job: Job): Promise<void> {
     const instance = getInstance(id);
-    if (instance === undefined) {
+    if (instance === undefined || !wanted(instance)) {
+      if (instance !== undefined && instance !== job.wantedFor && instance.reportedPolicy !== null) {
+        // Known since the fetch was asked for: another node learned it (its write arrived through
+        // the store) while this one waited for its claim, or a registration reported it.
+        job.state = 'learned';
+        job.learnedAt = now();
+        job.lastError = null;
+        logger.info({ instanceId: id }, 'port policy known meanwhile (learned by another node, or reported); not fetched');
+        return;
+      }
       jobs.delete(id);
-      logger.debug({ instanceId: id }, 'policy fetch dropped: instance no longer registered');
-      return;
-    }
-    if (instance !== job.wantedFor && instance.reportedPolicy !== null) {
-      // Known since the fetch was asked for: another node learned it (its write arrived through
-      // the store) while this one waited for its claim, or a registration reported it.
-      job.state = 'learned';
-      job.learnedAt = now();
-      job.lastError = null;
-      logger.info({ instanceId: id }, 'port policy known meanwhile (learned by another node, or reported); not fetched');
+      logger.debug({ instanceId: id }, 'policy fetch dropped: instance gone, or its policy no longer unknown');
       return;
     }
     job.state = 'fetching';
@@ -153,12 +154,8 @@ export function createPolicyFetcher(opts: PolicyFetcherOptions): PolicyFetcher {
     const controller = new AbortController();
     job.controller = controller;
     const where = { instanceId: id, ip: instance.ip, attempt: job.attempts };
-    let warnings = 0;
-    const warn = (msg: string, details: object): void => {
-      if (++warnings <= MAX_WARNINGS_PER_RESPONSE) logger.warn({ ...where, ...details }, `app_compose: ${msg}`);
-    };
     try {
-      const body = await fetchInfo({
+      const facts = await fetchInfo({
         ip: instance.ip,
         port: agentPort,
         timeoutMs,
@@ -166,10 +163,8 @@ export function createPolicyFetcher(opts: PolicyFetcherOptions): PolicyFetcher {
         signal: controller.signal,
       });
       if (closed) return;
-      const { policy, composeHash } = policyFromInfoResponse(body, { composeHash: instance.composeHash }, warn);
-      if (warnings > MAX_WARNINGS_PER_RESPONSE) {
-        logger.warn({ ...where, suppressed: warnings - MAX_WARNINGS_PER_RESPONSE }, 'app_compose: further warnings suppressed');
-      }
+      // No attested hash: only reached with registry.trust_agent_compose_hash (see `wanted`).
+      const { policy, composeHash } = attestedPolicy(facts, instance.composeHash);
       await onLearned(id, composeHash, policy);
       job.state = 'learned';
       job.learnedAt = now();
@@ -181,7 +176,7 @@ export function createPolicyFetcher(opts: PolicyFetcherOptions): PolicyFetcher {
       // Re-registered (new compose hash) while this fetch ran: what came back was for the old
       // record and was ignored, so fetch again for the new one.
       const current = getInstance(id);
-      if (current !== undefined && current !== instance && current.reportedPolicy === null) api.enqueue(id);
+      if (current !== undefined && current !== instance && wanted(current)) api.enqueue(id);
     } catch (err) {
       if (closed) return;
       failed(id, job, instance, err, where);
@@ -211,6 +206,7 @@ export function createPolicyFetcher(opts: PolicyFetcherOptions): PolicyFetcher {
     // Not a PolicyFetchError: onLearned (persisting) or a bug. Worth another try.
     const permanent = err instanceof PolicyFetchError ? err.permanent : false;
     job.lastError = { code, message, permanent };
+    onFailed?.(id, instance);
 
     if (err instanceof PolicyFetchError && err.code === 'ERR_COMPOSE_HASH_MISMATCH') {
       logger.error(

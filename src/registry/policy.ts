@@ -79,69 +79,6 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-/**
- * dstack's `{ports: [{port, pp}], restrict_mode}` as found in app-compose.json (untrusted).
- * Bad entries are skipped with a warning, never coerced: 65536 must not become 0, `"8080"` is
- * not a port, `pp: "yes"` is not a flag. A `restrict_mode` that is present but not a boolean
- * fails closed (true): the app evidently meant something, and admitting every port is the
- * unsafe reading.
- */
-export function policyFromJson(value: unknown, warn: (msg: string, details: object) => void): PortPolicy {
-  if (!isPlainObject(value)) {
-    warn('port policy is not an object; treating as empty', { type: typeOfJson(value) });
-    return EMPTY_POLICY;
-  }
-  let restrictMode = false;
-  const rm = value['restrict_mode'];
-  if (typeof rm === 'boolean') restrictMode = rm;
-  else if (rm !== undefined && rm !== null) {
-    warn('restrict_mode is not a boolean; failing closed (restrict_mode=true)', { type: typeOfJson(rm) });
-    restrictMode = true;
-  }
-  const ports = new Map<number, boolean>();
-  const list = value['ports'];
-  if (Array.isArray(list)) {
-    for (let i = 0; i < list.length; i++) {
-      const entry: unknown = list[i];
-      if (!isPlainObject(entry)) {
-        warn('port policy entry is not an object; skipped', { index: i, type: typeOfJson(entry) });
-        continue;
-      }
-      const port = entry['port'];
-      if (!isValidPort(port)) {
-        warn('port policy entry has no valid port (integer 1..65535); skipped', {
-          index: i,
-          port: describe(port),
-        });
-        continue;
-      }
-      const pp = entry['pp'];
-      if (pp !== undefined && pp !== null && typeof pp !== 'boolean') {
-        warn('port policy entry has a non-boolean pp; skipped', { index: i, port, pp: describe(pp) });
-        continue;
-      }
-      if (ports.has(port)) warn('port listed twice; the last entry wins', { index: i, port });
-      ports.set(port, pp === true);
-    }
-  } else if (list !== undefined && list !== null) {
-    warn('port policy ports is not an array; no ports', { type: typeOfJson(list) });
-  }
-  return makePolicy(ports, restrictMode);
-}
-
-function typeOfJson(v: unknown): string {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'array';
-  return typeof v;
-}
-
-/** A short, log-safe rendering of an untrusted value. */
-function describe(v: unknown): unknown {
-  if (typeof v === 'number' || typeof v === 'boolean' || v === null || v === undefined) return v;
-  if (typeof v === 'string') return v.length > 32 ? `${v.slice(0, 32)}...` : v;
-  return typeOfJson(v);
-}
-
 export interface SerializedPolicy {
   ports: { port: number; pp: boolean }[];
   restrict_mode: boolean;
@@ -189,14 +126,6 @@ export function formatPolicy(p: PortPolicy): string {
     .join(',');
 }
 
-export function policiesEqual(a: PortPolicy | null, b: PortPolicy | null): boolean {
-  if (a === b) return true;
-  if (a === null || b === null) return false;
-  if (a.restrictMode !== b.restrictMode || a.ports.size !== b.ports.size) return false;
-  for (const [port, rule] of a.ports) if (b.ports.get(port)?.pp !== rule.pp) return false;
-  return true;
-}
-
 export interface SerializedInstance {
   instance_id: string;
   app_id: string;
@@ -205,16 +134,13 @@ export interface SerializedInstance {
   reported_policy: SerializedPolicy | null;
   policy_source: PolicySource | null;
   policy_compose_hash: string | null;
-  restricted: boolean;
-  /** Omitted when false (records written before the field existed load as false). */
-  restrict_requested?: boolean;
   override: SerializedPolicy | null;
   registered_at: number;
   updated_at: number;
 }
 
 export function serializeInstance(r: InstanceRecord): SerializedInstance {
-  const out: SerializedInstance = {
+  return {
     instance_id: r.instanceId,
     app_id: r.appId,
     ip: r.ip,
@@ -222,13 +148,10 @@ export function serializeInstance(r: InstanceRecord): SerializedInstance {
     reported_policy: r.reportedPolicy === null ? null : serializePolicy(r.reportedPolicy),
     policy_source: r.policySource,
     policy_compose_hash: r.policyComposeHash,
-    restricted: r.restricted,
     override: r.override === null ? null : serializePolicy(r.override),
     registered_at: r.registeredAt,
     updated_at: r.updatedAt,
   };
-  if (r.restrictRequested === true) out.restrict_requested = true;
-  return out;
 }
 
 // Shared with the registry's input validation so stored and registered values obey one rule.
@@ -266,11 +189,10 @@ export function deserializeInstance(json: unknown): InstanceRecord {
     const v = json[field];
     return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : bad(field, 'not a timestamp (ms)');
   };
-  const bool = (field: string, dflt?: boolean): boolean => {
-    const v = json[field];
-    if (v === undefined && dflt !== undefined) return dflt;
-    return typeof v === 'boolean' ? v : bad(field, 'not a boolean');
-  };
+  // Written by releases before every unknown policy failed closed; their meaning is gone.
+  for (const legacy of ['restricted', 'restrict_requested']) {
+    if (json[legacy] !== undefined && typeof json[legacy] !== 'boolean') bad(legacy, 'not a boolean');
+  }
 
   const instanceId = str('instance_id');
   if (!ID_PATTERN.test(instanceId)) bad('instance_id', 'not 1..128 characters of [A-Za-z0-9._:-]');
@@ -291,8 +213,6 @@ export function deserializeInstance(json: unknown): InstanceRecord {
   if (reportedPolicy === null && policyComposeHash !== null) {
     bad('policy_compose_hash', 'set although reported_policy is null');
   }
-  const restricted = bool('restricted');
-  const restrictRequested = bool('restrict_requested', false);
   const override = policyOrNull('override');
   const registeredAt = time('registered_at');
   const updatedAt = time('updated_at');
@@ -304,8 +224,6 @@ export function deserializeInstance(json: unknown): InstanceRecord {
     reportedPolicy,
     policySource,
     policyComposeHash,
-    restricted,
-    restrictRequested,
     override,
     registeredAt,
     updatedAt,

@@ -1,19 +1,21 @@
-// The in-memory instance registry and the per-connection decision. Synchronous, no I/O:
-// the store persists what this holds, the fetcher fills in what it does not know.
+// The in-memory instance registry and the per-connection decision. Synchronous, no I/O: the store
+// persists what this holds, the fetcher fills in what it does not know. Each instance's record is
+// compiled into a DecisionEntry (entry.ts); decide() and the data path's native table both read
+// those entries, and subscribeEntries() reports every change to them.
 import type { Logger } from 'pino';
 import { InterceptorError } from '../errors.js';
-import { ID_PATTERN, isValidPort, makePolicy, normalizeComposeHash, normalizeIp } from './policy.js';
-import type { Decision, InstanceRecord, PortPolicy } from './types.js';
-
-export interface RegistrationInput {
-  instanceId: string;
-  appId: string;
-  ip: string;
-  composeHash?: string | null;
-  /** undefined (or null) = not reported; a PortPolicy, possibly with no ports = reported. */
-  policy?: PortPolicy | null;
-  restrict?: boolean;
-}
+import { deriveEntry, fetchWanted } from './entry.js';
+import { normalizeComposeHash, normalizeIp } from './policy.js';
+import {
+  IpInUseError,
+  RegistrationError,
+  UnknownInstanceError,
+  validatePolicy,
+  validateRegistration,
+  type AddressRule,
+  type RegistrationInput,
+} from './registration.js';
+import type { Decision, DecisionEntry, InstanceRecord, PortPolicy } from './types.js';
 
 export interface DecideResult {
   readonly decision: Decision;
@@ -21,36 +23,28 @@ export interface DecideResult {
   readonly fetch: string | null;
 }
 
-export class RegistrationError extends InterceptorError {
-  /** The RegistrationInput field that is invalid. */
-  readonly field: string;
-  constructor(field: string, problem: string) {
-    super('ERR_INVALID_REGISTRATION', `registration: ${field}: ${problem}`);
-    this.field = field;
-  }
-}
-
-export class IpInUseError extends InterceptorError {
-  readonly ip: string;
-  /** The instance that holds the address. */
-  readonly heldBy: string;
-  constructor(ip: string, heldBy: string) {
-    super('ERR_IP_IN_USE', `ip ${ip} is already registered to instance ${heldBy}`);
-    this.ip = ip;
-    this.heldBy = heldBy;
-  }
-}
-
-export class UnknownInstanceError extends InterceptorError {
+export interface EntryChange {
   readonly instanceId: string;
-  constructor(instanceId: string) {
-    super('ERR_UNKNOWN_INSTANCE', `unknown instance ${instanceId}`);
-    this.instanceId = instanceId;
-  }
+  /** The entry now; undefined when the instance was removed. */
+  readonly entry: DecisionEntry | undefined;
+  /** The entry before (its `ip` is the key to drop when the address moved); undefined when new. */
+  readonly previous: DecisionEntry | undefined;
 }
 
-const UNKNOWN_INSTANCE: DecideResult = Object.freeze({
-  decision: Object.freeze({ kind: 'transparent', instanceId: null, reason: 'unknown-instance' }),
+export type EntryListener = (change: EntryChange) => void;
+export type ChangeListener = (instanceId: string, record: InstanceRecord | undefined) => void;
+
+export interface RegistryOptions {
+  logger: Logger;
+  now?: () => number;
+  /** registry.trust_agent_compose_hash (default false). */
+  trustAgentComposeHash?: boolean;
+  /** Applied to registrations (not to load() or replicate()); none = any address. */
+  addressRule?: AddressRule;
+}
+
+const UNREGISTERED: DecideResult = Object.freeze({
+  decision: Object.freeze({ kind: 'transparent', instanceId: null, reason: 'unregistered' }),
   fetch: null,
 });
 
@@ -58,103 +52,104 @@ function result(decision: Decision, fetch: string | null): DecideResult {
   return Object.freeze({ decision: Object.freeze(decision), fetch });
 }
 
-/** Policies with at most this many ports are held inside the entry itself. */
+/** Policies with at most this many ports are held inside the slot itself. */
 const INLINE_PORTS = 4;
 
 /**
- * A record plus everything decide() needs, derived once per record. With many instances
- * decide() is bound by cache misses, not instructions: small port lists sit inline
+ * A record, its DecisionEntry, and everything decide() needs, derived once per change. With many
+ * instances decide() is bound by cache misses, not instructions: small port lists sit inline
  * (`port << 1 | pp`, 0 = unused) instead of behind a Map, and the results it can return are
  * built up front, next to the entry, and reused.
  */
-class Entry {
+class Slot {
   readonly record: InstanceRecord;
-  readonly known: boolean;
+  readonly entry: DecisionEntry;
+  readonly fetchFailed: boolean;
+  /** Set when every port is refused: the one result decide() returns. */
+  readonly all: DecideResult | null;
   readonly restrictMode: boolean;
   readonly p0: number;
   readonly p1: number;
   readonly p2: number;
   readonly p3: number;
   /** Only for policies with more than INLINE_PORTS ports. */
-  readonly ports: PortPolicy['ports'] | null;
+  readonly ports: ReadonlyMap<number, boolean> | null;
   readonly transparent: DecideResult | null;
   readonly proxy: DecideResult | null;
   readonly refuse: DecideResult | null;
-  readonly unknown: DecideResult | null;
 
-  constructor(record: InstanceRecord) {
+  constructor(record: InstanceRecord, entry: DecisionEntry, fetchFailed: boolean) {
     const id = record.instanceId;
-    const effective = record.override ?? record.reportedPolicy;
-    const reason = record.override !== null ? 'override' : 'policy';
     this.record = record;
-    this.known = effective !== null;
-    this.restrictMode = effective !== null && effective.restrictMode;
+    this.entry = entry;
+    this.fetchFailed = fetchFailed;
+    this.restrictMode = entry.restrictMode;
     const inline = [0, 0, 0, 0];
     let anyPp = false;
-    if (effective !== null) {
-      let i = 0;
-      for (const [port, rule] of effective.ports) {
-        if (i < INLINE_PORTS) inline[i++] = (port << 1) | (rule.pp ? 1 : 0);
-        anyPp ||= rule.pp;
-      }
+    let i = 0;
+    for (const [port, pp] of entry.ports) {
+      if (i < INLINE_PORTS) inline[i++] = (port << 1) | (pp ? 1 : 0);
+      anyPp ||= pp;
     }
-    const big = effective !== null && effective.ports.size > INLINE_PORTS;
+    const big = entry.ports.size > INLINE_PORTS;
     this.p0 = big ? 0 : (inline[0] as number);
     this.p1 = big ? 0 : (inline[1] as number);
     this.p2 = big ? 0 : (inline[2] as number);
     this.p3 = big ? 0 : (inline[3] as number);
-    this.ports = big ? (effective as PortPolicy).ports : null;
-    this.transparent = effective !== null ? result({ kind: 'transparent', instanceId: id, reason }, null) : null;
+    this.ports = big ? entry.ports : null;
+    if (entry.refuseAll !== null) {
+      // A fetch can only help while the policy is unknown or its fetch failed; an unattested
+      // instance would not trust what it learned.
+      const fetch = entry.refuseAll === 'policy_unattested' ? null : id;
+      this.all = result({ kind: 'refuse', instanceId: id, reason: entry.refuseAll }, fetch);
+      this.transparent = this.proxy = this.refuse = null;
+      return;
+    }
+    const reason = entry.source === 'override' ? 'override' : 'policy';
+    this.all = null;
+    this.transparent = result({ kind: 'transparent', instanceId: id, reason }, null);
     this.proxy = anyPp ? result({ kind: 'proxy', instanceId: id, reason }, null) : null;
-    this.refuse = this.restrictMode ? result({ kind: 'refuse', instanceId: id, reason: 'port-not-listed' }, null) : null;
-    this.unknown =
-      effective !== null
-        ? null
-        : record.restricted
-          ? result({ kind: 'refuse', instanceId: id, reason: 'policy-unknown-restricted' }, id)
-          : result({ kind: 'transparent', instanceId: id, reason: 'policy-unknown' }, id);
+    this.refuse = entry.restrictMode ? result({ kind: 'refuse', instanceId: id, reason: 'port_not_allowed' }, null) : null;
   }
 }
 
-function makeEntry(record: InstanceRecord): Entry {
-  return new Entry(record);
-}
-
-function checkPolicy(policy: unknown, field: string): PortPolicy {
-  const p = policy as PortPolicy;
-  if (typeof p !== 'object' || p === null || !(p.ports instanceof Map) || typeof p.restrictMode !== 'boolean') {
-    throw new RegistrationError(field, 'not a port policy');
-  }
-  const ports: [number, boolean][] = [];
-  for (const [port, rule] of p.ports) {
-    if (!isValidPort(port)) throw new RegistrationError(field, `port ${String(port)} is not in 1..65535`);
-    if (typeof rule?.pp !== 'boolean') throw new RegistrationError(field, `port ${port}: pp is not a boolean`);
-    ports.push([port, rule.pp]);
-  }
-  // A private frozen copy: records are immutable, whatever the caller does with its map later.
-  return makePolicy(ports, p.restrictMode);
+function sameEntry(a: DecisionEntry, b: DecisionEntry): boolean {
+  if (a.ip !== b.ip || a.refuseAll !== b.refuseAll || a.restrictMode !== b.restrictMode || a.source !== b.source) return false;
+  if (a.ports.size !== b.ports.size) return false;
+  for (const [port, pp] of a.ports) if (b.ports.get(port) !== pp) return false;
+  return true;
 }
 
 export class Registry {
   readonly #logger: Logger;
   readonly #now: () => number;
-  #byId = new Map<string, Entry>();
-  #byIp = new Map<string, Entry>();
+  readonly #trust: boolean;
+  readonly #addressRule: AddressRule | undefined;
+  #byId = new Map<string, Slot>();
+  #byIp = new Map<string, Slot>();
   readonly #listeners = new Set<ChangeListener>();
+  readonly #entryListeners = new Set<EntryListener>();
 
-  constructor(opts: { logger: Logger; now?: () => number }) {
+  constructor(opts: RegistryOptions) {
     this.#logger = opts.logger;
     this.#now = opts.now ?? Date.now;
+    this.#trust = opts.trustAgentComposeHash === true;
+    this.#addressRule = opts.addressRule;
   }
 
   get size(): number {
     return this.#byId.size;
   }
 
+  /** registry.trust_agent_compose_hash as this registry applies it. */
+  get trustAgentComposeHash(): boolean {
+    return this.#trust;
+  }
+
   /** Replaces the contents (startup). Two records with one id or one ip: ERR_STORE_CORRUPT, nothing replaced. */
   load(records: Iterable<InstanceRecord>): void {
-    const byId = new Map<string, Entry>();
-    const byIp = new Map<string, Entry>();
+    const byId = new Map<string, Slot>();
+    const byIp = new Map<string, Slot>();
     for (const record of records) {
       if (byId.has(record.instanceId)) {
         throw new InterceptorError('ERR_STORE_CORRUPT', `instance ${record.instanceId} stored twice`);
@@ -166,9 +161,9 @@ export class Registry {
           `ip ${record.ip} stored for both ${other.record.instanceId} and ${record.instanceId}`,
         );
       }
-      const entry = makeEntry(record);
-      byId.set(record.instanceId, entry);
-      byIp.set(record.ip, entry);
+      const slot = this.#slot(record, false, undefined);
+      byId.set(record.instanceId, slot);
+      byIp.set(record.ip, slot);
     }
     this.#byId = byId;
     this.#byIp = byIp;
@@ -176,27 +171,7 @@ export class Registry {
   }
 
   register(input: RegistrationInput): { record: InstanceRecord; previous: InstanceRecord | undefined; fetchNeeded: boolean } {
-    if (typeof input !== 'object' || input === null) throw new RegistrationError('(input)', 'not an object');
-    const { instanceId, appId } = input;
-    if (typeof instanceId !== 'string' || !ID_PATTERN.test(instanceId)) {
-      throw new RegistrationError('instanceId', 'must be 1..128 characters of [A-Za-z0-9._:-]');
-    }
-    if (typeof appId !== 'string' || !ID_PATTERN.test(appId)) {
-      throw new RegistrationError('appId', 'must be 1..128 characters of [A-Za-z0-9._:-]');
-    }
-    const ip = typeof input.ip === 'string' ? normalizeIp(input.ip) : null;
-    if (ip === null) throw new RegistrationError('ip', 'not an IPv4 or IPv6 address');
-    let hash: string | null = null;
-    if (input.composeHash !== undefined && input.composeHash !== null) {
-      hash = typeof input.composeHash === 'string' ? normalizeComposeHash(input.composeHash) : null;
-      if (hash === null) throw new RegistrationError('composeHash', 'must be 64 hex digits (optionally 0x-prefixed)');
-    }
-    const reported = input.policy === undefined || input.policy === null ? null : checkPolicy(input.policy, 'policy');
-    if (input.restrict !== undefined && typeof input.restrict !== 'boolean') {
-      throw new RegistrationError('restrict', 'not a boolean');
-    }
-    const restrict = input.restrict === true;
-
+    const { instanceId, appId, ip, composeHash: hash, policy: reported } = validateRegistration(input, this.#addressRule);
     const holder = this.#byIp.get(ip);
     if (holder !== undefined && holder.record.instanceId !== instanceId) throw new IpInUseError(ip, holder.record.instanceId);
 
@@ -208,26 +183,18 @@ export class Registry {
       ((previous.composeHash !== null && previous.composeHash !== hash) ||
         (previous.policyComposeHash !== null && previous.policyComposeHash !== hash));
 
-    let reportedPolicy: PortPolicy | null;
-    let policySource: InstanceRecord['policySource'];
-    let policyComposeHash: string | null;
-    let restricted: boolean;
+    let reportedPolicy: PortPolicy | null = null;
+    let policySource: InstanceRecord['policySource'] = null;
+    let policyComposeHash: string | null = null;
     if (reported !== null) {
       reportedPolicy = reported;
       policySource = 'registration';
       policyComposeHash = hash;
-      restricted = restrict || reported.restrictMode;
     } else if (previous !== undefined && previous.reportedPolicy !== null && !hashChanged) {
+      // Not reported this time: the cached policy stays (as upstream).
       reportedPolicy = previous.reportedPolicy;
       policySource = previous.policySource;
       policyComposeHash = previous.policyComposeHash;
-      restricted = restrict || previous.reportedPolicy.restrictMode;
-    } else {
-      reportedPolicy = null;
-      policySource = null;
-      policyComposeHash = null;
-      // Sticky: an instance known to be restricted stays fail-closed until its policy is known again.
-      restricted = restrict || (previous?.restricted ?? false);
     }
     if (hashChanged && previous.reportedPolicy !== null) {
       this.#logger.info(
@@ -250,33 +217,52 @@ export class Registry {
       reportedPolicy,
       policySource,
       policyComposeHash,
-      restricted,
-      restrictRequested: restrict,
       override: previous?.override ?? null,
       // First registration time; a re-registration only moves updatedAt.
       registeredAt: previous?.registeredAt ?? now,
       updatedAt: now,
     });
-    this.#put(record, previous);
-    return { record, previous, fetchNeeded: reportedPolicy === null };
+    // A registration starts the policy's story afresh: the fetch it queues has not failed yet.
+    this.#put(record, previous, false);
+    return { record, previous, fetchNeeded: fetchWanted(record, this.#trust) };
   }
 
   remove(instanceId: string): InstanceRecord | undefined {
-    const entry = this.#byId.get(instanceId);
-    if (entry === undefined) return undefined;
+    const slot = this.#byId.get(instanceId);
+    if (slot === undefined) return undefined;
     this.#byId.delete(instanceId);
-    if (this.#byIp.get(entry.record.ip) === entry) this.#byIp.delete(entry.record.ip);
+    if (this.#byIp.get(slot.record.ip) === slot) this.#byIp.delete(slot.record.ip);
     this.#notify(instanceId, undefined);
-    return entry.record;
+    this.#notifyEntry(instanceId, undefined, slot.entry);
+    return slot.record;
   }
 
   /**
-   * Observes every change after load(): (id, new record) or (id, undefined) for a removal,
-   * including undos. Worker processes' replicas follow the primary through it.
+   * Observes every record change after load(): (id, new record) or (id, undefined) for a
+   * removal, including undos. Worker processes' replicas follow the primary through it.
    */
   subscribe(listener: ChangeListener): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * Observes every change of a DecisionEntry after load(), whatever caused it (a registration,
+   * an override, a learned policy, a failed fetch, a removal). A record change that leaves the
+   * entry as it was is not reported.
+   */
+  subscribeEntries(listener: EntryListener): () => void {
+    this.#entryListeners.add(listener);
+    return () => this.#entryListeners.delete(listener);
+  }
+
+  /** Every instance's entry (a snapshot, in no particular order). */
+  entries(): DecisionEntry[] {
+    return [...this.#byId.values()].map((s) => s.entry);
+  }
+
+  entry(instanceId: string): DecisionEntry | undefined {
+    return this.#byId.get(instanceId)?.entry;
   }
 
   /** Applies a change observed on another registry verbatim (a replica following its primary). */
@@ -289,51 +275,56 @@ export class Registry {
     const holder = this.#byIp.get(record.ip);
     // The primary moved the ip from another instance: that instance's change arrives separately.
     if (holder !== undefined && holder.record.instanceId !== instanceId) this.#byIp.delete(record.ip);
-    this.#put(record, previous);
-  }
-
-  #notify(instanceId: string, record: InstanceRecord | undefined): void {
-    for (const listener of this.#listeners) listener(instanceId, record);
+    this.#put(record, previous, false);
   }
 
   /** Sets (or with null clears) the operator override. */
   setOverride(instanceId: string, policy: PortPolicy | null): InstanceRecord {
-    const previous = this.#byId.get(instanceId)?.record;
-    if (previous === undefined) throw new UnknownInstanceError(instanceId);
-    const override = policy === null ? null : checkPolicy(policy, 'override');
-    const record: InstanceRecord = Object.freeze({ ...previous, override, updatedAt: this.#now() });
-    this.#put(record, previous);
+    const slot = this.#byId.get(instanceId);
+    if (slot === undefined) throw new UnknownInstanceError(instanceId);
+    const override = policy === null ? null : validatePolicy(policy, 'override');
+    const record: InstanceRecord = Object.freeze({ ...slot.record, override, updatedAt: this.#now() });
+    this.#put(record, slot.record, slot.fetchFailed);
     return record;
   }
 
   /**
-   * A policy learned from the instance's guest agent, attested by `composeHash`. Ignored
-   * (undefined) when the instance is gone or was re-registered with another compose hash while
-   * the fetch was in flight.
+   * A policy learned from the instance's guest agent, its app_compose hashing to `composeHash`.
+   * Ignored (undefined) when the instance is gone, or was re-registered with another compose
+   * hash while the fetch was in flight, or has no attested hash and the agent's is not trusted.
    */
   learnPolicy(instanceId: string, composeHash: string, policy: PortPolicy): InstanceRecord | undefined {
     const previous = this.#byId.get(instanceId)?.record;
     if (previous === undefined) return undefined;
     const hash = normalizeComposeHash(composeHash);
     if (hash === null) throw new RegistrationError('composeHash', 'must be 64 hex digits');
-    if (previous.composeHash !== null && previous.composeHash !== hash) {
+    if (previous.composeHash === null ? !this.#trust : previous.composeHash !== hash) {
       this.#logger.info(
         { instanceId, composeHash: previous.composeHash, learnedComposeHash: hash },
-        'learned policy ignored: compose hash changed meanwhile',
+        'learned policy ignored: it is not for the attested compose hash (changed meanwhile, or none attested)',
       );
       return undefined;
     }
-    const learned = checkPolicy(policy, 'policy');
     const record: InstanceRecord = Object.freeze({
       ...previous,
-      reportedPolicy: learned,
+      reportedPolicy: validatePolicy(policy),
       policySource: 'agent',
       policyComposeHash: hash,
-      restricted: previous.restrictRequested === true || learned.restrictMode,
       updatedAt: this.#now(),
     });
-    this.#put(record, previous);
+    this.#put(record, previous, false);
     return record;
+  }
+
+  /**
+   * What the fetcher found for the record whose compose hash is `composeHash`: failed = its last
+   * attempt failed (the instance's connections are then refused with `fetch_failed` instead of
+   * `policy_unknown`). Ignored when the instance is gone or its compose hash changed since.
+   */
+  markFetch(instanceId: string, composeHash: string | null, failed: boolean): void {
+    const slot = this.#byId.get(instanceId);
+    if (slot === undefined || slot.record.composeHash !== composeHash || slot.fetchFailed === failed) return;
+    this.#put(slot.record, slot.record, failed);
   }
 
   /**
@@ -343,8 +334,8 @@ export class Registry {
    */
   restore(record: InstanceRecord, previous: InstanceRecord | undefined): void {
     const id = record.instanceId;
-    const current = this.#byId.get(id)?.record;
-    if (current !== record && !(current === undefined && previous !== undefined)) {
+    const current = this.#byId.get(id);
+    if (current?.record !== record && !(current === undefined && previous !== undefined)) {
       this.#logger.warn({ instanceId: id }, 'restore skipped: the instance changed again since');
       return;
     }
@@ -357,14 +348,14 @@ export class Registry {
       this.#logger.warn({ instanceId: id, ip: previous.ip, heldBy: holder.record.instanceId }, 'restore skipped: ip taken since');
       return;
     }
-    this.#put(previous, current);
+    this.#put(previous, current?.record, current?.fetchFailed ?? false);
   }
 
   get(instanceId: string): InstanceRecord | undefined {
     return this.#byId.get(instanceId)?.record;
   }
 
-  /** Lookup by any spelling of the address (normalised first). */
+  /** The instance registered at an address (any spelling of it: normalised first). */
   byIp(ip: string): InstanceRecord | undefined {
     const n = normalizeIp(ip);
     return n === null ? undefined : this.#byIp.get(n)?.record;
@@ -375,10 +366,16 @@ export class Registry {
     return [...this.#byId.values()].map((e) => e.record).sort((a, b) => (a.instanceId < b.instanceId ? -1 : a.instanceId > b.instanceId ? 1 : 0));
   }
 
+  /** Would fetching this instance's policy change anything (see entry.ts)? */
+  fetchWanted(instanceId: string): boolean {
+    const slot = this.#byId.get(instanceId);
+    return slot !== undefined && fetchWanted(slot.record, this.#trust);
+  }
+
   /**
-   * The per-connection decision for a connection to `ip`:`port`. O(1), allocation-free: it
-   * returns frozen results built with the entry. `ip` is what the socket reports (libuv's
-   * canonical text); only an IPv4-mapped IPv6 form is rewritten.
+   * The per-connection decision for a connection to `ip`:`port`, read from the entries. O(1),
+   * allocation-free: it returns frozen results built with the entry. `ip` is what the socket
+   * reports (libuv's canonical text); only an IPv4-mapped IPv6 form is rewritten.
    */
   decide(ip: string, port: number): DecideResult {
     let e = this.#byIp.get(ip);
@@ -386,34 +383,51 @@ export class Registry {
       if (ip.length > 7 && ip.charCodeAt(0) === 58 /* : */ && isMappedPrefix(ip) && ip.indexOf('.', 7) !== -1) {
         e = this.#byIp.get(ip.slice(7));
       }
-      if (e === undefined) return UNKNOWN_INSTANCE;
+      if (e === undefined) return UNREGISTERED;
     }
-    if (!e.known) return e.unknown as DecideResult;
+    if (e.all !== null) return e.all;
     // v: the listed `port << 1 | pp`, or 0 when the port is not listed.
     let v = 0;
     if (e.ports === null) {
       const k = (port << 1) | 1;
       v = (e.p0 | 1) === k ? e.p0 : (e.p1 | 1) === k ? e.p1 : (e.p2 | 1) === k ? e.p2 : (e.p3 | 1) === k ? e.p3 : 0;
     } else {
-      const rule = e.ports.get(port);
-      if (rule !== undefined) v = rule.pp ? 3 : 2;
+      const pp = e.ports.get(port);
+      if (pp !== undefined) v = pp ? 3 : 2;
     }
     if (v !== 0) return ((v & 1) === 1 ? e.proxy : e.transparent) as DecideResult;
     return (e.restrictMode ? e.refuse : e.transparent) as DecideResult;
   }
 
-  #put(record: InstanceRecord, previous: InstanceRecord | undefined): void {
+  #slot(record: InstanceRecord, fetchFailed: boolean, before: Slot | undefined): Slot {
+    let entry = deriveEntry(record, { fetchFailed, trustAgentComposeHash: this.#trust });
+    // Keep the old entry object when nothing a decision reads has changed.
+    if (before !== undefined && sameEntry(before.entry, entry)) entry = before.entry;
+    return new Slot(record, entry, fetchFailed);
+  }
+
+  #put(record: InstanceRecord, previous: InstanceRecord | undefined, fetchFailed: boolean): void {
+    const before = this.#byId.get(record.instanceId);
     if (previous !== undefined && previous.ip !== record.ip && this.#byIp.get(previous.ip)?.record === previous) {
       this.#byIp.delete(previous.ip);
     }
-    const entry = makeEntry(record);
-    this.#byId.set(record.instanceId, entry);
-    this.#byIp.set(record.ip, entry);
-    this.#notify(record.instanceId, record);
+    const slot = this.#slot(record, fetchFailed, before);
+    this.#byId.set(record.instanceId, slot);
+    this.#byIp.set(record.ip, slot);
+    if (before?.record !== record) this.#notify(record.instanceId, record);
+    if (before?.entry !== slot.entry) this.#notifyEntry(record.instanceId, slot.entry, before?.entry);
+  }
+
+  #notify(instanceId: string, record: InstanceRecord | undefined): void {
+    for (const listener of this.#listeners) listener(instanceId, record);
+  }
+
+  #notifyEntry(instanceId: string, entry: DecisionEntry | undefined, previous: DecisionEntry | undefined): void {
+    if (this.#entryListeners.size === 0) return;
+    const change: EntryChange = Object.freeze({ instanceId, entry, previous });
+    for (const listener of this.#entryListeners) listener(change);
   }
 }
-
-export type ChangeListener = (instanceId: string, record: InstanceRecord | undefined) => void;
 
 function isMappedPrefix(ip: string): boolean {
   const p = ip.slice(0, 7);

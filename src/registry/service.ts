@@ -3,13 +3,14 @@
 import type { Logger } from 'pino';
 import type { RegistryConfig } from '../config.js';
 import { InterceptorError } from '../errors.js';
+import { fetchWanted } from './entry.js';
 import { createPolicyFetcher } from './fetcher.js';
 import type { FetchStatus, PolicyFetcher, PolicyFetcherOptions } from './fetcher.js';
-import { Registry } from './registry.js';
-import type { RegistrationInput } from './registry.js';
+import { hostAddresses, UnknownInstanceError, type AddressRule, type RegistrationInput } from './registration.js';
+import { Registry, type EntryListener } from './registry.js';
 import { StoreConflictError } from './store.js';
 import type { RegistryStore, StoreStatus } from './store.js';
-import type { Decision, InstanceRecord, PortPolicy } from './types.js';
+import type { Decision, DecisionEntry, InstanceRecord, PortPolicy } from './types.js';
 
 export type { FetchStatus, PolicyFetcher };
 /** What the service hands a fetcher factory. */
@@ -31,8 +32,15 @@ export interface RegistryService {
   readonly registry: Registry;
   /** Synchronous per-connection decision; queues the policy fetch the registry asks for. */
   decide(ip: string, port: number): Decision;
-  /** Queues a policy fetch a replica's decision asked for (worker processes). */
+  /**
+   * Queues a policy fetch for an instance whose connections were refused with `policy_unknown`
+   * or `fetch_failed` by a decision taken elsewhere (a worker's replica, the native table).
+   * Deduplicated, and a no-op when a fetch cannot help; cheap enough to call per refusal.
+   */
   requestFetch(instanceId: string): void;
+  /** The decision entries (see Registry.entries / subscribeEntries). */
+  entries(): DecisionEntry[];
+  subscribeEntries(listener: EntryListener): () => void;
   /** Resolves once the registration is durable; rejects (and leaves the registry unchanged) otherwise. */
   add(input: RegistrationInput): Promise<InstanceRecord>;
   remove(instanceId: string): Promise<InstanceRecord>;
@@ -51,6 +59,10 @@ export interface RegistryServiceOptions {
   logger: Logger;
   config: RegistryConfig;
   store: RegistryStore;
+  /** intercept.local_backends: instances may have this host's loopback addresses. */
+  allowLoopback?: boolean;
+  /** The host's addresses for the instance address rule (default: os.networkInterfaces()). */
+  hostAddresses?: AddressRule['hostAddresses'];
   registry?: Registry;
   fetcherFactory?: (deps: PolicyFetcherDeps) => PolicyFetcher;
 }
@@ -58,7 +70,14 @@ export interface RegistryServiceOptions {
 export async function createRegistryService(opts: RegistryServiceOptions): Promise<RegistryService> {
   const logger = opts.logger.child({ component: 'registry' });
   const { store, config } = opts;
-  const registry = opts.registry ?? new Registry({ logger });
+  const registry =
+    opts.registry ??
+    new Registry({
+      logger,
+      trustAgentComposeHash: config.trustAgentComposeHash,
+      addressRule: { allowLoopback: opts.allowLoopback === true, hostAddresses: opts.hostAddresses ?? hostAddresses },
+    });
+  const trust = registry.trustAgentComposeHash;
   const counters: RegistryCounters = { transparent: 0, proxy: 0, refused: 0, learnPersistFailures: 0 };
   let closed = false;
 
@@ -92,7 +111,9 @@ export async function createRegistryService(opts: RegistryServiceOptions): Promi
     backoffMaxMs: config.fetch.backoffMaxMs,
     maxResponseBytes: config.fetch.maxResponseBytes,
     getInstance: (id: string) => registry.get(id),
+    wanted: (record: InstanceRecord) => fetchWanted(record, trust),
     onLearned: (id: string, composeHash: string, policy: PortPolicy) => learned(id, composeHash, policy),
+    onFailed: (id: string, record: InstanceRecord) => registry.markFetch(id, record.composeHash, true),
     ...(store.coordinator ? { coordinator: store.coordinator } : {}),
   };
   const fetcher = (opts.fetcherFactory ?? createPolicyFetcher)(fetcherDeps);
@@ -137,13 +158,23 @@ export async function createRegistryService(opts: RegistryServiceOptions): Promi
   }
 
   let queued = 0;
+  let unattested = 0;
   for (const record of registry.list()) {
-    if (record.reportedPolicy === null) {
+    if (fetchWanted(record, trust)) {
       fetcher.enqueue(record.instanceId);
       queued++;
+    } else if (registry.entry(record.instanceId)?.refuseAll === 'policy_unattested') {
+      unattested++;
     }
   }
-  logger.info({ instances: registry.size, fetchesQueued: queued }, 'registry loaded');
+  logger.info({ instances: registry.size, fetchesQueued: queued, unattested }, 'registry loaded');
+  if (unattested > 0) {
+    logger.warn(
+      { unattested },
+      'instances registered without an attested compose hash are refused on every port (policy_unattested): ' +
+        're-register them with their compose hash, set their port policy, or set registry.trust_agent_compose_hash',
+    );
+  }
 
   /** A mutation requested before close() still completes; one requested after is refused. */
   function mutation<T>(fn: () => Promise<T>): Promise<T> {
@@ -155,8 +186,10 @@ export async function createRegistryService(opts: RegistryServiceOptions): Promi
     registry,
 
     requestFetch(instanceId) {
-      if (!closed && registry.get(instanceId) !== undefined) fetcher.enqueue(instanceId);
+      if (!closed && registry.fetchWanted(instanceId)) fetcher.enqueue(instanceId);
     },
+    entries: () => registry.entries(),
+    subscribeEntries: (listener) => registry.subscribeEntries(listener),
     decide(ip, port) {
       const { decision, fetch } = registry.decide(ip, port);
       if (fetch !== null && !closed) fetcher.enqueue(fetch);
@@ -179,6 +212,13 @@ export async function createRegistryService(opts: RegistryServiceOptions): Promi
           { instanceId: record.instanceId, appId: record.appId, ip: record.ip, reregistration: previous !== undefined },
           'instance registered',
         );
+        if (registry.entry(record.instanceId)?.refuseAll === 'policy_unattested') {
+          logger.warn(
+            { instanceId: record.instanceId },
+            'registered without an attested compose hash: every port is refused (policy_unattested) until it is ' +
+              're-registered with its compose hash or given a port policy',
+          );
+        }
         if (fetchNeeded) fetcher.enqueue(record.instanceId);
         return record;
       });
@@ -187,7 +227,7 @@ export async function createRegistryService(opts: RegistryServiceOptions): Promi
     remove(instanceId) {
       return mutation(async () => {
         const removed = registry.remove(instanceId);
-        if (!removed) throw unknownInstance(instanceId);
+        if (!removed) throw new UnknownInstanceError(instanceId);
         try {
           await store.delete(instanceId);
         } catch (err) {
@@ -228,8 +268,4 @@ export async function createRegistryService(opts: RegistryServiceOptions): Promi
       await store.close();
     },
   };
-}
-
-function unknownInstance(instanceId: string): InterceptorError {
-  return new InterceptorError('ERR_UNKNOWN_INSTANCE', `no instance registered with id ${JSON.stringify(instanceId)}`);
 }

@@ -20,41 +20,28 @@ export interface InstanceRecord {
   readonly ip: string;
   /** Attested compose hash (lowercase hex), or null when the registration did not carry one. */
   readonly composeHash: string | null;
-  /** What the instance reported or what was learned from its guest agent; null = unknown. */
+  /** What the registration reported or what was learned from the guest agent; null = not known. */
   readonly reportedPolicy: PortPolicy | null;
   readonly policySource: PolicySource | null;
-  /** The compose hash the reported policy was learned against. */
+  /** The compose hash the reported policy was learned against (null: reported without one). */
   readonly policyComposeHash: string | null;
-  /**
-   * Known to run in restrict mode (flagged at registration, or by the last policy learned):
-   * while its policy is unknown, connections are refused rather than let through.
-   */
-  readonly restricted: boolean;
-  /**
-   * The last registration flagged restrict. Kept apart from `restricted` so that a policy
-   * learned later can lower `restricted` to its own restrictMode without forgetting the flag.
-   * Absent = false.
-   */
-  readonly restrictRequested?: boolean;
   /** Operator override: wins over the reported policy, survives compose hash changes. */
   readonly override: PortPolicy | null;
   readonly registeredAt: number;
   readonly updatedAt: number;
 }
 
+/** Why an admitted connection was admitted. */
+export type AdmitReason =
+  | 'unregistered' // no instance at the destination address: transparent, as upstream
+  | 'policy' // the reported or learned policy decided
+  | 'override'; // the operator override decided
+
 /** What the per-connection decision returns. */
 export type Decision =
-  | { readonly kind: 'transparent'; readonly instanceId: string | null; readonly reason: DecisionReason }
-  | { readonly kind: 'proxy'; readonly instanceId: string; readonly reason: DecisionReason }
-  | { readonly kind: 'refuse'; readonly instanceId: string; readonly reason: DecisionReason };
-
-export type DecisionReason =
-  | 'unknown-instance' // no instance at this IP: pp=false
-  | 'policy-unknown' // registered, policy not known yet: pp=false, fetch queued
-  | 'policy-unknown-restricted' // registered + restricted, policy not known: refused, fetch queued
-  | 'override' // decided by the operator override
-  | 'policy' // decided by the reported/learned policy
-  | 'port-not-listed'; // restrict mode and the port is not in the policy: refused
+  | { readonly kind: 'transparent'; readonly instanceId: string | null; readonly reason: AdmitReason }
+  | { readonly kind: 'proxy'; readonly instanceId: string; readonly reason: 'policy' | 'override' }
+  | { readonly kind: 'refuse'; readonly instanceId: string; readonly reason: RefuseReason };
 
 // ---------------------------------------------------------------------------------------------
 // The contract between the registry (which owns the decision's semantics) and the data path
@@ -67,7 +54,7 @@ export type DecisionReason =
  */
 export type RefuseReason =
   | 'policy_unknown' // a registered instance whose policy is not learned yet (fetch queued / in flight)
-  | 'fetch_failed' // a registered instance whose policy could not be learned (retries exhausted or permanent)
+  | 'fetch_failed' // a registered instance whose last policy fetch failed (retrying, retries exhausted, or permanent)
   | 'policy_unattested' // a registered instance with no attested compose hash: a learned policy is not trusted
   | 'port_not_allowed' // policy known, restrict_mode on, port not listed
   | 'not_a_target' // the original destination is not in intercept.targets

@@ -20,9 +20,8 @@ const config: RegistryConfig = {
   path: '',
   adminSocket: '',
   agentPort: 8090,
+  trustAgentComposeHash: false,
   fetch: DEFAULT_CONFIG.registry.fetch,
-  store: 'sqlite',
-  etcd: null,
 };
 const fetcherFactory = (): PolicyFetcher => ({
   enqueue: () => {},
@@ -50,7 +49,13 @@ afterEach(async () => {
 });
 
 async function start(): Promise<void> {
-  service = await createRegistryService({ logger, config, store: createSqliteStore({ dir: path.join(tmp, 'store'), logger }), fetcherFactory });
+  service = await createRegistryService({
+    logger,
+    config,
+    store: createSqliteStore({ dir: path.join(tmp, 'store'), logger }),
+    fetcherFactory,
+    hostAddresses: () => [],
+  });
   server = await createAdminServer({ logger, socketPath, service });
 }
 
@@ -60,8 +65,8 @@ describe('admin client', () => {
     const client = createAdminClient(socketPath);
     expect(await client.listInstances()).toEqual([]);
 
-    const added = await client.addInstance({ instanceId: 'i-1', appId: 'app', ip: '10.0.0.1', restrict: true });
-    expect(added).toMatchObject({ instanceId: 'i-1', reportedPolicy: null, restricted: true });
+    const added = await client.addInstance({ instanceId: 'i-1', appId: 'app', ip: '10.0.0.1', composeHash: 'ab'.repeat(32) });
+    expect(added).toMatchObject({ instanceId: 'i-1', reportedPolicy: null, composeHash: 'ab'.repeat(32) });
     const withEmpty = await client.addInstance({ instanceId: 'i-2', appId: 'app', ip: '10.0.0.2', policy: parsePolicyString('', false) });
     expect(withEmpty.reportedPolicy?.ports.size).toBe(0);
 
@@ -73,7 +78,8 @@ describe('admin client', () => {
     expect(details.record).toEqual(service!.get('i-1'));
     expect(details.effectivePolicy.source).toBe('override');
     expect(details.decisions).toEqual([{ port: 8443, kind: 'proxy', reason: 'override' }]);
-    expect(details.unlistedPorts).toEqual({ kind: 'refuse', reason: 'port-not-listed' });
+    expect(details.unlistedPorts).toEqual({ kind: 'refuse', reason: 'port_not_allowed' });
+    expect(details.status).toEqual({ refuseAll: null, why: 'the operator override decides', action: null });
     expect(details.fetch).toEqual({
       state: 'retrying',
       attempts: 2,
@@ -83,6 +89,18 @@ describe('admin client', () => {
     });
 
     expect((await client.clearOverride('i-1')).override).toBeNull();
+    expect((await client.getInstance('i-1')).status).toMatchObject({ refuseAll: 'policy_unknown' });
+
+    await client.setInstancePortPolicy('i-1', parsePolicyString('22', false));
+    expect(await client.getInstancePortPolicy('i-1')).toEqual({
+      effective: parsePolicyString('22', false),
+      source: 'admin',
+      instanceReported: null,
+      adminOverride: parsePolicyString('22', false),
+      refuseAll: null,
+    });
+    await client.clearInstancePortPolicy('i-1');
+    expect(await client.getInstancePortPolicy('i-1')).toMatchObject({ source: 'none', effective: null, refuseAll: 'policy_unknown' });
     expect((await client.listInstances()).map((r) => r.instanceId)).toEqual(['i-1', 'i-2']);
     expect((await client.removeInstance('i-2')).instanceId).toBe('i-2');
     expect((await client.listInstances()).map((r) => r.instanceId)).toEqual(['i-1']);

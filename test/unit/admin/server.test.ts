@@ -22,6 +22,7 @@ const config: RegistryConfig = {
   path: '',
   adminSocket: '',
   agentPort: 8090,
+  trustAgentComposeHash: false,
   fetch: DEFAULT_CONFIG.registry.fetch,
   store: 'sqlite',
   etcd: null,
@@ -50,6 +51,7 @@ async function start(store?: RegistryStore): Promise<void> {
     config,
     store: store ?? createSqliteStore({ dir: path.join(tmp, 'store'), logger }),
     fetcherFactory,
+    hostAddresses: () => [{ address: '10.0.0.254', prefix: 24 }],
   });
   server = await createAdminServer({ logger, socketPath, service });
 }
@@ -132,9 +134,9 @@ describe('admin server', () => {
       compose_hash: HASH,
       reported_policy: registration.policy,
       policy_source: 'registration',
-      restricted: true,
       override: null,
     });
+    expect(created.body.instance).not.toHaveProperty('restricted');
     expect((await call('POST', '/v1/instances', registration)).status).toBe(200);
 
     const list = await call('GET', '/v1/instances');
@@ -145,11 +147,12 @@ describe('admin server', () => {
     expect(shown.body).toMatchObject({
       instance: { instance_id: 'i-1' },
       effective_policy: { source: 'registration', policy: registration.policy },
+      status: { refuse_all: null, why: 'the policy reported at registration decides', action: null },
       decisions: [
         { port: 8080, kind: 'proxy', reason: 'policy' },
         { port: 8081, kind: 'transparent', reason: 'policy' },
       ],
-      unlisted_ports: { kind: 'refuse', reason: 'port-not-listed' },
+      unlisted_ports: { kind: 'refuse', reason: 'port_not_allowed' },
       fetch: null,
     });
 
@@ -159,23 +162,72 @@ describe('admin server', () => {
     expect(await call('DELETE', '/v1/instances/i-1')).toMatchObject({ status: 404, body: { error: { code: 'ERR_UNKNOWN_INSTANCE' } } });
   });
 
-  it('registration without a policy: unknown, fetch queued and shown; empty policy is reported', async () => {
+  it('registration without a policy: every port refused (policy_unknown), fetch queued and shown; empty policy is reported', async () => {
     await start();
-    const r = await call('POST', '/v1/instances', { instance_id: 'i-2', app_id: 'app', ip: 'fd00::2', restrict: true });
+    const r = await call('POST', '/v1/instances', { instance_id: 'i-2', app_id: 'app', ip: 'fd00::2', compose_hash: HASH });
     expect(r.status).toBe(201);
-    expect(r.body.instance).toMatchObject({ reported_policy: null, policy_source: null, restricted: true });
+    expect(r.body.instance).toMatchObject({ reported_policy: null, policy_source: null });
     expect(enqueued).toEqual(['i-2']);
     const shown = await call('GET', '/v1/instances/i-2');
     expect(shown.body).toMatchObject({
       effective_policy: { source: null, policy: null },
+      status: { refuse_all: 'policy_unknown' },
       decisions: [],
-      unlisted_ports: { kind: 'refuse', reason: 'policy-unknown-restricted' },
+      unlisted_ports: { kind: 'refuse', reason: 'policy_unknown' },
       fetch: { state: 'queued', attempts: 0, last_error: null },
     });
+    expect(shown.body.status.why).toContain('until the policy is learned');
 
     const empty = await call('POST', '/v1/instances', { instance_id: 'i-3', app_id: 'app', ip: '10.0.0.3', policy: { ports: [], restrict_mode: false } });
     expect(empty.body.instance.reported_policy).toEqual({ ports: [], restrict_mode: false });
     expect(enqueued).toEqual(['i-2']);
+  });
+
+  it('registration without an attested compose hash: policy_unattested, nothing fetched, show says why and what to do', async () => {
+    await start();
+    expect((await call('POST', '/v1/instances', { instance_id: 'i-4', app_id: 'app', ip: '10.0.0.4' })).status).toBe(201);
+    expect(enqueued).toEqual([]);
+    const shown = await call('GET', '/v1/instances/i-4');
+    expect(shown.body).toMatchObject({ status: { refuse_all: 'policy_unattested' }, unlisted_ports: { kind: 'refuse', reason: 'policy_unattested' } });
+    expect(shown.body.status.why).toContain('without an attested compose hash');
+    expect(shown.body.status.action).toContain('--compose-hash');
+    expect(shown.body.status.action).toContain('registry.trust_agent_compose_hash');
+  });
+
+  it("Set/Clear/GetInstancePortPolicy as on dstack's gateway", async () => {
+    await start();
+    await call('POST', '/v1/instances', { instance_id: 'i-5', app_id: 'app', ip: '10.0.0.5', compose_hash: HASH });
+    const get = (): Promise<Reply> => call('POST', '/prpc/Admin.GetInstancePortPolicy?json', { instance_id: 'i-5' });
+    expect((await get()).body).toEqual({ effective: null, source: 'none', instance_reported: null, admin_override: null, refuse_all: 'policy_unknown' });
+    // Upstream's JSON: pp and restrict_mode may be left out; a port listed twice takes its last entry.
+    const set = await call('POST', '/prpc/Admin.SetInstancePortPolicy?json', {
+      instance_id: 'i-5',
+      policy: { ports: [{ port: 8080, pp: true }, { port: 22 }, { port: 8080 }] },
+    });
+    expect(set).toMatchObject({ status: 200, body: {} });
+    const overridden = { ports: [{ port: 22, pp: false }, { port: 8080, pp: false }], restrict_mode: false };
+    expect((await get()).body).toEqual({ effective: overridden, source: 'admin', instance_reported: null, admin_override: overridden, refuse_all: null });
+    expect(service!.decide('10.0.0.5', 8080)).toMatchObject({ kind: 'transparent', reason: 'override' });
+    expect(await call('POST', '/prpc/Admin.ClearInstancePortPolicy', { instance_id: 'i-5' })).toMatchObject({ status: 200, body: {} });
+    expect((await get()).body.source).toBe('none');
+    expect(service!.decide('10.0.0.5', 8080)).toMatchObject({ kind: 'refuse', reason: 'policy_unknown' });
+
+    const bad: [string, unknown, number, string][] = [
+      ['SetInstancePortPolicy', { instance_id: 'i-5' }, 400, 'ERR_POLICY_INVALID'],
+      ['SetInstancePortPolicy', { instance_id: 'i-5', policy: { ports: [{ port: 70000 }] } }, 400, 'ERR_POLICY_INVALID'],
+      ['SetInstancePortPolicy', { instance_id: 'i-5', policy: { ports: [{ port: 0 }] } }, 400, 'ERR_POLICY_INVALID'],
+      ['SetInstancePortPolicy', { instance_id: 'i-5', policy: { ports: [{ port: 1, pp: 'yes' }] } }, 400, 'ERR_POLICY_INVALID'],
+      ['SetInstancePortPolicy', { instance_id: 'nope', policy: {} }, 404, 'ERR_UNKNOWN_INSTANCE'],
+      ['ClearInstancePortPolicy', { instance_id: 'nope' }, 404, 'ERR_UNKNOWN_INSTANCE'],
+      ['GetInstancePortPolicy', { instance_id: 'nope' }, 404, 'ERR_UNKNOWN_INSTANCE'],
+      ['GetInstancePortPolicy', {}, 400, 'ERR_BAD_REQUEST'],
+      ['GetInstancePortPolicy', { instance_id: 'i-5', extra: 1 }, 400, 'ERR_BAD_REQUEST'],
+    ];
+    for (const [method, body, status, code] of bad) {
+      const r = await call('POST', `/prpc/Admin.${method}`, body);
+      expect({ method, body, status: r.status, code: r.body?.error?.code }).toEqual({ method, body, status, code });
+    }
+    expect((await call('GET', '/prpc/Admin.GetInstancePortPolicy')).status).toBe(405);
   });
 
   it('sets and clears the override', async () => {
@@ -206,12 +258,17 @@ describe('admin server', () => {
       ['POST', '/v1/instances', { app_id: 'a', ip: '10.0.0.5' }, 400, 'ERR_INVALID_REGISTRATION'],
       ['POST', '/v1/instances', { instance_id: 'x', app_id: 'a', ip: 'not-an-ip' }, 400, 'ERR_INVALID_REGISTRATION'],
       ['POST', '/v1/instances', { instance_id: 'x', app_id: 'a', ip: '10.0.0.5', compose_hash: 'zz' }, 400, 'ERR_INVALID_REGISTRATION'],
-      ['POST', '/v1/instances', { instance_id: 'x', app_id: 'a', ip: '10.0.0.5', restrict: 'yes' }, 400, 'ERR_INVALID_REGISTRATION'],
+      ['POST', '/v1/instances', { instance_id: 'x', app_id: 'a', ip: '10.0.0.5', restrict: true }, 400, 'ERR_BAD_REQUEST'],
+      ['POST', '/v1/instances', { instance_id: 'x', app_id: 'a', ip: '10.0.0.5', colour: 'red' }, 400, 'ERR_BAD_REQUEST'],
+      ['POST', '/v1/instances', { instance_id: 'x', app_id: 'a', ip: '0.0.0.0' }, 400, 'ERR_INVALID_REGISTRATION'],
+      ['POST', '/v1/instances', { instance_id: 'x', app_id: 'a', ip: '255.255.255.255' }, 400, 'ERR_INVALID_REGISTRATION'],
+      ['POST', '/v1/instances', { instance_id: 'x', app_id: 'a', ip: '10.0.0.254' }, 400, 'ERR_INVALID_REGISTRATION'],
+      ['POST', '/v1/instances', { instance_id: 'x', app_id: 'a', ip: '127.0.0.1' }, 400, 'ERR_INVALID_REGISTRATION'],
       ['POST', '/v1/instances', { instance_id: 'x', app_id: 'a', ip: '10.0.0.5', policy: { ports: [{ port: 70000, pp: true }], restrict_mode: false } }, 400, 'ERR_POLICY_INVALID'],
       ['POST', '/v1/instances', [], 400, 'ERR_INVALID_REGISTRATION'],
       ['POST', '/v1/instances', undefined, 400, 'ERR_BAD_REQUEST', Buffer.from('{"instance_id": ')],
       ['POST', '/v1/instances', undefined, 400, 'ERR_BAD_REQUEST'],
-      ['PUT', '/v1/instances/i-1/override', { policy: null }, 400, 'ERR_INVALID_REGISTRATION'],
+      ['PUT', '/v1/instances/i-1/override', { policy: null }, 400, 'ERR_POLICY_INVALID'],
       ['PUT', '/v1/instances/i-1/override', { policy: { ports: 'all' } }, 400, 'ERR_POLICY_INVALID'],
       ['GET', '/v1/nothing', undefined, 404, 'ERR_NOT_FOUND'],
       ['PATCH', '/v1/instances/i-1', undefined, 405, 'ERR_METHOD_NOT_ALLOWED'],
@@ -243,7 +300,7 @@ describe('admin server', () => {
     const store: RegistryStore = {
       load: async () => [],
       put: async () => {
-        throw new InterceptorError('ERR_STORE_FAILED', 'registry store: fdatasync failed: EIO');
+        throw new InterceptorError('ERR_STORE_WRITE', 'registry store: fdatasync failed: EIO');
       },
       delete: async () => {},
       close: async () => {},
@@ -251,7 +308,7 @@ describe('admin server', () => {
     await start(store);
     const r = await call('POST', '/v1/instances', registration);
     expect(r.status).toBe(500);
-    expect(r.body.error.code).toBe('ERR_STORE_FAILED');
+    expect(r.body.error.code).toBe('ERR_STORE_WRITE');
     expect(r.body.error.message).toContain('EIO');
     expect((await call('GET', '/v1/instances')).body.instances).toEqual([]);
   });

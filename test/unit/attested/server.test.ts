@@ -109,7 +109,8 @@ beforeEach(async () => {
   storeDir = await fs.mkdtemp(path.join(tmp, 'store-'));
   store = failingStore(storeDir);
   const fetcherFactory = (): PolicyFetcher => ({ enqueue: (id) => void enqueued.push(id), status: () => undefined, close: async () => {} });
-  service = await createRegistryService({ logger, config: registryConfig, store, fetcherFactory });
+  // Instances register from loopback here: allowed as it is with intercept.local_backends.
+  service = await createRegistryService({ logger, config: registryConfig, store, fetcherFactory, allowLoopback: true });
   const now = () => clock ?? Date.now();
   strict = await createAttestedServer({ logger, config: attestedConfig(), service, now });
   lenient = await createAttestedServer({

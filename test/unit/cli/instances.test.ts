@@ -19,9 +19,8 @@ const config: RegistryConfig = {
   path: '',
   adminSocket: '',
   agentPort: 8090,
+  trustAgentComposeHash: false,
   fetch: DEFAULT_CONFIG.registry.fetch,
-  store: 'sqlite',
-  etcd: null,
 };
 const HASH = '0123456789abcdef'.repeat(4);
 
@@ -39,7 +38,7 @@ const fetcherFactory = (): PolicyFetcher => ({
 });
 
 async function startDaemon(): Promise<void> {
-  service = await createRegistryService({ logger, config, store: createSqliteStore({ dir: storeDir, logger }), fetcherFactory });
+  service = await createRegistryService({ logger, config, store: createSqliteStore({ dir: storeDir, logger }), fetcherFactory, hostAddresses: () => [] });
   server = await createAdminServer({ logger, socketPath, service });
 }
 
@@ -88,14 +87,14 @@ describe('instances command', () => {
     let r = await run('add', 'i-1', '--app', 'app-1', '--ip', '10.0.0.1', '--compose-hash', HASH.toUpperCase(), '--policy', '8080:pp,8081');
     expect(r).toMatchObject({ code: 0, err: '' });
     expect(r.out).toContain('i-1');
-    expect(service.get('i-1')).toMatchObject({ appId: 'app-1', ip: '10.0.0.1', composeHash: HASH, policySource: 'registration', restricted: false });
+    expect(service.get('i-1')).toMatchObject({ appId: 'app-1', ip: '10.0.0.1', composeHash: HASH, policySource: 'registration' });
 
     r = await run('list');
     expect(r.code).toBe(0);
     const [header, row, ...more] = r.out.trimEnd().split('\n');
     expect(more).toEqual([]);
-    expect(header).toMatch(/^INSTANCE\s+APP\s+IP\s+COMPOSE HASH\s+POLICY\s+OVERRIDE\s+RESTRICTED$/);
-    expect(row!.split(/\s{2,}/)).toEqual(['i-1', 'app-1', '10.0.0.1', HASH.slice(0, 12), '8080:pp,8081', '-', 'no']);
+    expect(header).toMatch(/^INSTANCE\s+APP\s+IP\s+COMPOSE HASH\s+POLICY\s+OVERRIDE$/);
+    expect(row!.split(/\s{2,}/)).toEqual(['i-1', 'app-1', '10.0.0.1', HASH.slice(0, 12), '8080:pp,8081', '-']);
 
     r = await run('show', 'i-1');
     expect(r.code).toBe(0);
@@ -104,6 +103,8 @@ describe('instances command', () => {
     expect(r.out).toMatch(/8080\s+PROXY header \(policy\)/);
     expect(r.out).toMatch(/8081\s+transparent \(policy\)/);
     expect(r.out).toMatch(/other ports\s+transparent \(policy\)/);
+    expect(r.out).toMatch(/status\s+the policy reported at registration decides/);
+    expect(r.out).not.toMatch(/to change it/);
     expect(r.out).toMatch(/fetch\s+-/);
 
     r = await run('show', 'i-1', '--json');
@@ -125,8 +126,8 @@ describe('instances command', () => {
     expect(r.err).toContain('ERR_UNKNOWN_INSTANCE');
   });
 
-  it('no --policy = not reported (fetch queued); --policy "" = reported empty', async () => {
-    expect((await run('add', 'quiet', '--app', 'a', '--ip', '10.0.0.1')).code).toBe(0);
+  it('no --policy = not reported (every port refused, fetch queued); --policy "" = reported empty', async () => {
+    expect((await run('add', 'quiet', '--app', 'a', '--ip', '10.0.0.1', '--compose-hash', HASH)).code).toBe(0);
     expect((await run('add', 'empty', '--app', 'a', '--ip', '10.0.0.2', '--policy', '')).code).toBe(0);
     expect(service.get('quiet')!.reportedPolicy).toBeNull();
     expect(service.get('empty')!.reportedPolicy).toMatchObject({ restrictMode: false });
@@ -143,18 +144,56 @@ describe('instances command', () => {
     expect(table).toMatch(/^quiet .*unknown/m);
     const show = (await run('show', 'quiet')).out;
     expect(show).toMatch(/reported policy\s+unknown/);
+    expect(show).toMatch(/status\s+policy_unknown: every port is refused until the policy is learned/);
+    expect(show).toMatch(/every port\s+refused \(policy_unknown\)/);
     expect(show).toMatch(/fetch\s+queued, 0 attempt/);
   });
 
-  it('--restrict: restrict_mode with --policy, a restricted flag without', async () => {
+  it('no --compose-hash and no --policy: refused as policy_unattested; show says why and what to do', async () => {
+    const r = await run('add', 'bare', '--app', 'a', '--ip', '10.0.0.3');
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/note: no --compose-hash: every port of bare is refused/);
+    expect([...fetches.keys()]).toEqual([]);
+    const show = (await run('show', 'bare')).out;
+    expect(show).toMatch(/compose hash\s+- \(none attested\)/);
+    expect(show).toMatch(/status\s+policy_unattested: every port is refused: the instance was registered without an attested compose hash/);
+    expect(show).toMatch(/to change it\s+re-register it with the compose hash .*--compose-hash.*set-port-policy bare.*registry\.trust_agent_compose_hash = true/);
+  });
+
+  it('--restrict is the policy\'s restrict_mode; without --policy it is a usage error', async () => {
     expect((await run('add', 'p', '--app', 'a', '--ip', '10.0.0.1', '--policy', '443', '--restrict')).code).toBe(0);
-    expect((await run('add', 'f', '--app', 'a', '--ip', '10.0.0.2', '--restrict')).code).toBe(0);
     expect(service.get('p')!.reportedPolicy!.restrictMode).toBe(true);
-    expect(service.get('f')).toMatchObject({ reportedPolicy: null, restricted: true });
-    expect(service.decide('10.0.0.2', 80)).toMatchObject({ kind: 'refuse', reason: 'policy-unknown-restricted' });
-    expect((await run('show', 'p')).out).toMatch(/other ports\s+refused \(port-not-listed\)/);
-    expect((await run('list')).out).toMatch(/^p .*443 \[restrict\]\s+-\s+yes$/m);
-    expect((await run('list')).out).toMatch(/^f .*yes$/m);
+    expect((await run('show', 'p')).out).toMatch(/other ports\s+refused \(port_not_allowed\)/);
+    expect((await run('list')).out).toMatch(/^p .*443 \[restrict\]\s+-$/m);
+    const r = await run('add', 'f', '--app', 'a', '--ip', '10.0.0.2', '--restrict');
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/--restrict goes with --policy/);
+    expect(service.get('f')).toBeUndefined();
+  });
+
+  it('set-port-policy / get-port-policy / clear-port-policy (the dstack gateway\'s Set/Get/ClearInstancePortPolicy)', async () => {
+    await run('add', 'i-1', '--app', 'a', '--ip', '10.0.0.1', '--compose-hash', HASH);
+    let r = await run('get-port-policy', 'i-1');
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/effective\s+none: every port refused \(policy_unknown\)/);
+    expect(r.out).toMatch(/source\s+none/);
+    r = await run('set-port-policy', 'i-1', '--policy', '8080:pp,22', '--restrict');
+    expect(r).toMatchObject({ code: 0, out: 'port policy of i-1 set: 22,8080:pp [restrict]\n' });
+    expect(service.decide('10.0.0.1', 8080)).toMatchObject({ kind: 'proxy', reason: 'override' });
+    expect(service.decide('10.0.0.1', 80)).toMatchObject({ kind: 'refuse', reason: 'port_not_allowed' });
+    r = await run('get-port-policy', 'i-1', '--json');
+    expect(JSON.parse(r.out)).toEqual({
+      effective: { ports: [{ port: 22, pp: false }, { port: 8080, pp: true }], restrict_mode: true },
+      source: 'admin',
+      instance_reported: null,
+      admin_override: { ports: [{ port: 22, pp: false }, { port: 8080, pp: true }], restrict_mode: true },
+      refuse_all: null,
+    });
+    r = await run('clear-port-policy', 'i-1');
+    expect(r.code).toBe(0);
+    expect(service.decide('10.0.0.1', 8080)).toMatchObject({ kind: 'refuse', reason: 'policy_unknown' });
+    expect((await run('set-port-policy', 'i-1')).err).toMatch(/missing required --policy/);
+    expect((await run('get-port-policy', 'nope')).err).toContain('ERR_UNKNOWN_INSTANCE');
   });
 
   it('override --policy, then --clear', async () => {
@@ -163,7 +202,7 @@ describe('instances command', () => {
     expect(r.code).toBe(0);
     expect(service.get('i-1')!.override).toMatchObject({ restrictMode: true });
     expect(service.decide('10.0.0.1', 8443)).toMatchObject({ kind: 'proxy', reason: 'override' });
-    expect((await run('list')).out).toMatch(/^i-1 .*80\s+8443:pp \[restrict\]\s+no$/m);
+    expect((await run('list')).out).toMatch(/^i-1 .*80\s+8443:pp \[restrict\]$/m);
     expect((await run('show', 'i-1')).out).toMatch(/effective policy\s+8443:pp \[restrict\] \(override\)/);
 
     r = await run('override', 'i-1', '--clear');
@@ -178,7 +217,7 @@ describe('instances command', () => {
     await stopDaemon();
     await startDaemon();
     expect(service.get('i-1')).toMatchObject({ appId: 'a', override: { restrictMode: false } });
-    expect((await run('list')).out).toMatch(/^i-1 .*80:pp\s+22\s+no$/m);
+    expect((await run('list')).out).toMatch(/^i-1 .*80:pp\s+22$/m);
   });
 
   it('bad input: exit 2, the problem and the usage on stderr, nothing sent', async () => {
@@ -192,7 +231,8 @@ describe('instances command', () => {
       [['add', 'i-1', '--app', 'a'], /missing required --ip/],
       [['add', '--app', 'a', '--ip', '10.0.0.1'], /missing <instance_id>/],
       [['add', 'i-1', 'extra', '--app', 'a', '--ip', '10.0.0.1'], /unexpected argument "extra"/],
-      [['add', 'i-1', '--app', 'a', '--ip', '10.0.0.256'], /--ip .* not an IPv4 or IPv6/],
+      [['add', 'i-1', '--app', 'a', '--ip', '10.0.0.256'], /--ip: not an IPv4 or IPv6/],
+      [['add', 'i-1', '--app', 'bad app', '--ip', '10.0.0.1'], /--app: must be 1\.\.128 characters/],
       [['add', 'i-1', '--app', 'a', '--ip', '10.0.0.1', '--compose-hash', 'abc'], /--compose-hash/],
       [['add', 'bad id', '--app', 'a', '--ip', '10.0.0.1'], /<instance_id>/],
       [['add', 'i-1', '--app', 'a', '--ip', '10.0.0.1', '--bogus'], /--bogus/],
@@ -231,6 +271,10 @@ describe('instances command', () => {
     expect(r.err).toContain('ERR_IP_IN_USE');
     expect(r.err).toContain('i-1');
     expect((await run('show', 'nope')).code).toBe(1);
+    // The address rule needs the daemon's view of the host: checked there.
+    const bad = await run('add', 'i-3', '--app', 'a', '--ip', '0.0.0.0');
+    expect(bad.code).toBe(1);
+    expect(bad.err).toMatch(/ERR_INVALID_REGISTRATION: registration: ip: 0\.0\.0\.0 is not a unicast host address/);
   });
 
   it('daemon not running: ERR_ADMIN_UNREACHABLE naming the socket, exit 1', async () => {

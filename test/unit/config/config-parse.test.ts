@@ -29,7 +29,9 @@ describe('parseConfig defaults', () => {
         path: '/var/lib/tproxy-interceptor',
         adminSocket: '/run/tproxy-interceptor/admin.sock',
         agentPort: 8090,
-        fetch: { timeoutMs: 10_000, maxRetries: 5, backoffInitialMs: 1000, backoffMaxMs: 30_000, maxResponseBytes: 4 * 1024 * 1024 },
+        trustAgentComposeHash: false,
+        // A 50 MiB app-compose escaped twice (4x at worst) plus 4 MiB for the rest of the response.
+        fetch: { timeoutMs: 10_000, maxRetries: 5, backoffInitialMs: 1000, backoffMaxMs: 30_000, maxResponseBytes: 204 * 1024 * 1024 },
         store: 'sqlite',
         etcd: null,
         attested: null,
@@ -217,6 +219,7 @@ describe('parseConfig errors name the key, the problem and the accepted form', (
     ['[registry]\nagent_port = 0\n', 'registry.agent_port', /out of range/],
     ['[registry.fetch]\nmax_retries = -1\n', 'registry.fetch.max_retries', /out of range/],
     ['[registry.fetch]\nmax_response_bytes = "4MiB"\n', 'registry.fetch.max_response_bytes', /expected an integer number of bytes/],
+    ['[registry]\ntrust_agent_compose_hash = "yes"\n', 'registry.trust_agent_compose_hash', /true or false|boolean/],
     ['[registry.fetch]\nbackoff_initial = "10s"\nbackoff_max = "5s"\n', 'registry.fetch.backoff_max', /below registry.fetch.backoff_initial/],
     ['[registry]\nfetch = 1\n', 'registry.fetch', /expected a table \(\[registry.fetch\]\)/],
     ['[registry]\nstore = "redis"\n', 'registry.store', /expected one of "sqlite", "etcd"/],

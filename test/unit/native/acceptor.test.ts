@@ -373,7 +373,7 @@ describe('createNativeInterceptor', () => {
     const interceptor = createNativeInterceptor({
       logger,
       config: config(port),
-      decide: () => ({ kind: 'refuse', instanceId: 'inst-1', reason: 'port-not-listed' }),
+      decide: () => ({ kind: 'refuse', instanceId: 'inst-1', reason: 'port_not_allowed' }),
       isTrustedSource: () => false,
       threads: 1,
     });
@@ -388,7 +388,7 @@ describe('createNativeInterceptor', () => {
       dst: `${HOST}:${port}`,
       client: expect.stringMatching(/^127\.0\.0\.1:\d+$/),
       path: 'refuse',
-      decision: 'port-not-listed',
+      decision: 'port_not_allowed',
       instance: 'inst-1',
       reason: 'refused',
       bytesIn: 0,
@@ -405,7 +405,7 @@ describe('createNativeInterceptor', () => {
       config: config(port),
       decide: (ip, p) => {
         decided.push(`${ip}:${p}`);
-        return { kind: 'refuse', instanceId: 'inst-2', reason: 'port-not-listed' };
+        return { kind: 'refuse', instanceId: 'inst-2', reason: 'port_not_allowed' };
       },
       isTrustedSource: (ip) => ip === HOST,
       threads: 1,

@@ -14,7 +14,7 @@ import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG } from '../../../src/config-parse.js';
 import type { EtcdConfig, RegistryConfig } from '../../../src/config.js';
-import { composeHash } from '../../../src/registry/compose.js';
+import { createHash } from 'node:crypto';
 import { createEtcdStore, type EtcdStore } from '../../../src/registry/etcd-store.js';
 import { makePolicy, serializeInstance } from '../../../src/registry/policy.js';
 import { createRegistryService, type RegistryService } from '../../../src/registry/service.js';
@@ -76,6 +76,8 @@ async function startNode(
     logger,
     config,
     store,
+    // The nodes' instances (and their fake agents) live on loopback here.
+    allowLoopback: true,
     ...(opts.fetcher === 'real'
       ? {}
       : { fetcherFactory: () => ({ enqueue: () => {}, status: () => undefined, close: async () => {} }) }),
@@ -104,7 +106,7 @@ describe('etcd store: nodes share one registry', () => {
     expect(decision(b, '10.9.0.1', 22)).toMatchObject({ kind: 'refuse', instanceId: 'x' });
     await a.service.remove('x');
     await until('b forgets x', () => b.service.get('x') === undefined);
-    expect(decision(b, '10.9.0.1', 22)).toMatchObject({ kind: 'transparent', reason: 'unknown-instance' });
+    expect(decision(b, '10.9.0.1', 22)).toMatchObject({ kind: 'transparent', reason: 'unregistered' });
   });
 
   it('an override set on one node is in force on the other, and a third node loads it all', async () => {
@@ -268,7 +270,7 @@ describe('etcd store: a node that loses etcd', () => {
 
 describe('etcd store: a policy is fetched once for the cluster', () => {
   const APP_COMPOSE = JSON.stringify({ manifest_version: 2, name: 'web', runner: 'docker-compose', port_policy: { ports: [{ port: 8080, pp: true }], restrict_mode: true } });
-  const HASH = composeHash(APP_COMPOSE);
+  const HASH = createHash('sha256').update(APP_COMPOSE).digest('hex');
 
   async function slowAgent(delayMs: number): Promise<{ port: number; requests: () => number }> {
     let requests = 0;
@@ -301,7 +303,7 @@ describe('etcd store: a policy is fetched once for the cluster', () => {
     // A connection at each node asks for the policy while the first fetch is in flight.
     for (const n of nodes) n.service.decide('127.0.0.1', 8080);
     await until('every node decides from the learned policy', () => nodes.every((n) => decision(n, '127.0.0.1', 8080).kind === 'proxy'));
-    expect(decision(nodes[2]!, '127.0.0.1', 22)).toMatchObject({ kind: 'refuse', reason: 'port-not-listed' });
+    expect(decision(nodes[2]!, '127.0.0.1', 22)).toMatchObject({ kind: 'refuse', reason: 'port_not_allowed' });
     await until('every node reports it learned', () => nodes.every((n) => n.service.fetchStatus('x')?.state === 'learned'));
     expect(agent.requests()).toBe(1);
     const waited = nodes.flatMap((n) => n.lines()).filter((l) => l.msg.includes('learned by another node'));

@@ -4,12 +4,23 @@ import type { AddressInfo } from 'node:net';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { fetchAgentInfo } from '../../../src/registry/agent-client.js';
-import { composeHash, PolicyFetchError } from '../../../src/registry/compose.js';
+import { createHash } from 'node:crypto';
+import { InfoResponseReader, PolicyFetchError, type InfoFacts } from '../../../src/registry/compose.js';
+import { fetchWanted } from '../../../src/registry/entry.js';
 import { createPolicyFetcher, type FetchStatus, type PolicyFetcher, type PolicyFetcherOptions } from '../../../src/registry/fetcher.js';
 import type { FetchCoordinator } from '../../../src/registry/fetch-coordinator.js';
 import { makePolicy } from '../../../src/registry/policy.js';
 import { Registry } from '../../../src/registry/registry.js';
+import { DEFAULT_CONFIG } from '../../../src/config-parse.js';
 import type { PortPolicy } from '../../../src/registry/types.js';
+
+const composeHash = (text: string): string => createHash('sha256').update(text).digest('hex');
+
+function readInfoResponse(body: string): InfoFacts {
+  const reader = new InfoResponseReader();
+  reader.write(Buffer.from(body));
+  return reader.end();
+}
 
 const APP_COMPOSE = JSON.stringify(
   {
@@ -23,6 +34,7 @@ const APP_COMPOSE = JSON.stringify(
   null,
   2,
 );
+const H = composeHash(APP_COMPOSE);
 
 function infoResponse(appCompose: string | null, overrides: Record<string, unknown> = {}): string {
   const hash = composeHash(appCompose ?? APP_COMPOSE);
@@ -117,9 +129,9 @@ interface Harness {
   settled(id: string, timeoutMs?: number): Promise<FetchStatus>;
 }
 
-function harness(agentPort: number, opts: Partial<PolicyFetcherOptions> = {}): Harness {
+function harness(agentPort: number, opts: Partial<PolicyFetcherOptions> = {}, trustAgentComposeHash = false): Harness {
   const { logger, lines } = captureLogger();
-  const registry = new Registry({ logger });
+  const registry = new Registry({ logger, trustAgentComposeHash });
   const learned: Harness['learned'] = [];
   const fetcher = createPolicyFetcher({
     logger,
@@ -130,10 +142,12 @@ function harness(agentPort: number, opts: Partial<PolicyFetcherOptions> = {}): H
     backoffMaxMs: 40,
     maxResponseBytes: 64 * 1024,
     getInstance: (id) => registry.get(id),
+    wanted: (record) => fetchWanted(record, trustAgentComposeHash),
     onLearned: (id, hash, policy) => {
       learned.push({ id, composeHash: hash, policy });
       registry.learnPolicy(id, hash, policy);
     },
+    onFailed: (id, record) => registry.markFetch(id, record.composeHash, true),
     ...opts,
   });
   cleanups.push(() => fetcher.close());
@@ -158,7 +172,7 @@ describe('policy fetcher against a fake guest agent', () => {
     const agent = await startAgent(json(infoResponse(APP_COMPOSE)));
     const h = harness(agent.port);
     h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1', composeHash: composeHash(APP_COMPOSE) });
-    expect(h.registry.decide('127.0.0.1', 8080)).toMatchObject({ decision: { kind: 'transparent', reason: 'policy-unknown' }, fetch: 'i1' });
+    expect(h.registry.decide('127.0.0.1', 8080)).toMatchObject({ decision: { kind: 'refuse', reason: 'policy_unknown' }, fetch: 'i1' });
     h.fetcher.enqueue('i1');
     const status = await h.settled('i1');
     expect(status).toMatchObject({ state: 'learned', attempts: 1, lastError: null, nextAttemptAt: null });
@@ -177,30 +191,27 @@ describe('policy fetcher against a fake guest agent', () => {
     expect(h.lines.some((l) => l['msg'] === 'port policy learned from guest agent' && l['instanceId'] === 'i1')).toBe(true);
   });
 
-  it('learns from the response compose_hash when the registration carried none', async () => {
+  it("learns from the response compose_hash when the registration carried none and the agent's hash is trusted", async () => {
     const agent = await startAgent(json(infoResponse(APP_COMPOSE)));
-    const h = harness(agent.port);
+    const h = harness(agent.port, {}, true);
     h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1' });
     h.fetcher.enqueue('i1');
     expect((await h.settled('i1')).state).toBe('learned');
     expect(h.registry.get('i1')?.policyComposeHash).toBe(composeHash(APP_COMPOSE));
   });
 
-  it('learns the older top-level ports form', async () => {
-    const compose = JSON.stringify({ name: 'old', ports: [{ port: 9000, pp: true }, { port: 9001 }] });
+  it('a compose with only a top-level ports array is learned as an open policy: no header on any port', async () => {
+    const compose = JSON.stringify({ manifest_version: 2, name: 'old', runner: 'docker-compose', ports: [{ port: 9000, pp: true }] });
     const agent = await startAgent(json(infoResponse(compose)));
     const h = harness(agent.port);
     h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1', composeHash: composeHash(compose) });
     h.fetcher.enqueue('i1');
     expect((await h.settled('i1')).state).toBe('learned');
-    expect(ports(h.learned[0]!.policy)).toEqual([
-      [9000, true],
-      [9001, false],
-    ]);
-    expect(h.learned[0]!.policy.restrictMode).toBe(false);
+    expect(h.learned[0]!.policy.ports.size).toBe(0);
+    expect(h.registry.decide('127.0.0.1', 9000).decision).toEqual({ kind: 'transparent', instanceId: 'i1', reason: 'policy' });
   });
 
-  it('empty tcb_info: an empty policy is learned (reported-empty)', async () => {
+  it('empty tcb_info: the open policy is learned, as upstream', async () => {
     const agent = await startAgent(json(infoResponse(null)));
     const h = harness(agent.port);
     h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1', composeHash: composeHash(APP_COMPOSE) });
@@ -216,7 +227,7 @@ describe('policy fetcher against a fake guest agent', () => {
   it('HTTP 500 is retried with backoff, then failed after maxRetries', async () => {
     const agent = await startAgent(json('{"error":"boom"}', 500));
     const h = harness(agent.port, { maxRetries: 3 });
-    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1' });
+    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1', composeHash: H });
     h.fetcher.enqueue('i1');
     const status = await h.settled('i1');
     expect(status).toMatchObject({ state: 'failed', attempts: 4, lastError: { code: 'ERR_AGENT_HTTP', permanent: false } });
@@ -231,7 +242,7 @@ describe('policy fetcher against a fake guest agent', () => {
       /* never answer */
     });
     const h = harness(agent.port, { timeoutMs: 200, maxRetries: 0 });
-    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1' });
+    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1', composeHash: H });
     const started = Date.now();
     h.fetcher.enqueue('i1');
     const status = await h.settled('i1');
@@ -251,7 +262,7 @@ describe('policy fetcher against a fake guest agent', () => {
       res.on('close', () => clearInterval(t));
     });
     const h = harness(agent.port, { timeoutMs: 300, maxRetries: 0 });
-    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1' });
+    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1', composeHash: H });
     const started = Date.now();
     h.fetcher.enqueue('i1');
     const status = await h.settled('i1');
@@ -262,7 +273,7 @@ describe('policy fetcher against a fake guest agent', () => {
   it('invalid JSON is transient: retried, then failed', async () => {
     const agent = await startAgent(json('{"app_id": "x", '));
     const h = harness(agent.port, { maxRetries: 1 });
-    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1' });
+    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1', composeHash: H });
     h.fetcher.enqueue('i1');
     const status = await h.settled('i1');
     expect(status).toMatchObject({ state: 'failed', attempts: 2, lastError: { code: 'ERR_AGENT_BAD_RESPONSE', permanent: false } });
@@ -295,7 +306,7 @@ describe('policy fetcher against a fake guest agent', () => {
   it('an app_compose that differs from the response compose_hash is a mismatch too', async () => {
     const agent = await startAgent(json(infoResponse(APP_COMPOSE, { compose_hash: 'e'.repeat(64) })));
     const h = harness(agent.port);
-    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1' });
+    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1', composeHash: H });
     h.fetcher.enqueue('i1');
     expect((await h.settled('i1')).lastError?.code).toBe('ERR_COMPOSE_HASH_MISMATCH');
     expect(agent.requests).toHaveLength(1);
@@ -325,7 +336,7 @@ describe('policy fetcher against a fake guest agent', () => {
       pump();
     });
     const h = harness(agent.port, { maxRetries: 3 });
-    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1' });
+    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1', composeHash: H });
     const before = process.memoryUsage();
     h.fetcher.enqueue('i1');
     const status = await h.settled('i1');
@@ -337,63 +348,64 @@ describe('policy fetcher against a fake guest agent', () => {
     expect(after.heapUsed + after.arrayBuffers - (before.heapUsed + before.arrayBuffers)).toBeLessThan(total / 2);
   });
 
-  it('hostile field types: bad port entries are skipped with warnings', async () => {
-    const compose = JSON.stringify({
-      port_policy: { ports: [{ port: '8080' }, { port: 8081, pp: 'yes' }, { port: 65536, pp: true }, { port: 8082, pp: true }] },
-    });
+  it.each([
+    ['"pp": "yes"', { port_policy: { ports: [{ port: 8081, pp: 'yes' }] } }, 'port_policy.ports[0].pp'],
+    ['port 70000', { port_policy: { ports: [{ port: 8082, pp: true }, { port: 70000 }] } }, 'port_policy.ports[1].port'],
+    ['port_policy: null', { port_policy: null }, 'port_policy'],
+    ['ports: "x"', { port_policy: { ports: 'x' } }, 'port_policy.ports'],
+  ])('%s fails the whole document permanently, naming the field; every port stays refused', async (_what, doc, field) => {
+    const compose = JSON.stringify({ manifest_version: 2, name: 'web', runner: 'docker-compose', ...doc });
     const agent = await startAgent(json(infoResponse(compose)));
-    const h = harness(agent.port);
+    const h = harness(agent.port, { maxRetries: 3 });
     h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1', composeHash: composeHash(compose) });
     h.fetcher.enqueue('i1');
-    expect((await h.settled('i1')).state).toBe('learned');
-    expect(ports(h.registry.get('i1')!.reportedPolicy!)).toEqual([[8082, true]]);
-    expect(h.registry.get('i1')!.reportedPolicy!.ports.has(0)).toBe(false);
-    expect(h.lines.filter((l) => l['level'] === 40 && String(l['msg']).startsWith('app_compose:'))).toHaveLength(3);
-  });
-
-  it('ports: "x" yields an empty policy with a warning', async () => {
-    const compose = JSON.stringify({ port_policy: { ports: 'x' } });
-    const agent = await startAgent(json(infoResponse(compose)));
-    const h = harness(agent.port);
-    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1' });
-    h.fetcher.enqueue('i1');
-    expect((await h.settled('i1')).state).toBe('learned');
-    expect(h.registry.get('i1')!.reportedPolicy!.ports.size).toBe(0);
-  });
-
-  it('a flood of bad entries logs a bounded number of warnings', async () => {
-    const compose = JSON.stringify({ port_policy: { ports: Array.from({ length: 5000 }, () => ({ port: 'x' })) } });
-    const agent = await startAgent(json(infoResponse(compose)));
-    const h = harness(agent.port, { maxResponseBytes: 1024 * 1024 });
-    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1' });
-    h.fetcher.enqueue('i1');
-    expect((await h.settled('i1')).state).toBe('learned');
-    const warnings = h.lines.filter((l) => l['level'] === 40);
-    expect(warnings.length).toBeLessThanOrEqual(11);
-    expect(warnings.at(-1)).toMatchObject({ suppressed: 4990 });
-  });
-
-  it('tcb_info that is a number is permanent ERR_AGENT_TCB_INFO', async () => {
-    const agent = await startAgent(json(infoResponse(APP_COMPOSE, { tcb_info: 42 })));
-    const h = harness(agent.port);
-    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1' });
-    h.fetcher.enqueue('i1');
-    expect(await h.settled('i1')).toMatchObject({ state: 'failed', attempts: 1, lastError: { code: 'ERR_AGENT_TCB_INFO', permanent: true } });
+    const status = await h.settled('i1');
+    expect(status).toMatchObject({ state: 'failed', attempts: 1, lastError: { code: 'ERR_COMPOSE_INVALID', permanent: true } });
+    expect(status.lastError?.message).toContain(field);
     expect(agent.requests).toHaveLength(1);
+    expect(h.registry.get('i1')?.reportedPolicy).toBeNull();
+    for (const port of [8081, 8082, 443]) {
+      expect(h.registry.decide('127.0.0.1', port).decision).toEqual({ kind: 'refuse', instanceId: 'i1', reason: 'fetch_failed' });
+    }
+    const logged = h.lines.find((l) => l['code'] === 'ERR_COMPOSE_INVALID') as { err?: { field?: string } };
+    expect(logged.err?.field).toBe(field);
   });
+
+  it('tcb_info that is a number does not decode as an Info response: transient, retried', async () => {
+    const agent = await startAgent(json(infoResponse(APP_COMPOSE, { tcb_info: 42 })));
+    const h = harness(agent.port, { maxRetries: 1 });
+    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1', composeHash: H });
+    h.fetcher.enqueue('i1');
+    expect(await h.settled('i1')).toMatchObject({ state: 'failed', attempts: 2, lastError: { code: 'ERR_AGENT_BAD_RESPONSE', permanent: false } });
+    expect(agent.requests).toHaveLength(2);
+  });
+
+  it('a 40 MiB compose is learned within the default response cap', async () => {
+    const line = '    command: ["sh", "-c", "echo \\"hi\\" && sleep 1"]\n';
+    const yaml = `services:\n${line.repeat(Math.ceil((40 * 1024 * 1024) / line.length))}`;
+    const compose = JSON.stringify({ manifest_version: 2, name: 'big', runner: 'docker-compose', docker_compose_file: yaml, port_policy: { ports: [{ port: 8080, pp: true }], restrict_mode: true } });
+    const body = infoResponse(compose);
+    const agent = await startAgent(json(body));
+    const h = harness(agent.port, { maxResponseBytes: DEFAULT_CONFIG.registry.fetch.maxResponseBytes, timeoutMs: 60_000 });
+    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1', composeHash: composeHash(compose) });
+    h.fetcher.enqueue('i1');
+    expect((await h.settled('i1', 60_000)).state).toBe('learned');
+    expect(h.registry.decide('127.0.0.1', 8080).decision.kind).toBe('proxy');
+    expect(h.registry.decide('127.0.0.1', 8081).decision.reason).toBe('port_not_allowed');
+  }, 90_000);
 
   it('deeply nested JSON does not crash the process', async () => {
     const agent = await startAgent(json(`${'['.repeat(30_000)}${']'.repeat(30_000)}`));
     const h = harness(agent.port, { maxRetries: 0 });
-    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1' });
+    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1', composeHash: H });
     h.fetcher.enqueue('i1');
     expect((await h.settled('i1')).lastError?.code).toBe('ERR_AGENT_BAD_RESPONSE');
   });
 
-  it('dedupe: two enqueues make one request; an enqueue after learned restarts', async () => {
+  it('dedupe: two enqueues make one request; an enqueue once learned fetches nothing', async () => {
     const agent = await startAgent((req, res) => setTimeout(() => json(infoResponse(APP_COMPOSE))(req, res), 50));
     const h = harness(agent.port);
-    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1' });
+    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1', composeHash: H });
     h.fetcher.enqueue('i1');
     h.fetcher.enqueue('i1');
     expect(h.fetcher.status('i1')?.state).toBe('fetching');
@@ -402,10 +414,10 @@ describe('policy fetcher against a fake guest agent', () => {
     h.fetcher.enqueue('i1');
     expect((await h.settled('i1')).state).toBe('learned');
     expect(agent.requests).toHaveLength(1);
+    // The policy is known now: asking again fetches nothing.
     h.fetcher.enqueue('i1');
-    await new Promise((r) => setTimeout(r, 10));
-    expect((await h.settled('i1')).state).toBe('learned');
-    expect(agent.requests).toHaveLength(2);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(agent.requests).toHaveLength(1);
   });
 
   it('connection refused is transient ERR_AGENT_CONNECT carrying the system error', async () => {
@@ -413,13 +425,35 @@ describe('policy fetcher against a fake guest agent', () => {
     const port = agent.port;
     await agent.close();
     const h = harness(port, { maxRetries: 1 });
-    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1' });
+    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1', composeHash: H });
     h.fetcher.enqueue('i1');
     const status = await h.settled('i1');
     expect(status).toMatchObject({ attempts: 2, lastError: { code: 'ERR_AGENT_CONNECT', permanent: false } });
     const logged = h.lines.find((l) => l['code'] === 'ERR_AGENT_CONNECT') as { err?: { systemCode?: string; message?: string } };
     expect(logged.err?.systemCode).toBe('ECONNREFUSED');
     expect(logged.err?.message).toContain('ECONNREFUSED');
+  });
+
+  it('agent down: every port refused (policy_unknown, then fetch_failed); admitted once the agent answers', async () => {
+    const probe = await startAgent(json('{}'));
+    const port = probe.port;
+    await probe.close();
+    const h = harness(port, { maxRetries: 0 });
+    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '127.0.0.1', composeHash: H });
+    expect(h.registry.decide('127.0.0.1', 443).decision.reason).toBe('policy_unknown');
+    h.fetcher.enqueue('i1');
+    await h.settled('i1');
+    for (const p of [443, 8080, 1]) expect(h.registry.decide('127.0.0.1', p).decision).toEqual({ kind: 'refuse', instanceId: 'i1', reason: 'fetch_failed' });
+    // The agent comes up on the same port; the next request for a fetch (after the cool-down) learns it.
+    const server = http.createServer((_req, res) => res.end(infoResponse(APP_COMPOSE)));
+    await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
+    for (let i = 0; i < 200 && h.fetcher.status('i1')?.state !== 'learned'; i++) {
+      h.fetcher.enqueue('i1');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(h.registry.decide('127.0.0.1', 8080).decision).toEqual({ kind: 'proxy', instanceId: 'i1', reason: 'policy' });
+    expect(h.registry.decide('127.0.0.1', 443).decision).toEqual({ kind: 'transparent', instanceId: 'i1', reason: 'policy' });
   });
 
   it('an instance removed before its attempt is dropped quietly', async () => {
@@ -459,7 +493,7 @@ describe('policy fetcher against a fake guest agent', () => {
     });
     const { logger } = captureLogger();
     const registry = new Registry({ logger });
-    registry.register({ instanceId: 'hang', appId: 'app', ip: '127.0.0.1' });
+    registry.register({ instanceId: 'hang', appId: 'app', ip: '127.0.0.1', composeHash: H });
     const learned: string[] = [];
     const fetcher = createPolicyFetcher({
       logger,
@@ -470,6 +504,7 @@ describe('policy fetcher against a fake guest agent', () => {
       backoffMaxMs: 60_000,
       maxResponseBytes: 1024,
       getInstance: (id) => registry.get(id) ?? (id === 'retry' ? { ...registry.get('hang')!, instanceId: 'retry' } : undefined),
+      wanted: () => true,
       onLearned: (id) => void learned.push(id),
     });
     fetcher.enqueue('hang');
@@ -503,7 +538,7 @@ describe('policy fetcher retry logic (injected fetchInfo)', () => {
   it('backs off exponentially, capped at backoffMaxMs', async () => {
     const f = failing('ERR_AGENT_HTTP', false);
     const h = harness(1, { fetchInfo: f.fetchInfo, maxRetries: 4, backoffInitialMs: 20, backoffMaxMs: 50 });
-    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '198.18.0.1' });
+    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '198.18.0.1', composeHash: H });
     h.fetcher.enqueue('i1');
     await new Promise((r) => setTimeout(r, 5));
     const s = h.fetcher.status('i1');
@@ -519,7 +554,7 @@ describe('policy fetcher retry logic (injected fetchInfo)', () => {
   it('permanent errors stop at once', async () => {
     const f = failing('ERR_AGENT_NO_APP_COMPOSE', true);
     const h = harness(1, { fetchInfo: f.fetchInfo, maxRetries: 4 });
-    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '198.18.0.1' });
+    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '198.18.0.1', composeHash: H });
     h.fetcher.enqueue('i1');
     expect(await h.settled('i1')).toMatchObject({ state: 'failed', attempts: 1 });
     expect(f.calls).toHaveLength(1);
@@ -528,12 +563,12 @@ describe('policy fetcher retry logic (injected fetchInfo)', () => {
   it('an onLearned failure (e.g. persisting) is retried', async () => {
     let failures = 1;
     const h = harness(1, {
-      fetchInfo: async () => Buffer.from(infoResponse(APP_COMPOSE)),
+      fetchInfo: async () => readInfoResponse(infoResponse(APP_COMPOSE)),
       onLearned: () => {
         if (failures-- > 0) throw Object.assign(new Error('disk full'), { code: 'ENOSPC' });
       },
     });
-    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '198.18.0.1' });
+    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '198.18.0.1', composeHash: H });
     h.fetcher.enqueue('i1');
     expect(await h.settled('i1')).toMatchObject({ state: 'learned', attempts: 2 });
   });
@@ -547,11 +582,11 @@ describe('policy fetcher retry logic (injected fetchInfo)', () => {
         peak = Math.max(peak, ++inFlight);
         await new Promise((r) => setTimeout(r, 20));
         inFlight--;
-        return Buffer.from(infoResponse(APP_COMPOSE));
+        return readInfoResponse(infoResponse(APP_COMPOSE));
       },
     });
     for (let i = 0; i < 12; i++) {
-      h.registry.register({ instanceId: `i${i}`, appId: 'app', ip: `198.18.0.${i + 1}` });
+      h.registry.register({ instanceId: `i${i}`, appId: 'app', ip: `198.18.0.${i + 1}`, composeHash: H });
       h.fetcher.enqueue(`i${i}`);
     }
     for (let i = 0; i < 12; i++) expect((await h.settled(`i${i}`)).state).toBe('learned');
@@ -561,7 +596,7 @@ describe('policy fetcher retry logic (injected fetchInfo)', () => {
   it('after a failure, traffic-driven enqueues wait backoffMaxMs; a re-registration restarts at once', async () => {
     const f = failing('ERR_AGENT_TCB_INFO', true);
     const h = harness(1, { fetchInfo: f.fetchInfo, backoffMaxMs: 60_000 });
-    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '198.18.0.1' });
+    h.registry.register({ instanceId: 'i1', appId: 'app', ip: '198.18.0.1', composeHash: H });
     h.fetcher.enqueue('i1');
     await h.settled('i1');
     h.fetcher.enqueue('i1'); // same record: cooled down
@@ -571,7 +606,7 @@ describe('policy fetcher retry logic (injected fetchInfo)', () => {
 
     const g = failing('ERR_AGENT_TCB_INFO', true);
     const h2 = harness(1, { fetchInfo: g.fetchInfo, backoffMaxMs: 60_000 });
-    h2.registry.register({ instanceId: 'i1', appId: 'app', ip: '198.18.0.1' });
+    h2.registry.register({ instanceId: 'i1', appId: 'app', ip: '198.18.0.1', composeHash: H });
     h2.fetcher.enqueue('i1');
     await h2.settled('i1');
     h2.registry.register({ instanceId: 'i1', appId: 'app', ip: '198.18.0.1', composeHash: 'b'.repeat(64) });
@@ -585,7 +620,7 @@ describe('policy fetcher retry logic (injected fetchInfo)', () => {
 
 describe('fetchAgentInfo', () => {
   it('brackets IPv6 addresses', async () => {
-    const server = http.createServer((_req, res) => res.end('{"ok":true}'));
+    const server = http.createServer((_req, res) => res.end('{"tcb_info":""}'));
     try {
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
@@ -595,8 +630,8 @@ describe('fetchAgentInfo', () => {
       return; // no IPv6 loopback here
     }
     cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
-    const body = await fetchAgentInfo({ ip: '::1', port: (server.address() as AddressInfo).port, timeoutMs: 1_000, maxBytes: 100 });
-    expect(body.toString()).toBe('{"ok":true}');
+    const facts = await fetchAgentInfo({ ip: '::1', port: (server.address() as AddressInfo).port, timeoutMs: 1_000, maxBytes: 100 });
+    expect(facts.tcbInfoEmpty).toBe(true);
   });
 
   it('honours an aborted signal', async () => {

@@ -6,7 +6,6 @@ import {
   makePolicy,
   normalizeIp,
   parsePolicyString,
-  policyFromJson,
   serializeInstance,
   serializePolicy,
 } from '../../../src/registry/policy.js';
@@ -18,10 +17,6 @@ function entries(p: { ports: ReadonlyMap<number, { pp: boolean }> }): [number, b
   return [...p.ports].map(([port, r]) => [port, r.pp] as [number, boolean]).sort((a, b) => a[0] - b[0]);
 }
 
-function collectWarnings(): { warn: (msg: string, details: object) => void; messages: string[] } {
-  const messages: string[] = [];
-  return { warn: (msg) => messages.push(msg), messages };
-}
 
 describe('parsePolicyString', () => {
   it('parses :pp, bare and :nopp items', () => {
@@ -68,66 +63,6 @@ describe('parsePolicyString', () => {
   });
 });
 
-describe('policyFromJson', () => {
-  it('reads the dstack shape; pp defaults to false; unknown keys ignored', () => {
-    const { warn, messages } = collectWarnings();
-    const p = policyFromJson(
-      { ports: [{ port: 8080, pp: true }, { port: 443 }, { port: 22, pp: false, note: 'ssh' }], restrict_mode: true, extra: 1 },
-      warn,
-    );
-    expect(entries(p)).toEqual([
-      [22, false],
-      [443, false],
-      [8080, true],
-    ]);
-    expect(p.restrictMode).toBe(true);
-    expect(messages).toEqual([]);
-  });
-
-  it('restrict_mode defaults to false', () => {
-    expect(policyFromJson({ ports: [] }, () => {}).restrictMode).toBe(false);
-  });
-
-  it('skips out-of-range ports instead of truncating them (65536 never becomes 0)', () => {
-    const { warn, messages } = collectWarnings();
-    const p = policyFromJson(
-      { ports: [{ port: 65536, pp: true }, { port: 0, pp: true }, { port: -1 }, { port: 70000 }, { port: 1.5 }, { port: 80, pp: true }] },
-      warn,
-    );
-    expect(entries(p)).toEqual([[80, true]]);
-    expect(p.ports.has(0)).toBe(false);
-    expect(messages).toHaveLength(5);
-  });
-
-  it('skips entries with wrong types, with a warning each', () => {
-    const { warn, messages } = collectWarnings();
-    const p = policyFromJson({ ports: [{ port: '8080' }, { port: 8081, pp: 'yes' }, 'x', null, { port: 9000, pp: true }] }, warn);
-    expect(entries(p)).toEqual([[9000, true]]);
-    expect(messages).toHaveLength(4);
-  });
-
-  it('ports that is not an array yields no ports and a warning', () => {
-    const { warn, messages } = collectWarnings();
-    const p = policyFromJson({ ports: 'x', restrict_mode: false }, warn);
-    expect(p.ports.size).toBe(0);
-    expect(messages).toHaveLength(1);
-  });
-
-  it('a non-boolean restrict_mode fails closed', () => {
-    const { warn, messages } = collectWarnings();
-    expect(policyFromJson({ ports: [], restrict_mode: 'yes' }, warn).restrictMode).toBe(true);
-    expect(messages).toHaveLength(1);
-  });
-
-  it('a non-object is an empty policy with a warning', () => {
-    const { warn, messages } = collectWarnings();
-    const p = policyFromJson([1, 2], warn);
-    expect(p.ports.size).toBe(0);
-    expect(p.restrictMode).toBe(false);
-    expect(messages).toHaveLength(1);
-  });
-});
-
 describe('serializePolicy / deserializePolicy / formatPolicy', () => {
   it('round-trips, ports sorted', () => {
     const p = parsePolicyString('8081,443:pp,8080:pp', true);
@@ -171,8 +106,6 @@ describe('serializeInstance / deserializeInstance', () => {
     reportedPolicy: parsePolicyString('8080:pp', false),
     policySource: 'agent',
     policyComposeHash: HASH,
-    restricted: true,
-    restrictRequested: true,
     override: parsePolicyString('22', true),
     registeredAt: 1000,
     updatedAt: 2000,
@@ -188,8 +121,6 @@ describe('serializeInstance / deserializeInstance', () => {
       reported_policy: { ports: [{ port: 8080, pp: true }], restrict_mode: false },
       policy_source: 'agent',
       policy_compose_hash: HASH,
-      restricted: true,
-      restrict_requested: true,
       override: { ports: [{ port: 22, pp: false }], restrict_mode: true },
       registered_at: 1000,
       updated_at: 2000,
@@ -199,10 +130,11 @@ describe('serializeInstance / deserializeInstance', () => {
     expect(Object.isFrozen(back)).toBe(true);
   });
 
-  it('accepts a record without restrict_requested (false)', () => {
-    const json: Record<string, unknown> = { ...serializeInstance(record) };
-    delete json['restrict_requested'];
-    expect(deserializeInstance(json).restrictRequested).toBe(false);
+  it('loads records written before every unknown policy failed closed (restricted, restrict_requested are ignored)', () => {
+    const json = { ...serializeInstance(record), restricted: true, restrict_requested: false };
+    const back = deserializeInstance(json);
+    expect(serializeInstance(back)).toEqual(serializeInstance(record));
+    expect(back).not.toHaveProperty('restricted');
   });
 
   it.each([
@@ -215,6 +147,7 @@ describe('serializeInstance / deserializeInstance', () => {
     ['policy_source', 'cli'],
     ['policy_compose_hash', 'A'.repeat(64)],
     ['restricted', 'yes'],
+    ['restrict_requested', 1],
     ['registered_at', -1],
     ['updated_at', null],
   ])('rejects a bad %s (%j) naming the field', (field, value) => {

@@ -1,14 +1,22 @@
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { parsePolicyString } from '../../../src/registry/policy.js';
-import { Registry, type RegistrationInput } from '../../../src/registry/registry.js';
+import type { RegistrationInput } from '../../../src/registry/registration.js';
+import { Registry, type EntryChange } from '../../../src/registry/registry.js';
+import type { InstanceRecord } from '../../../src/registry/types.js';
+
+/** The instance decide() finds at an address (what the address index holds). */
+function holderOf(r: Registry, ip: string): InstanceRecord | undefined {
+  const id = r.decide(ip, 1).decision.instanceId;
+  return id === null ? undefined : r.get(id);
+}
 
 const H1 = '1'.repeat(64);
 const H2 = '2'.repeat(64);
 
-function makeRegistry(): { registry: Registry; tick: (ms?: number) => void } {
+function makeRegistry(opts: { trustAgentComposeHash?: boolean } = {}): { registry: Registry; tick: (ms?: number) => void } {
   let t = 1_000;
-  const registry = new Registry({ logger: pino({ level: 'silent' }), now: () => t });
+  const registry = new Registry({ logger: pino({ level: 'silent' }), now: () => t, ...opts });
   return { registry, tick: (ms = 1) => void (t += ms) };
 }
 
@@ -45,7 +53,6 @@ describe('Registry.register', () => {
       reportedPolicy: null,
       policySource: null,
       policyComposeHash: null,
-      restricted: false,
       override: null,
       registeredAt: 1000,
       updatedAt: 1000,
@@ -93,7 +100,6 @@ describe('Registry.register', () => {
     [{ composeHash: 'g'.repeat(64) }, 'composeHash'],
     [{ policy: { ports: new Map([[70000, { pp: true }]]), restrictMode: false } }, 'policy'],
     [{ policy: { ports: new Map([[0, { pp: true }]]), restrictMode: false } }, 'policy'],
-    [{ restrict: 'yes' as unknown as boolean }, 'restrict'],
   ])('rejects %j naming the field', (overrides, field) => {
     const { registry } = makeRegistry();
     expect(fieldOf(() => registry.register(reg(overrides)))).toEqual({ code: 'ERR_INVALID_REGISTRATION', field });
@@ -124,14 +130,16 @@ describe('Registry.register', () => {
     const { registry } = makeRegistry();
     registry.register(reg());
     registry.register(reg({ ip: '198.18.0.2' }));
-    expect(registry.byIp('198.18.0.1')).toBeUndefined();
-    expect(registry.byIp('198.18.0.2')?.instanceId).toBe('i1');
+    expect(holderOf(registry, '198.18.0.1')).toBeUndefined();
+    expect(holderOf(registry, '198.18.0.2')?.instanceId).toBe('i1');
     expect(registry.register(reg({ instanceId: 'i2', ip: '198.18.0.1' })).record.ip).toBe('198.18.0.1');
   });
 
-  it('fetchNeeded: true while the reported policy is unknown, false once reported (even empty)', () => {
+  it('fetchNeeded: true while the reported policy is unknown and a learned one would count, false once reported (even empty)', () => {
     const { registry } = makeRegistry();
-    expect(registry.register(reg()).fetchNeeded).toBe(true);
+    // No attested hash: a learned policy would not count, so nothing is fetched.
+    expect(registry.register(reg()).fetchNeeded).toBe(false);
+    expect(registry.register(reg({ composeHash: H1 })).fetchNeeded).toBe(true);
     expect(registry.register(reg({ policy: parsePolicyString('', false) })).fetchNeeded).toBe(false);
     expect(registry.get('i1')?.reportedPolicy?.ports.size).toBe(0);
     // Not reported (null is the same as omitted): the cached one is kept.
@@ -171,7 +179,8 @@ describe('Registry.register', () => {
     registry.register(reg({ composeHash: H1, policy: P_8080 }));
     registry.setOverride('i1', parsePolicyString('9000:pp', false));
     const { record, fetchNeeded } = registry.register(reg({ composeHash: H2 }));
-    expect(fetchNeeded).toBe(true);
+    // The override decides: nothing to fetch until it is cleared.
+    expect(fetchNeeded).toBe(false);
     expect(record.reportedPolicy).toBeNull();
     expect(record.policySource).toBeNull();
     expect(record.policyComposeHash).toBeNull();
@@ -180,7 +189,7 @@ describe('Registry.register', () => {
   });
 
   it('a policy learned against another hash is dropped when a hash is registered', () => {
-    const { registry } = makeRegistry();
+    const { registry } = makeRegistry({ trustAgentComposeHash: true });
     registry.register(reg()); // no hash
     registry.learnPolicy('i1', H1, P_8080);
     expect(registry.get('i1')?.policyComposeHash).toBe(H1);
@@ -203,54 +212,6 @@ describe('Registry.register', () => {
     registry.register(reg());
     registry.setOverride('i1', P_8080);
     expect(registry.register(reg({ policy: P_RESTRICT })).record.override?.ports.get(8080)).toEqual({ pp: true });
-  });
-});
-
-describe('Registry: restricted', () => {
-  it('is the registration flag OR the reported policy restrictMode', () => {
-    const { registry } = makeRegistry();
-    expect(registry.register(reg({ restrict: true })).record.restricted).toBe(true);
-    expect(registry.register(reg({ instanceId: 'i2', ip: '198.18.0.2', policy: P_RESTRICT })).record.restricted).toBe(true);
-    expect(registry.register(reg({ instanceId: 'i3', ip: '198.18.0.3', policy: P_8080 })).record.restricted).toBe(false);
-    expect(
-      registry.register(reg({ instanceId: 'i4', ip: '198.18.0.4', policy: P_8080, restrict: true })).record.restricted,
-    ).toBe(true);
-  });
-
-  it('a newly reported policy sets it to its restrictMode unless the registration flags restrict', () => {
-    const { registry } = makeRegistry();
-    registry.register(reg({ policy: P_RESTRICT }));
-    expect(registry.register(reg({ policy: P_8080 })).record.restricted).toBe(false);
-    expect(registry.register(reg({ policy: P_8080, restrict: true })).record.restricted).toBe(true);
-  });
-
-  it('a kept cached policy keeps deciding it', () => {
-    const { registry } = makeRegistry();
-    registry.register(reg({ composeHash: H1, policy: P_RESTRICT }));
-    expect(registry.register(reg({ composeHash: H1 })).record.restricted).toBe(true);
-  });
-
-  it('is sticky across a compose-hash change: fail-closed until relearned', () => {
-    const { registry } = makeRegistry();
-    registry.register(reg({ composeHash: H1, policy: P_RESTRICT }));
-    const { record } = registry.register(reg({ composeHash: H2 }));
-    expect(record.reportedPolicy).toBeNull();
-    expect(record.restricted).toBe(true);
-    expect(registry.decide('198.18.0.1', 8080)).toEqual({
-      decision: { kind: 'refuse', instanceId: 'i1', reason: 'policy-unknown-restricted' },
-      fetch: 'i1',
-    });
-    // Relearned without restrict mode: open again.
-    expect(registry.learnPolicy('i1', H2, P_8080)?.restricted).toBe(false);
-  });
-
-  it('a learned policy sets it to its restrictMode unless the registration flagged restrict', () => {
-    const { registry } = makeRegistry();
-    registry.register(reg({ composeHash: H1 }));
-    expect(registry.learnPolicy('i1', H1, P_RESTRICT)?.restricted).toBe(true);
-    expect(registry.learnPolicy('i1', H1, P_8080)?.restricted).toBe(false);
-    registry.register(reg({ composeHash: H1, restrict: true }));
-    expect(registry.learnPolicy('i1', H1, P_8080)?.restricted).toBe(true);
   });
 });
 
@@ -292,10 +253,14 @@ describe('Registry.setOverride / learnPolicy / remove', () => {
     expect(registry.get('i1')?.reportedPolicy).toBeNull();
   });
 
-  it('learnPolicy is accepted when the registration carried no hash', () => {
+  it('learnPolicy without an attested hash is ignored, unless the agent\'s own hash is trusted', () => {
     const { registry } = makeRegistry();
     registry.register(reg());
-    expect(registry.learnPolicy('i1', H1, P_8080)?.policyComposeHash).toBe(H1);
+    expect(registry.learnPolicy('i1', H1, P_8080)).toBeUndefined();
+    const trusting = makeRegistry({ trustAgentComposeHash: true }).registry;
+    trusting.register(reg());
+    expect(trusting.learnPolicy('i1', H1, P_8080)?.policyComposeHash).toBe(H1);
+    expect(trusting.decide('198.18.0.1', 8080).decision).toEqual({ kind: 'proxy', instanceId: 'i1', reason: 'policy' });
   });
 
   it('remove returns the record and frees the ip', () => {
@@ -303,8 +268,8 @@ describe('Registry.setOverride / learnPolicy / remove', () => {
     const { record } = registry.register(reg());
     expect(registry.remove('i1')).toBe(record);
     expect(registry.remove('i1')).toBeUndefined();
-    expect(registry.byIp('198.18.0.1')).toBeUndefined();
-    expect(registry.decide('198.18.0.1', 80).decision.reason).toBe('unknown-instance');
+    expect(holderOf(registry, '198.18.0.1')).toBeUndefined();
+    expect(registry.decide('198.18.0.1', 80).decision.reason).toBe('unregistered');
   });
 });
 
@@ -314,7 +279,7 @@ describe('Registry.restore', () => {
     const { record, previous } = registry.register(reg());
     registry.restore(record, previous);
     expect(registry.get('i1')).toBeUndefined();
-    expect(registry.byIp('198.18.0.1')).toBeUndefined();
+    expect(holderOf(registry, '198.18.0.1')).toBeUndefined();
   });
 
   it('undoes a re-registration, ip included', () => {
@@ -323,8 +288,8 @@ describe('Registry.restore', () => {
     const { record, previous } = registry.register(reg({ ip: '198.18.0.2', composeHash: H1 }));
     registry.restore(record, previous);
     expect(registry.get('i1')).toBe(first);
-    expect(registry.byIp('198.18.0.1')).toBe(first);
-    expect(registry.byIp('198.18.0.2')).toBeUndefined();
+    expect(holderOf(registry, '198.18.0.1')).toBe(first);
+    expect(holderOf(registry, '198.18.0.2')).toBeUndefined();
     expect(registry.decide('198.18.0.1', 8080).decision.kind).toBe('proxy');
   });
 
@@ -335,7 +300,7 @@ describe('Registry.restore', () => {
     if (removed === undefined) throw new Error('not removed');
     registry.restore(removed, removed);
     expect(registry.get('i1')).toBe(removed);
-    expect(registry.byIp('198.18.0.1')).toBe(removed);
+    expect(holderOf(registry, '198.18.0.1')).toBe(removed);
   });
 
   it('undoes an override', () => {
@@ -366,8 +331,8 @@ describe('Registry.load / get / byIp / list', () => {
     expect(other.size).toBe(2);
     expect(other.get('zzz')).toBeUndefined();
     expect(other.list().map((r) => r.instanceId)).toEqual(['i0', 'i1']);
-    expect(other.byIp('FD00::2')).toBe(b);
-    expect(other.byIp('not an ip')).toBeUndefined();
+    expect(holderOf(other, 'fd00::2')).toBe(b);
+    expect(holderOf(other, 'not an ip')).toBeUndefined();
   });
 
   it('load refuses duplicate ids or ips and keeps the old contents', () => {
@@ -385,25 +350,32 @@ describe('Registry.decide', () => {
     const { registry } = makeRegistry();
     registry.register(reg({ instanceId: 'open', ip: '198.18.0.1', policy: P_8080 }));
     registry.register(reg({ instanceId: 'strict', ip: '198.18.0.2', policy: P_RESTRICT }));
-    registry.register(reg({ instanceId: 'unknown', ip: 'fd00::3' }));
-    registry.register(reg({ instanceId: 'unknown-r', ip: 'fd00::4', restrict: true }));
-    registry.register(reg({ instanceId: 'ovr', ip: 'fd00::5', restrict: true }));
+    registry.register(reg({ instanceId: 'unknown', ip: 'fd00::3', composeHash: H1 }));
+    registry.register(reg({ instanceId: 'failed', ip: 'fd00::4', composeHash: H1 }));
+    registry.markFetch('failed', H1, true);
+    registry.register(reg({ instanceId: 'ovr', ip: 'fd00::5' }));
     registry.setOverride('ovr', parsePolicyString('9000:pp', true));
+    registry.register(reg({ instanceId: 'unattested', ip: 'fd00::6' }));
+    registry.register(reg({ instanceId: 'empty', ip: 'fd00::7', policy: parsePolicyString('', false) }));
     return registry;
   }
 
+  // The decision table of the README, row by row.
   it.each([
-    ['198.18.9.9', 80, { kind: 'transparent', instanceId: null, reason: 'unknown-instance' }, null],
+    ['198.18.9.9', 80, { kind: 'transparent', instanceId: null, reason: 'unregistered' }, null],
     ['198.18.0.1', 8080, { kind: 'proxy', instanceId: 'open', reason: 'policy' }, null],
     ['198.18.0.1', 443, { kind: 'transparent', instanceId: 'open', reason: 'policy' }, null],
     ['198.18.0.1', 9999, { kind: 'transparent', instanceId: 'open', reason: 'policy' }, null],
     ['198.18.0.2', 8080, { kind: 'proxy', instanceId: 'strict', reason: 'policy' }, null],
     ['198.18.0.2', 22, { kind: 'transparent', instanceId: 'strict', reason: 'policy' }, null],
-    ['198.18.0.2', 23, { kind: 'refuse', instanceId: 'strict', reason: 'port-not-listed' }, null],
-    ['fd00::3', 80, { kind: 'transparent', instanceId: 'unknown', reason: 'policy-unknown' }, 'unknown'],
-    ['fd00::4', 80, { kind: 'refuse', instanceId: 'unknown-r', reason: 'policy-unknown-restricted' }, 'unknown-r'],
+    ['198.18.0.2', 23, { kind: 'refuse', instanceId: 'strict', reason: 'port_not_allowed' }, null],
+    ['fd00::3', 80, { kind: 'refuse', instanceId: 'unknown', reason: 'policy_unknown' }, 'unknown'],
+    ['fd00::3', 8080, { kind: 'refuse', instanceId: 'unknown', reason: 'policy_unknown' }, 'unknown'],
+    ['fd00::4', 80, { kind: 'refuse', instanceId: 'failed', reason: 'fetch_failed' }, 'failed'],
     ['fd00::5', 9000, { kind: 'proxy', instanceId: 'ovr', reason: 'override' }, null],
-    ['fd00::5', 9001, { kind: 'refuse', instanceId: 'ovr', reason: 'port-not-listed' }, null],
+    ['fd00::5', 9001, { kind: 'refuse', instanceId: 'ovr', reason: 'port_not_allowed' }, null],
+    ['fd00::6', 80, { kind: 'refuse', instanceId: 'unattested', reason: 'policy_unattested' }, null],
+    ['fd00::7', 80, { kind: 'transparent', instanceId: 'empty', reason: 'policy' }, null],
     ['::ffff:198.18.0.1', 8080, { kind: 'proxy', instanceId: 'open', reason: 'policy' }, null],
   ])('%s:%i', (ip, port, decision, fetch) => {
     expect(setup().decide(ip, port)).toEqual({ decision, fetch });
@@ -433,11 +405,33 @@ describe('Registry.decide', () => {
   it('follows record changes (no stale cached decisions)', () => {
     const { registry } = makeRegistry();
     registry.register(reg({ composeHash: H1 }));
-    expect(registry.decide('198.18.0.1', 8080).decision.reason).toBe('policy-unknown');
+    expect(registry.decide('198.18.0.1', 8080).decision.reason).toBe('policy_unknown');
+    registry.markFetch('i1', H1, true);
+    expect(registry.decide('198.18.0.1', 8080).decision.reason).toBe('fetch_failed');
     registry.learnPolicy('i1', H1, P_8080);
     expect(registry.decide('198.18.0.1', 8080).decision.kind).toBe('proxy');
     registry.setOverride('i1', parsePolicyString('', true));
-    expect(registry.decide('198.18.0.1', 8080).decision).toMatchObject({ kind: 'refuse', reason: 'port-not-listed' });
+    expect(registry.decide('198.18.0.1', 8080).decision).toMatchObject({ kind: 'refuse', reason: 'port_not_allowed' });
+  });
+
+  it('a learned policy invalidated by a new compose hash refuses every port again, and asks for a fetch', () => {
+    const { registry } = makeRegistry();
+    registry.register(reg({ composeHash: H1 }));
+    registry.learnPolicy('i1', H1, P_8080);
+    expect(registry.decide('198.18.0.1', 443).decision.kind).toBe('transparent');
+    const { fetchNeeded } = registry.register(reg({ composeHash: H2 }));
+    expect(fetchNeeded).toBe(true);
+    expect(registry.decide('198.18.0.1', 443)).toEqual({ decision: { kind: 'refuse', instanceId: 'i1', reason: 'policy_unknown' }, fetch: 'i1' });
+  });
+
+  it('a policy learned before the agent\'s hash stopped being trusted no longer decides', () => {
+    const trusting = makeRegistry({ trustAgentComposeHash: true }).registry;
+    trusting.register(reg());
+    const learned = trusting.learnPolicy('i1', H1, P_8080) as NonNullable<ReturnType<Registry['learnPolicy']>>;
+    const { registry } = makeRegistry();
+    registry.load([learned]);
+    expect(registry.decide('198.18.0.1', 8080).decision).toEqual({ kind: 'refuse', instanceId: 'i1', reason: 'policy_unattested' });
+    expect(registry.fetchWanted('i1')).toBe(false);
   });
 
   it('agrees with a reference decision for small (inline) and large policies, any port', () => {
@@ -472,5 +466,129 @@ describe('Registry.decide', () => {
     expect(Object.isFrozen(a)).toBe(true);
     expect(Object.isFrozen(a.decision)).toBe(true);
     expect(registry.decide('198.18.9.9', 1)).toBe(registry.decide('198.18.9.8', 2));
+  });
+});
+
+describe('Registry entries and their subscription', () => {
+  function watch(registry: Registry): EntryChange[] {
+    const seen: EntryChange[] = [];
+    registry.subscribeEntries((c) => seen.push(c));
+    return seen;
+  }
+
+  it('one entry per instance, from the same data decide() reads', () => {
+    const { registry } = makeRegistry();
+    registry.register(reg({ policy: P_RESTRICT }));
+    registry.register(reg({ instanceId: 'i2', ip: 'fd00::2', composeHash: H1 }));
+    const byId = new Map(registry.entries().map((e) => [e.instanceId, e]));
+    expect(byId.get('i1')).toEqual({
+      instanceId: 'i1',
+      ip: '198.18.0.1',
+      refuseAll: null,
+      restrictMode: true,
+      ports: new Map([[8080, true], [22, false]]),
+      source: 'policy',
+    });
+    expect(byId.get('i2')).toMatchObject({ ip: 'fd00::2', refuseAll: 'policy_unknown', source: null });
+    expect(Object.isFrozen(byId.get('i1'))).toBe(true);
+  });
+
+  it('reports every change: registration, fetch failure, learned policy, override, address move, removal', () => {
+    const { registry } = makeRegistry();
+    const seen = watch(registry);
+    registry.register(reg({ composeHash: H1 }));
+    registry.markFetch('i1', H1, true);
+    registry.learnPolicy('i1', H1, P_8080);
+    registry.setOverride('i1', P_RESTRICT);
+    registry.register(reg({ composeHash: H1, ip: '198.18.0.9' }));
+    registry.remove('i1');
+    expect(seen.map((c) => [c.entry?.refuseAll ?? null, c.entry?.source ?? null, c.entry?.ip ?? null, c.previous?.ip ?? null])).toEqual([
+      ['policy_unknown', null, '198.18.0.1', null],
+      ['fetch_failed', null, '198.18.0.1', '198.18.0.1'],
+      [null, 'policy', '198.18.0.1', '198.18.0.1'],
+      [null, 'override', '198.18.0.1', '198.18.0.1'],
+      [null, 'override', '198.18.0.9', '198.18.0.1'],
+      [null, null, null, '198.18.0.9'],
+    ]);
+  });
+
+  it('a record change that leaves the entry alone is not reported', () => {
+    const { registry, tick } = makeRegistry();
+    registry.register(reg({ policy: P_8080 }));
+    const seen = watch(registry);
+    tick();
+    registry.register(reg({ appId: 'other-app' })); // cached policy kept: same decisions
+    registry.markFetch('i1', null, false);
+    expect(seen).toEqual([]);
+  });
+
+  it('markFetch ignores a result for another compose hash (re-registered meanwhile)', () => {
+    const { registry } = makeRegistry();
+    registry.register(reg({ composeHash: H2 }));
+    registry.markFetch('i1', H1, true);
+    expect(registry.entry('i1')?.refuseAll).toBe('policy_unknown');
+    registry.markFetch('gone', H1, true);
+    expect(registry.entry('gone')).toBeUndefined();
+  });
+
+  it('a new registration forgets an earlier failed fetch (its own fetch has not failed yet)', () => {
+    const { registry } = makeRegistry();
+    registry.register(reg({ composeHash: H1 }));
+    registry.markFetch('i1', H1, true);
+    registry.register(reg({ composeHash: H1 }));
+    expect(registry.entry('i1')?.refuseAll).toBe('policy_unknown');
+  });
+});
+
+describe('Registry address rule', () => {
+  const host = [
+    { address: '198.18.2.1', prefix: 24 },
+    { address: '127.0.0.1', prefix: 8 },
+    { address: '::1', prefix: 128 },
+    { address: 'fd00:18:2::1', prefix: 64 },
+  ];
+  function withRule(allowLoopback: boolean): Registry {
+    return new Registry({ logger: pino({ level: 'silent' }), addressRule: { allowLoopback, hostAddresses: () => host } });
+  }
+
+  it.each([
+    ['0.0.0.0', /unicast/],
+    ['0.1.2.3', /unicast/],
+    ['255.255.255.255', /unicast/],
+    ['240.0.0.1', /unicast/],
+    ['224.0.0.1', /unicast/],
+    ['239.255.255.250', /unicast/],
+    ['::', /unicast/],
+    ['ff02::1', /unicast/],
+    ['fe80::1', /unicast/],
+    ['127.0.0.1', /local_backends/],
+    ['127.9.9.9', /local_backends/],
+    ['::1', /local_backends/],
+    ['::ffff:127.0.0.1', /local_backends/],
+    ['198.18.2.1', /address of this host/],
+    ['fd00:18:2::1', /address of this host/],
+    ['198.18.2.255', /broadcast address of this host's network 198.18.2.1\/24/],
+  ])('refuses %s', (ip, why) => {
+    const registry = withRule(false);
+    let err: { code?: string; field?: string; message?: string } = {};
+    try {
+      registry.register(reg({ ip }));
+    } catch (e) {
+      err = e as typeof err;
+    }
+    expect(err).toMatchObject({ code: 'ERR_INVALID_REGISTRATION', field: 'ip' });
+    expect(err.message).toMatch(why);
+    expect(registry.size).toBe(0);
+  });
+
+  it.each(['198.18.2.2', '198.18.2.254', '198.18.3.255', '169.254.0.5', 'fd00:18:2::2', '10.0.0.0'])('accepts the unicast host %s', (ip) => {
+    expect(withRule(false).register(reg({ ip })).record.ip).toBe(ip);
+  });
+
+  it('loopback instances are accepted with local_backends, the host\'s loopback addresses included', () => {
+    const registry = withRule(true);
+    expect(registry.register(reg({ ip: '127.0.0.1' })).record.ip).toBe('127.0.0.1');
+    expect(registry.register(reg({ instanceId: 'i2', ip: '::1' })).record.ip).toBe('::1');
+    expect(() => registry.register(reg({ instanceId: 'i3', ip: '198.18.2.1' }))).toThrow(/address of this host/);
   });
 });

@@ -10,6 +10,13 @@ import type { PolicyFetcherDeps } from '../../../src/registry/service.js';
 import { StoreConflictError } from '../../../src/registry/store.js';
 import type { RegistryStore } from '../../../src/registry/store.js';
 import type { InstanceRecord } from '../../../src/registry/types.js';
+import type { Registry } from '../../../src/registry/registry.js';
+
+/** The instance decide() finds at an address (what the address index holds). */
+function holderOf(r: Registry, ip: string): InstanceRecord | undefined {
+  const id = r.decide(ip, 1).decision.instanceId;
+  return id === null ? undefined : r.get(id);
+}
 
 const logger = pino({ level: 'silent' });
 
@@ -17,12 +24,14 @@ const config: RegistryConfig = {
   path: '/nonexistent',
   adminSocket: '/nonexistent.sock',
   agentPort: 8090,
+  trustAgentComposeHash: false,
   fetch: DEFAULT_CONFIG.registry.fetch,
   store: 'sqlite',
   etcd: null,
 };
 
 const HASH = 'ab'.repeat(32);
+const HOST = [{ address: '10.0.0.254', prefix: 24 }, { address: '127.0.0.1', prefix: 8 }];
 
 /** In-memory store; every call is recorded, and `gate`/`fail` control the next write. */
 function memoryStore(initial: InstanceRecord[] = []) {
@@ -78,10 +87,10 @@ function deferred(): { promise: Promise<void>; resolve: () => void } {
   return { promise, resolve };
 }
 
-async function setup(initial: InstanceRecord[] = []) {
+async function setup(initial: InstanceRecord[] = [], cfg: RegistryConfig = config) {
   const mem = memoryStore(initial);
   const fetch = fakeFetcher();
-  const service = await createRegistryService({ logger, config, store: mem.store, fetcherFactory: fetch.factory });
+  const service = await createRegistryService({ logger, config: cfg, store: mem.store, fetcherFactory: fetch.factory, hostAddresses: () => HOST });
   return { service, mem, fetch };
 }
 
@@ -94,7 +103,6 @@ function stored(id: string, ip: string, extra: Partial<InstanceRecord> = {}): In
     reportedPolicy: null,
     policySource: null,
     policyComposeHash: null,
-    restricted: false,
     override: null,
     registeredAt: 1,
     updatedAt: 1,
@@ -134,14 +142,14 @@ describe('registry service', () => {
     // A new instance: gone again, its address free.
     await expect(service.add({ instanceId: 'i-2', appId: 'app', ip: '10.0.0.2' })).rejects.toMatchObject({ code: 'ERR_STORE_WRITE' });
     expect(service.get('i-2')).toBeUndefined();
-    expect(service.registry.byIp('10.0.0.2')).toBeUndefined();
-    expect(service.decide('10.0.0.2', 80)).toMatchObject({ kind: 'transparent', reason: 'unknown-instance' });
+    expect(holderOf(service.registry, '10.0.0.2')).toBeUndefined();
+    expect(service.decide('10.0.0.2', 80)).toMatchObject({ kind: 'transparent', reason: 'unregistered' });
 
     // A re-registration moving the address: the old record, at the old address.
     await expect(service.add({ instanceId: 'i-1', appId: 'app2', ip: '10.0.0.9' })).rejects.toMatchObject({ code: 'ERR_STORE_WRITE' });
     expect(service.get('i-1')).toBe(original);
-    expect(service.registry.byIp('10.0.0.1')).toBe(original);
-    expect(service.registry.byIp('10.0.0.9')).toBeUndefined();
+    expect(holderOf(service.registry, '10.0.0.1')).toBe(original);
+    expect(holderOf(service.registry, '10.0.0.9')).toBeUndefined();
     expect(fetch.ctl.enqueued.length).toBe(enqueuedBefore);
 
     await expect(service.setOverride('i-1', parsePolicyString('22', true))).rejects.toMatchObject({ code: 'ERR_STORE_WRITE' });
@@ -174,30 +182,69 @@ describe('registry service', () => {
     expect(original.override).toBeNull();
   });
 
-  it('queues a fetch after registering without a policy, not with one', async () => {
+  it('queues a fetch after registering with an attested hash and no policy; not with a policy, not without a hash', async () => {
     const { service, fetch } = await setup();
-    await service.add({ instanceId: 'i-1', appId: 'app', ip: '10.0.0.1' });
+    await service.add({ instanceId: 'i-1', appId: 'app', ip: '10.0.0.1', composeHash: HASH });
     expect(fetch.ctl.enqueued).toEqual(['i-1']);
     await service.add({ instanceId: 'i-2', appId: 'app', ip: '10.0.0.2', policy: parsePolicyString('', false) });
+    await service.add({ instanceId: 'i-3', appId: 'app', ip: '10.0.0.3' });
     expect(fetch.ctl.enqueued).toEqual(['i-1']);
+    expect(service.decide('10.0.0.3', 80)).toMatchObject({ kind: 'refuse', reason: 'policy_unattested' });
   });
 
-  it('queues fetches on start for stored instances whose policy is unknown', async () => {
+  it("with trust_agent_compose_hash an unattested instance is fetched, and the agent's hash is taken", async () => {
+    const { service, fetch } = await setup([], { ...config, trustAgentComposeHash: true });
+    await service.add({ instanceId: 'i-1', appId: 'app', ip: '10.0.0.1' });
+    expect(fetch.ctl.enqueued).toEqual(['i-1']);
+    expect(service.decide('10.0.0.1', 80)).toMatchObject({ kind: 'refuse', reason: 'policy_unknown' });
+    await fetch.ctl.deps!.onLearned('i-1', HASH, parsePolicyString('80:pp', false));
+    expect(service.decide('10.0.0.1', 80)).toMatchObject({ kind: 'proxy', reason: 'policy' });
+  });
+
+  it('queues fetches on start for stored instances whose policy is unknown and attested', async () => {
     const known = stored('known', '10.0.0.1', { reportedPolicy: parsePolicyString('80', false), policySource: 'registration' });
-    const { service, fetch } = await setup([known, stored('unknown', '10.0.0.2')]);
+    const { service, fetch } = await setup([known, stored('unknown', '10.0.0.2', { composeHash: HASH }), stored('unattested', '10.0.0.3')]);
     expect(fetch.ctl.enqueued).toEqual(['unknown']);
-    expect(service.list().map((r) => r.instanceId)).toEqual(['known', 'unknown']);
+    expect(service.list().map((r) => r.instanceId)).toEqual(['known', 'unattested', 'unknown']);
   });
 
-  it('decide() queues the fetch the registry asks for and counts refusals', async () => {
+  it('decide() queues the fetch the registry asks for and counts refusals; requestFetch only when a fetch can help', async () => {
     const { service, fetch } = await setup();
-    await service.add({ instanceId: 'i-1', appId: 'app', ip: '10.0.0.1', restrict: true });
+    await service.add({ instanceId: 'i-1', appId: 'app', ip: '10.0.0.1', composeHash: HASH });
+    await service.add({ instanceId: 'i-2', appId: 'app', ip: '10.0.0.2' });
     fetch.ctl.enqueued.length = 0;
-    expect(service.decide('10.0.0.1', 443)).toMatchObject({ kind: 'refuse', reason: 'policy-unknown-restricted' });
+    expect(service.decide('10.0.0.1', 443)).toMatchObject({ kind: 'refuse', reason: 'policy_unknown' });
     expect(fetch.ctl.enqueued).toEqual(['i-1']);
     expect(service.counters.refused).toBe(1);
-    expect(service.decide('10.9.9.9', 443)).toMatchObject({ kind: 'transparent', reason: 'unknown-instance' });
+    expect(service.decide('10.9.9.9', 443)).toMatchObject({ kind: 'transparent', reason: 'unregistered' });
+    expect(service.decide('10.0.0.2', 443)).toMatchObject({ kind: 'refuse', reason: 'policy_unattested' });
     expect(fetch.ctl.enqueued).toEqual(['i-1']);
+    service.requestFetch('i-2');
+    service.requestFetch('nope');
+    service.requestFetch('i-1');
+    expect(fetch.ctl.enqueued).toEqual(['i-1', 'i-1']);
+  });
+
+  it('a failed fetch turns the refusals into fetch_failed, and the entry subscription sees it', async () => {
+    const { service, fetch } = await setup();
+    await service.add({ instanceId: 'i-1', appId: 'app', ip: '10.0.0.1', composeHash: HASH });
+    const seen: string[] = [];
+    service.subscribeEntries((c) => seen.push(`${c.instanceId}:${c.entry?.refuseAll ?? 'none'}`));
+    fetch.ctl.deps!.onFailed!('i-1', service.get('i-1')!);
+    expect(service.decide('10.0.0.1', 80)).toMatchObject({ kind: 'refuse', reason: 'fetch_failed' });
+    await fetch.ctl.deps!.onLearned('i-1', HASH, parsePolicyString('80:pp', true));
+    expect(seen).toEqual(['i-1:fetch_failed', 'i-1:none']);
+    expect(service.entries()).toEqual([expect.objectContaining({ instanceId: 'i-1', refuseAll: null, restrictMode: true })]);
+  });
+
+  it('refuses instance addresses that are not a remote unicast host', async () => {
+    const { service, mem } = await setup();
+    for (const ip of ['0.0.0.0', '255.255.255.255', '224.0.0.5', '127.0.0.1', '10.0.0.254', '10.0.0.255', '::', 'ff02::1']) {
+      await expect(service.add({ instanceId: 'i-1', appId: 'app', ip })).rejects.toMatchObject({ code: 'ERR_INVALID_REGISTRATION', field: 'ip' });
+    }
+    expect(mem.ctl.calls).toEqual([]);
+    const local = await createRegistryService({ logger, config, store: memoryStore().store, fetcherFactory: fakeFetcher().factory, hostAddresses: () => HOST, allowLoopback: true });
+    expect((await local.add({ instanceId: 'i-1', appId: 'app', ip: '127.0.0.1' })).ip).toBe('127.0.0.1');
   });
 
   it('persists a learned policy; a failure to persist is logged, not thrown', async () => {
@@ -237,7 +284,7 @@ describe('registry service', () => {
     const o = await service.setOverride('i-1', parsePolicyString('443:pp', true));
     expect(mem.ctl.data.get('i-1')).toBe(o);
     expect(service.decide('10.0.0.1', 443)).toMatchObject({ kind: 'proxy', reason: 'override' });
-    expect(service.decide('10.0.0.1', 80)).toMatchObject({ kind: 'refuse', reason: 'port-not-listed' });
+    expect(service.decide('10.0.0.1', 80)).toMatchObject({ kind: 'refuse', reason: 'port_not_allowed' });
     const removed = await service.remove('i-1');
     expect(removed).toBe(o);
     expect(mem.ctl.data.has('i-1')).toBe(false);
