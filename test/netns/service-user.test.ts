@@ -85,9 +85,9 @@ admin_socket = "${path.join(runtime, 'admin.sock')}"
     // What it created belongs to the service user; root (the operator) still reaches the admin API.
     const sock = await stat(path.join(runtime, 'admin.sock'));
     expect([sock.uid, sock.mode & 0o777]).toEqual([UID, 0o600]);
-    expect((await stat(path.join(state, 'registry.journal'))).uid).toBe(UID);
+    expect((await stat(path.join(state, 'registry.db'))).uid).toBe(UID);
     const list = await lab.cli(['instances', 'list', '--json', '--config', config]);
-    expect(JSON.parse(list.stdout)).toEqual({ instances: [] });
+    expect(JSON.parse(list.stdout)).toMatchObject({ instances: [], store: { kind: 'sqlite', state: 'ok' } });
 
     daemon.child.kill('SIGTERM');
     expect((await daemon.exited).code).toBe(0);
