@@ -18,6 +18,8 @@ import type {
   RegistryConfig,
   RelayMode,
   AcceptMode,
+  FirewallBackend,
+  IptablesVariant,
   Target,
   UpstreamConfig,
 } from './config.js';
@@ -30,6 +32,10 @@ type Table = Record<string, unknown>;
 const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 const RELAY_MODES: readonly RelayMode[] = ['stream', 'splice'];
 const ACCEPT_MODES: readonly AcceptMode[] = ['node', 'native'];
+const FIREWALL_BACKENDS: readonly FirewallBackend[] = ['nftables', 'iptables'];
+const IPTABLES_VARIANTS: readonly IptablesVariant[] = ['auto', 'nft', 'legacy'];
+/** Built-in chains of the mangle table, which the iptables backend must not take for its own. */
+const BUILTIN_CHAINS = ['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING'];
 /** Node timers overflow above 2^31-1 ms (they then fire immediately). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Route tables the kernel reserves: 253 default, 254 main, 255 local. */
@@ -284,10 +290,17 @@ function parseTarget(value: unknown, path: string, listen: ListenConfig): Target
 
 function parseIntercept(root: Table, listen: ListenConfig): InterceptConfig {
   const path = 'intercept';
-  const t = subTable(root, '', path, ['table', 'mark', 'mask', 'route_table', 'fail_closed', 'local_backends', 'targets']);
-  const tableForm = 'a name of 1..32 letters, digits and underscores';
+  const t = subTable(root, '', path, ['backend', 'iptables_variant', 'table', 'mark', 'mask', 'route_table', 'fail_closed', 'local_backends', 'targets']);
+  const backend = oneOf(t, path, 'backend', 'nftables', FIREWALL_BACKENDS);
+  const iptablesVariant = oneOf(t, path, 'iptables_variant', 'auto', IPTABLES_VARIANTS);
+  const iptables = backend === 'iptables';
+  const tableForm = iptables
+    ? 'a name of 1..28 letters, digits and underscores other than a built-in chain (iptables chain names are at most 28 characters)'
+    : 'a name of 1..32 letters, digits and underscores';
   const table = string(t, path, 'table', 'tproxy_interceptor', tableForm);
-  if (!/^[A-Za-z0-9_]{1,32}$/.test(table)) throw new ConfigError(`${path}.table`, `${describe(table)} is not allowed; expected ${tableForm}`);
+  if (!(iptables ? /^[A-Za-z0-9_]{1,28}$/ : /^[A-Za-z0-9_]{1,32}$/).test(table) || (iptables && BUILTIN_CHAINS.includes(table))) {
+    throw new ConfigError(`${path}.table`, `${describe(table)} is not allowed; expected ${tableForm}`);
+  }
   const markForm = 'an integer 0x1..0xffffffff (TOML hex like 0x4000 works)';
   const mark = integer(t, path, 'mark', 0x1, 1, 0xffffffff, markForm);
   const mask = integer(t, path, 'mask', 0x1, 1, 0xffffffff, markForm);
@@ -305,12 +318,26 @@ function parseIntercept(root: Table, listen: ListenConfig): InterceptConfig {
     if (!Array.isArray(rawTargets)) throw new ConfigError(`${path}.targets`, `expected an array of tables ([[intercept.targets]]), got ${describe(rawTargets)}`);
     targets = rawTargets.map((v: unknown, i) => parseTarget(v, `${path}.targets[${i}]`, listen));
   }
+  const failClosed = boolean(t, path, 'fail_closed', true);
+  if (iptables) {
+    // xt_TPROXY drops what no socket takes: with iptables there is no way to fail open.
+    if (!failClosed) {
+      throw new ConfigError(`${path}.fail_closed`, 'false is not possible with backend = "iptables" (its TPROXY target drops packets while no listener takes them); remove the key or use backend = "nftables"');
+    }
+    targets.forEach((target, i) => {
+      if (target.interface !== null && (target.interface.endsWith('+') || target.interface.startsWith('!'))) {
+        throw new ConfigError(`${path}.targets[${i}].interface`, `${describe(target.interface)} cannot be matched literally by iptables (a trailing "+" is a wildcard, a leading "!" a negation); rename the interface or use backend = "nftables"`);
+      }
+    });
+  }
   return {
+    backend,
+    iptablesVariant,
     table,
     mark,
     mask,
     routeTable,
-    failClosed: boolean(t, path, 'fail_closed', true),
+    failClosed,
     localBackends: boolean(t, path, 'local_backends', false),
     targets,
   };
