@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the daemon, the lab, the tests and the benchmark use, when missing.
 set -euo pipefail
-pkgs=(nftables iproute2 haproxy nginx libnginx-mod-stream iperf3 wrk procps)
+pkgs=(nftables iptables iproute2 haproxy nginx libnginx-mod-stream iperf3 wrk procps)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
