@@ -26,6 +26,7 @@ import type {
 import { parseDuration } from './duration.js';
 import { ConfigError, InterceptorError } from './errors.js';
 import { parseCidr } from './net/cidr.js';
+import { BUILTIN_CHAINS, checkIptablesInterface } from './firewall/iptables-render.js';
 
 type Table = Record<string, unknown>;
 
@@ -34,8 +35,6 @@ const RELAY_MODES: readonly RelayMode[] = ['stream', 'splice'];
 const ACCEPT_MODES: readonly AcceptMode[] = ['node', 'native'];
 const FIREWALL_BACKENDS: readonly FirewallBackend[] = ['nftables', 'iptables'];
 const IPTABLES_VARIANTS: readonly IptablesVariant[] = ['auto', 'nft', 'legacy'];
-/** Built-in chains of the mangle table, which the iptables backend must not take for its own. */
-const BUILTIN_CHAINS = ['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING'];
 /** Node timers overflow above 2^31-1 ms (they then fire immediately). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Route tables the kernel reserves: 253 default, 254 main, 255 local. */
@@ -325,8 +324,11 @@ function parseIntercept(root: Table, listen: ListenConfig): InterceptConfig {
       throw new ConfigError(`${path}.fail_closed`, 'false is not possible with backend = "iptables" (its TPROXY target drops packets while no listener takes them); remove the key or use backend = "nftables"');
     }
     targets.forEach((target, i) => {
-      if (target.interface !== null && (target.interface.endsWith('+') || target.interface.startsWith('!'))) {
-        throw new ConfigError(`${path}.targets[${i}].interface`, `${describe(target.interface)} cannot be matched literally by iptables (a trailing "+" is a wildcard, a leading "!" a negation); rename the interface or use backend = "nftables"`);
+      if (target.interface === null) return;
+      try {
+        checkIptablesInterface(target.interface);
+      } catch (err) {
+        throw new ConfigError(`${path}.targets[${i}].interface`, `${(err as Error).message}; rename the interface or use backend = "nftables"`);
       }
     });
   }

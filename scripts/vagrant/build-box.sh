@@ -67,7 +67,7 @@ initrd="initrd.img-${kernel#vmlinuz-}"
 [ -f "$mnt/boot/$initrd" ] || { echo "build-box.sh: no $initrd in the image" >&2; exit 1; }
 
 cat > "$mnt/etc/fstab" <<'EOF'
-/dev/vda / ext4 errors=remount-ro 0 1
+/dev/vda / ext4 defaults 0 0
 EOF
 # eth0 (net.ifnames=0) is vagrant-libvirt's management network; the lab's links are set up by
 # the role scripts, by MAC address.
@@ -91,7 +91,9 @@ rm -f "$mnt"/etc/ssh/ssh_host_*
 mkdir -p "$mnt/etc/systemd/system/ssh.service.d"
 cat > "$mnt/etc/systemd/system/ssh.service.d/host-keys.conf" <<'EOF'
 [Service]
+ExecStartPre=
 ExecStartPre=/usr/bin/ssh-keygen -A
+ExecStartPre=/usr/sbin/sshd -t
 EOF
 rm -f "$mnt/etc/machine-id" && touch "$mnt/etc/machine-id"
 chroot "$mnt" apt-get clean
@@ -104,7 +106,7 @@ TIMEOUT 1
 LABEL debian
   LINUX /boot/$kernel
   INITRD /boot/$initrd
-  APPEND root=/dev/vda ro console=ttyS0 net.ifnames=0 quiet
+  APPEND root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet
 EOF
 umount "$mnt"
 

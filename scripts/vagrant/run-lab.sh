@@ -38,6 +38,13 @@ for tool in vagrant virsh libvirtd qemu-system-x86_64; do
 done
 # Without udev, /dev/kvm stays root-only; qemu runs as libvirt-qemu (group kvm), as udev would allow.
 if [ "$(stat -c %G /dev/kvm)" != kvm ]; then chgrp kvm /dev/kvm && chmod 0660 /dev/kvm; fi
+# KVM proper needs kvm_intel or kvm_amd. A /dev/kvm from kvm_pvm (nested PVM, as on this project's
+# machines) runs only paravirtualised guest kernels: a Debian VM stops in its boot loader with
+# "KVM internal error ... emulation failure". Then the VMs run under qemu's emulator (TCG).
+if [ -z "${TPI_LIBVIRT_DRIVER:-}" ]; then
+  if [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; then TPI_LIBVIRT_DRIVER=kvm; else TPI_LIBVIRT_DRIVER=qemu; fi
+fi
+export TPI_LIBVIRT_DRIVER
 
 own_libvirtd=""
 cleanup() {
@@ -85,10 +92,14 @@ if ! vagrant box list 2>/dev/null | grep -q "^$box "; then
 fi
 run vagrant --version
 run vagrant box list
+say "libvirt domain type: $TPI_LIBVIRT_DRIVER ($(ls -d /sys/module/kvm_* 2>/dev/null | xargs -rn1 basename | tr '\n' ' '))"
 
 say "== vagrant up (client, gateway, backend; TPI_BACKEND=${backends[0]})"
 up0=$SECONDS
-TPI_BACKEND="${backends[0]}" vagrant_ up --provider libvirt --no-parallel 2>&1 | sed 's/^/    /'
+if ! TPI_BACKEND="${backends[0]}" vagrant_ up --provider libvirt --no-parallel 2>&1 | tr '\r' '\n' | grep -v 'Progress: ' | sed 's/^/    /'; then
+  say "vagrant up failed"
+  exit 1
+fi
 say "vagrant up took $((SECONDS - up0)) s"
 vagrant_ status 2>&1 | sed 's/^/    /'
 
@@ -96,7 +107,10 @@ client_ip6=fd00:18:1::2
 for backend in "${backends[@]}"; do
   say "== backend $backend"
   t=$SECONDS
-  TPI_BACKEND="$backend" vagrant_ provision gateway --provision-with firewall 2>&1 | sed 's/^/    /'
+  if ! TPI_BACKEND="$backend" vagrant_ provision gateway --provision-with firewall 2>&1 | sed 's/^/    /'; then
+    say "provisioning $backend failed"
+    exit 1
+  fi
   case "$backend" in
     nftables) show='sudo nft list table inet tproxy_interceptor' ;;
     iptables-nft) show='sudo iptables-nft -t mangle -S tproxy_interceptor; sudo ip6tables-nft -t mangle -S PREROUTING' ;;

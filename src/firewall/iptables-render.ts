@@ -28,7 +28,7 @@ export interface ChainState {
 export const NOTHING_INSTALLED: ChainState = { chain: false, jumps: 0 };
 
 /** Built-in chains of the mangle table: never ours to create or delete. */
-const BUILTIN_CHAINS = ['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING'];
+export const BUILTIN_CHAINS: readonly string[] = ['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING'];
 /** xtables chain names are at most 28 characters (XT_EXTENSION_MAXNAMELEN - 1). */
 export const MAX_CHAIN_NAME = 28;
 /** xt_multiport takes at most 15 ports, a range counting as two. */
