@@ -99,11 +99,17 @@ UNIT
     # A stop removes the previous backend's rules before the next one installs its own.
     systemctl stop tproxy-interceptor.service
     systemctl enable --now tproxy-interceptor.service
-    for _ in $(seq 50); do
-      journalctl -u tproxy-interceptor.service -o cat --since "-30s" | grep -q '"msg":"running"' && break
-      sleep 0.2
+    # Wait for this start's "running" line (emulated VMs take seconds); output is captured whole,
+    # since grep -q closing a pipe early would fail the pipeline under pipefail.
+    id="$(systemctl show -p InvocationID --value tproxy-interceptor.service)"
+    log=""
+    for _ in $(seq 120); do
+      log="$(journalctl _SYSTEMD_INVOCATION_ID="$id" -o cat)"
+      case "$log" in *'"msg":"running"'*) break ;; esac
+      systemctl -q is-active tproxy-interceptor.service || break
+      sleep 0.5
     done
-    journalctl -u tproxy-interceptor.service -o cat -n 100 | grep -q '"msg":"running"' || { journalctl -u tproxy-interceptor.service -o cat -n 30; exit 1; }
+    case "$log" in *'"msg":"running"'*) ;; *) echo "$log" >&2; echo "gateway: tproxy-interceptor did not start with $2" >&2; exit 1 ;; esac
     echo "gateway: tproxy-interceptor running with $2"
     ;;
   *) echo "usage: vagrant-provision.sh client MAC | backend MAC | gateway CLIENT_MAC BACKEND_MAC | firewall BACKEND" >&2; exit 2 ;;

@@ -126,7 +126,7 @@ for backend in "${backends[@]}"; do
   say "backend\$ journalctl -u tpi-lab-whoami -o cat -n 2"
   printed="$(vagrant_ ssh backend -c 'sudo journalctl -u tpi-lab-whoami -o cat -n 2' 2>/dev/null)"
   echo "$printed" | sed 's/^/    /'
-  if echo "$printed" | grep -q "connection from 198.18.1.2:" && echo "$printed" | grep -q "connection from $client_ip6:"; then
+  if [[ $printed == *"connection from 198.18.1.2:"* && $printed == *"connection from $client_ip6:"* ]]; then
     say "backend $backend: the backend saw the client's own addresses (198.18.1.2, $client_ip6) [$((SECONDS - t)) s]"
   else
     say "backend $backend: FAILED: the backend did not see the client's addresses"
