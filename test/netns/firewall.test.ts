@@ -57,7 +57,6 @@ async function listTable(table: string): Promise<object | null> {
 
 describe.skipIf(!isRoot)('nftables firewall in a network namespace', () => {
   const fw = createNftFirewall({ logger, netns: ns });
-  const fw_list = listTable;
 
   beforeAll(async () => {
     await execFileDefault('ip', ['netns', 'add', ns], {});
@@ -69,7 +68,7 @@ describe.skipIf(!isRoot)('nftables firewall in a network namespace', () => {
   it('installs idempotently: applied twice, one table, one chain at prerouting -150, tproxy then drop per target', async () => {
     await fw.install(spec());
     await fw.install(spec());
-    const { tables, chains, rules } = parseListing(await fw_list('tpi_fw_test'));
+    const { tables, chains, rules } = parseListing(await listTable('tpi_fw_test'));
     expect(tables).toHaveLength(1);
     expect(chains).toHaveLength(1);
     expect(chains[0]).toMatchObject({ family: 'inet', table: 'tpi_fw_test', name: 'pre', type: 'filter', hook: 'prerouting', prio: -150, policy: 'accept' });
@@ -93,7 +92,7 @@ describe.skipIf(!isRoot)('nftables firewall in a network namespace', () => {
 
   it('the masked mark set keeps foreign bits (mark 0x10000 / mask 0x30000)', async () => {
     await fw.install(spec({ mark: 0x10000, mask: 0x30000 }));
-    const { rules } = parseListing(await fw_list('tpi_fw_test'));
+    const { rules } = parseListing(await listTable('tpi_fw_test'));
     for (const i of [0, 1, 3]) {
       const value = find(rules[i]!, 'mangle')!['value'] as Obj;
       // nft may shrink the AND constant to an equivalent one (it keeps bits the OR sets anyway)
@@ -109,13 +108,13 @@ describe.skipIf(!isRoot)('nftables firewall in a network namespace', () => {
 
   it('a full mask is accepted too', async () => {
     await fw.install(spec({ mark: 0x4, mask: 0xffffffff }));
-    const { rules } = parseListing(await fw_list('tpi_fw_test'));
+    const { rules } = parseListing(await listTable('tpi_fw_test'));
     expect(find(rules[0]!, 'mangle')).toEqual({ key: { meta: { key: 'mark' } }, value: 4 });
   });
 
   it('failClosed = false installs no drop rules', async () => {
     await fw.install(spec({ failClosed: false }));
-    const { rules } = parseListing(await fw_list('tpi_fw_test'));
+    const { rules } = parseListing(await listTable('tpi_fw_test'));
     expect(verdicts(rules)).toEqual(['accept', 'accept', 'accept']);
   });
 
@@ -124,8 +123,8 @@ describe.skipIf(!isRoot)('nftables firewall in a network namespace', () => {
     const text = renderNftText(renderRuleset(spec({ table: 'tpi_fw_text', mark: 0x10000, mask: 0x30000 })));
     await inNs('nft', ['-f', '-'], text);
     await inNs('nft', ['-f', '-'], text);
-    const a = parseListing(await fw_list('tpi_fw_test'));
-    const b = parseListing(await fw_list('tpi_fw_text'));
+    const a = parseListing(await listTable('tpi_fw_test'));
+    const b = parseListing(await listTable('tpi_fw_text'));
     expect(b.chains.map(({ handle: _h, table: _t, ...c }) => c)).toEqual(a.chains.map(({ handle: _h, table: _t, ...c }) => c));
     expect(b.rules).toEqual(a.rules);
     await fw.remove(spec({ table: 'tpi_fw_text' }));
@@ -136,9 +135,9 @@ describe.skipIf(!isRoot)('nftables firewall in a network namespace', () => {
     await inNs('nft', ['add', 'chain', 'inet', 'unrelated', 'keep', '{ type filter hook prerouting priority -150; }']);
     await fw.install(spec());
     await fw.remove(spec());
-    expect(await fw_list('tpi_fw_test')).toBeNull();
+    expect(await listTable('tpi_fw_test')).toBeNull();
     await fw.remove(spec());
-    const unrelated = parseListing(await fw_list('unrelated'));
+    const unrelated = parseListing(await listTable('unrelated'));
     expect(unrelated.chains).toMatchObject([{ name: 'keep', hook: 'prerouting' }]);
   });
 
@@ -160,7 +159,7 @@ describe.skipIf(!isRoot)('nftables firewall in a network namespace', () => {
     const err = await fw.install(broken).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'ERR_NFT_FAILED' });
     expect((err as { stderr: string }).stderr).toMatch(/Error/);
-    expect(parseListing(await fw_list('tpi_fw_test')).rules).toHaveLength(5);
+    expect(parseListing(await listTable('tpi_fw_test')).rules).toHaveLength(5);
   });
 
   it('nft missing → ERR_NFT_MISSING', async () => {
