@@ -6,8 +6,8 @@ import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { loadConfig } from './config-parse.js';
 import { createLogger } from './logger.js';
-import { renderRuleset } from './firewall/render.js';
-import { renderRoutingCommands } from './routing/render.js';
+import { defaultRulesFormat, printRuleset, RULES_FORMATS, type RulesFormat } from './firewall/print.js';
+import { routingInstallSteps } from './routing/render.js';
 import { firewallSpec, routingSpec, startDaemon } from './daemon.js';
 import { runInstancesCommand } from './cli/instances.js';
 import { runDoctorCommand } from './cli/doctor.js';
@@ -16,14 +16,17 @@ import { parseDuration } from './duration.js';
 const USAGE = `usage: tproxy-interceptor <command> --config FILE
 
 commands:
-  run        start the interceptor: listeners, nftables rules, policy routing, admin API
-  rules      print the nftables ruleset and the ip commands \`run\` would install (no root needed)
+  run        start the interceptor: listeners, firewall rules, policy routing, admin API
+  rules      print the firewall ruleset \`run\` installs, as its tool reads it (no root needed)
   doctor     check this host for what would stop interception (see \`doctor --help\`)
   instances  manage the port-policy registry of a running daemon (see \`instances --help\`)
 
 options:
   --config FILE   the TOML configuration (required)
   --drain DUR     run: how long SIGTERM/SIGINT waits for live connections (default 10s)
+  --format F      rules: nft (\`nft -f\`) or json (\`nft -j -f\`) for backend nftables (default nft);
+                  iptables or ip6tables (\`iptables-restore --noflush\`) for backend iptables (default iptables)
+  --routing       rules: print the ip rule/route commands instead, as a shell script
   -h, --help      this text
   -v, --version   the version
 `;
@@ -64,11 +67,11 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'doctor') return runDoctorCommand(argv.slice(1), { stdout: process.stdout, stderr: process.stderr });
   if (command !== 'run' && command !== 'rules') return fail(`unknown command \`${command}\`\n${USAGE}`, 2);
 
-  let values: { config?: string; drain?: string };
+  let values: { config?: string; drain?: string; format?: string; routing?: boolean };
   try {
     ({ values } = parseArgs({
       args: argv.slice(1),
-      options: { config: { type: 'string' }, drain: { type: 'string' } },
+      options: { config: { type: 'string' }, drain: { type: 'string' }, format: { type: 'string' }, routing: { type: 'boolean' } },
       strict: true,
       allowPositionals: false,
     }));
@@ -76,6 +79,10 @@ async function main(argv: string[]): Promise<number> {
     return fail(`${command}: ${describe(err)}\n${USAGE}`, 2);
   }
   if (!values.config) return fail(`${command}: --config FILE is required`, 2);
+  if (command === 'run' && (values.format !== undefined || values.routing !== undefined)) return fail('run: --format and --routing are options of `rules`', 2);
+  if (values.format !== undefined && !(RULES_FORMATS as readonly string[]).includes(values.format)) {
+    return fail(`rules: --format must be one of ${RULES_FORMATS.join(', ')}, got ${JSON.stringify(values.format)}`, 2);
+  }
   let drainMs = 10_000;
   if (values.drain !== undefined) {
     try {
@@ -87,10 +94,17 @@ async function main(argv: string[]): Promise<number> {
   const config = await loadConfig(values.config);
 
   if (command === 'rules') {
-    process.stdout.write('# nftables ruleset (applied with `nft -j -f -`, one transaction)\n');
-    process.stdout.write(`${JSON.stringify(renderRuleset(firewallSpec(config)), null, 2)}\n`);
-    process.stdout.write('# policy routing\n');
-    for (const cmd of renderRoutingCommands(routingSpec(config))) process.stdout.write(`${cmd.join(' ')}\n`);
+    if (values.routing) {
+      if (values.format !== undefined) return fail('rules: --routing prints ip commands; it takes no --format', 2);
+      process.stdout.write(`${routingInstallSteps(routingSpec(config)).map((s) => s.argv.join(' ')).join('\n')}\n`);
+      return 0;
+    }
+    const format = (values.format as RulesFormat | undefined) ?? defaultRulesFormat(config.intercept.backend);
+    try {
+      process.stdout.write(printRuleset(firewallSpec(config), config.intercept.backend, format));
+    } catch (err) {
+      return fail(`rules: ${describe(err)}`, 2);
+    }
     return 0;
   }
 

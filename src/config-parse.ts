@@ -22,12 +22,15 @@ import type {
   RelayMode,
   AcceptMode,
   StoreKind,
+  FirewallBackend,
+  IptablesVariant,
   Target,
   UpstreamConfig,
 } from './config.js';
 import { parseDuration } from './duration.js';
 import { ConfigError, InterceptorError } from './errors.js';
 import { parseCidr } from './net/cidr.js';
+import { BUILTIN_CHAINS, checkIptablesInterface } from './firewall/iptables-render.js';
 
 type Table = Record<string, unknown>;
 
@@ -35,6 +38,8 @@ const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'erro
 const RELAY_MODES: readonly RelayMode[] = ['stream', 'splice'];
 const ACCEPT_MODES: readonly AcceptMode[] = ['node', 'native'];
 const STORE_KINDS: readonly StoreKind[] = ['sqlite', 'etcd'];
+const FIREWALL_BACKENDS: readonly FirewallBackend[] = ['nftables', 'iptables'];
+const IPTABLES_VARIANTS: readonly IptablesVariant[] = ['auto', 'nft', 'legacy'];
 /** Node timers overflow above 2^31-1 ms (they then fire immediately). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Route tables the kernel reserves: 253 default, 254 main, 255 local. */
@@ -291,10 +296,17 @@ function parseTarget(value: unknown, path: string, listen: ListenConfig): Target
 
 function parseIntercept(root: Table, listen: ListenConfig): InterceptConfig {
   const path = 'intercept';
-  const t = subTable(root, '', path, ['table', 'mark', 'mask', 'route_table', 'fail_closed', 'local_backends', 'targets']);
-  const tableForm = 'a name of 1..32 letters, digits and underscores';
+  const t = subTable(root, '', path, ['backend', 'iptables_variant', 'table', 'mark', 'mask', 'route_table', 'fail_closed', 'local_backends', 'targets']);
+  const backend = oneOf(t, path, 'backend', 'nftables', FIREWALL_BACKENDS);
+  const iptablesVariant = oneOf(t, path, 'iptables_variant', 'auto', IPTABLES_VARIANTS);
+  const iptables = backend === 'iptables';
+  const tableForm = iptables
+    ? 'a name of 1..28 letters, digits and underscores other than a built-in chain (iptables chain names are at most 28 characters)'
+    : 'a name of 1..32 letters, digits and underscores';
   const table = string(t, path, 'table', 'tproxy_interceptor', tableForm);
-  if (!/^[A-Za-z0-9_]{1,32}$/.test(table)) throw new ConfigError(`${path}.table`, `${describe(table)} is not allowed; expected ${tableForm}`);
+  if (!(iptables ? /^[A-Za-z0-9_]{1,28}$/ : /^[A-Za-z0-9_]{1,32}$/).test(table) || (iptables && BUILTIN_CHAINS.includes(table))) {
+    throw new ConfigError(`${path}.table`, `${describe(table)} is not allowed; expected ${tableForm}`);
+  }
   const markForm = 'an integer 0x1..0xffffffff (TOML hex like 0x2000 works)';
   // 0x2000: no known user's default bit (see KNOWN_MARK_USERS in src/doctor/marks.ts).
   const mark = integer(t, path, 'mark', 0x2000, 1, 0xffffffff, markForm);
@@ -314,12 +326,29 @@ function parseIntercept(root: Table, listen: ListenConfig): InterceptConfig {
     if (!Array.isArray(rawTargets)) throw new ConfigError(`${path}.targets`, `expected an array of tables ([[intercept.targets]]), got ${describe(rawTargets)}`);
     targets = rawTargets.map((v: unknown, i) => parseTarget(v, `${path}.targets[${i}]`, listen));
   }
+  const failClosed = boolean(t, path, 'fail_closed', true);
+  if (iptables) {
+    // xt_TPROXY drops what no socket takes: with iptables there is no way to fail open.
+    if (!failClosed) {
+      throw new ConfigError(`${path}.fail_closed`, 'false is not possible with backend = "iptables" (its TPROXY target drops packets while no listener takes them); remove the key or use backend = "nftables"');
+    }
+    targets.forEach((target, i) => {
+      if (target.interface === null) return;
+      try {
+        checkIptablesInterface(target.interface);
+      } catch (err) {
+        throw new ConfigError(`${path}.targets[${i}].interface`, `${(err as Error).message}; rename the interface or use backend = "nftables"`);
+      }
+    });
+  }
   return {
+    backend,
+    iptablesVariant,
     table,
     mark,
     mask,
     routeTable,
-    failClosed: boolean(t, path, 'fail_closed', true),
+    failClosed,
     localBackends: boolean(t, path, 'local_backends', false),
     targets,
   };

@@ -30,8 +30,14 @@ export interface ListenConfig {
 
 export type AcceptMode = 'node' | 'native';
 
+export type FirewallBackend = 'nftables' | 'iptables';
+/** Which iptables programs the iptables backend runs: the host's alternatives ("auto"), or iptables-nft-* / iptables-legacy-*. */
+export type IptablesVariant = 'auto' | 'nft' | 'legacy';
+
 export interface InterceptConfig {
-  readonly table: string; // nftables table name (family inet), default "tproxy_interceptor"
+  readonly backend: FirewallBackend; // default "nftables"
+  readonly iptablesVariant: IptablesVariant; // default "auto"
+  readonly table: string; // nftables table name (family inet), or the iptables chain in the mangle table; default "tproxy_interceptor"
   readonly mark: number; // default 0x2000
   readonly mask: number; // default 0x2000; mark must fit in mask
   readonly routeTable: number; // default 4511

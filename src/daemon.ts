@@ -6,7 +6,7 @@
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { InterceptorError } from './errors.js';
-import { createNftFirewall, type Firewall } from './firewall/nft.js';
+import { createFirewall, type Firewall } from './firewall/firewall.js';
 import { createIpRouting, type Routing } from './routing/ip.js';
 import { compileCidrMatcher } from './net/cidr.js';
 import { raiseOpenFilesLimit } from './native/limits.js';
@@ -56,7 +56,8 @@ export async function startDaemon(opts: {
   if (config.intercept.targets.length === 0) {
     throw new InterceptorError('ERR_NO_TARGETS', 'config: intercept.targets: at least one [[intercept.targets]] entry is required to run');
   }
-  const firewall = opts.firewall ?? createNftFirewall({ logger: logger.child({ component: 'nft' }) });
+  const firewall =
+    opts.firewall ?? createFirewall({ backend: config.intercept.backend, iptablesVariant: config.intercept.iptablesVariant, logger });
   const routing = opts.routing ?? createIpRouting({ logger: logger.child({ component: 'routing' }) });
   // Each relayed connection holds two descriptors (four briefly, with the splice relay's pipes):
   // the default soft limit of 1024 would cap us at a few hundred connections.
@@ -106,9 +107,10 @@ export async function startDaemon(opts: {
     const rSpec = routingSpec(config);
     await routing.install(rSpec);
     undo.push(() => routing.remove(rSpec));
-    await firewall.install(firewallSpec(config));
-    undo.push(() => firewall.remove(config.intercept.table));
-    logger.info({ table: config.intercept.table, targets: config.intercept.targets.length }, 'rules installed');
+    const fSpec = firewallSpec(config);
+    await firewall.install(fSpec);
+    undo.push(() => firewall.remove(fSpec));
+    logger.info({ backend: config.intercept.backend, table: config.intercept.table, targets: config.intercept.targets.length }, 'rules installed');
 
     const admin = await createAdminServer({
       logger,
@@ -131,7 +133,7 @@ export async function startDaemon(opts: {
           await admin.close();
           const { drained, aborted } = await interceptor.stop(drainMs);
           await splice?.close();
-          await firewall.remove(config.intercept.table);
+          await firewall.remove(fSpec);
           await routing.remove(rSpec);
           await registry.close();
           logger.info({ drained, aborted }, 'stopped; rules removed');

@@ -3,7 +3,7 @@
 import type { Config } from '../config.js';
 import { routingSpec } from '../daemon.js';
 import { cidrContains, parseCidr, type Cidr } from '../net/cidr.js';
-import { renderRoutingCommands, renderRoutingPlan, ruleMatches, type RuleSpec } from '../routing/render.js';
+import { renderRoutingPlan, routeReplaceArgv, ruleMatches, type RuleSpec } from '../routing/render.js';
 import { hex, knownUsersOverlapping, ownerOf, parseIptablesSave, parseNftRuleset, iptablesTables, suggestMarkBit, type MarkUse } from './marks.js';
 import { CAP_NET_ADMIN, CAP_NET_RAW, hasCap } from './proc.js';
 import type { BackendProbe, CheckId, DoctorFacts, Failure, Finding, Ipv4Conf, KernelProbe, Outcome, Severity } from './types.js';
@@ -438,7 +438,7 @@ export function checkRouteTable(facts: DoctorFacts, config: Config): Finding[] {
   const table = config.intercept.routeTable;
   const installed = ourTableInstalled(facts, config);
   const out: Finding[] = [];
-  const replace = renderRoutingCommands(routingSpec(config)).filter((c) => c[2] === 'route');
+  const replace = renderRoutingPlan(routingSpec(config)).routes.map(routeReplaceArgv);
   for (const family of families(config)) {
     const routes = routesOf(facts, family, table);
     if (routes === undefined) continue;

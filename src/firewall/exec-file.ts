@@ -1,4 +1,4 @@
-// Running nft and ip: argv arrays only (never a shell string), optional stdin, optional network
+// Running nft, iptables and ip: argv arrays only (never a shell string), optional stdin, optional network
 // namespace, and one mapping from their failures to daemon errors. Shared by firewall/ and routing/.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -101,8 +101,8 @@ export class CommandError extends InterceptorError {
 }
 
 export interface ToolRunnerOptions {
-  /** Tool name used in messages and error codes: 'nft' → ERR_NFT_*, 'ip' → ERR_IP_*. */
-  readonly tool: 'nft' | 'ip';
+  /** Tool name used in messages and error codes: 'nft' → ERR_NFT_*, 'ip' → ERR_IP_*, 'iptables' → ERR_IPTABLES_*. */
+  readonly tool: 'nft' | 'ip' | 'iptables';
   /** Path or name of the tool binary. */
   readonly path: string;
   /** Package to suggest when the tool is missing. */
@@ -140,7 +140,8 @@ export function createToolRunner(opts: ToolRunnerOptions): ToolRunner {
         const missing = failure.code === 'ENOENT' ? argv[0]! : opts.path;
         throw new CommandError(`ERR_${prefix}_MISSING`, `${missing} not found: install the ${opts.pkg} package (running \`${shown}\`)`, details);
       }
-      if (/Operation not permitted/.test(stderr) || failure.code === 'EPERM' || failure.code === 'EACCES') {
+      // iptables says "Permission denied (you must be root)", or fails on its lock file.
+      if (/Operation not permitted|Permission denied \(you must be root\)|xtables\.lock: Permission denied/.test(stderr) || failure.code === 'EPERM' || failure.code === 'EACCES') {
         throw new CommandError(
           'ERR_NO_CAP_NET_ADMIN',
           `${opts.tool}: Operation not permitted: changing the firewall and policy routing requires root or CAP_NET_ADMIN (running \`${shown}\`)`,

@@ -1,21 +1,9 @@
 // The nftables backend: applies rendered JSON with `nft -j -f -` (stdin, one transaction).
 // Needs root or CAP_NET_ADMIN; unprivileged nft fails with "Operation not permitted".
 import type { Logger } from 'pino';
-import { createToolRunner, CommandError, type ExecFileFn } from './exec-file.js';
-import { renderDeleteTable, renderRuleset, renderRulesetText, type FirewallSpec } from './render.js';
-
-export type { FirewallSpec } from './render.js';
-
-export interface Firewall {
-  /** Replaces our table with the rules for `spec` atomically (idempotent). */
-  install(spec: FirewallSpec): Promise<void>;
-  /** Deletes our table; succeeds when it is already gone. Touches nothing else. */
-  remove(table: string): Promise<void>;
-  /** What is installed (`nft -j list table inet <table>`), or null when the table does not exist. */
-  list(table: string): Promise<object | null>;
-  /** The ruleset as readable text, for the `rules` command. */
-  render(spec: FirewallSpec): string;
-}
+import { createToolRunner, type ExecFileFn } from './exec-file.js';
+import { renderDeleteTable, renderRuleset } from './render.js';
+import type { Firewall } from './firewall.js';
 
 export interface NftFirewallOptions {
   logger: Logger;
@@ -44,31 +32,16 @@ export function createNftFirewall(opts: NftFirewallOptions): Firewall {
 
   return {
     async install(spec) {
-      const doc = renderRuleset(spec);
-      await apply(doc);
+      await apply(renderRuleset(spec));
       logger.info(
         { table: spec.table, targets: spec.targets.length, failClosed: spec.failClosed, netns: opts.netns },
         'nftables rules installed',
       );
     },
 
-    async remove(table) {
-      await apply(renderDeleteTable(table));
-      logger.info({ table, netns: opts.netns }, 'nftables rules removed');
-    },
-
-    async list(table) {
-      try {
-        const { stdout } = await run(['-j', 'list', 'table', 'inet', table]);
-        return JSON.parse(stdout) as object;
-      } catch (err) {
-        if (err instanceof CommandError && err.code === 'ERR_NFT_FAILED' && /No such file or directory/.test(err.stderr)) return null;
-        throw err;
-      }
-    },
-
-    render(spec) {
-      return renderRulesetText(spec);
+    async remove(spec) {
+      await apply(renderDeleteTable(spec.table));
+      logger.info({ table: spec.table, netns: opts.netns }, 'nftables rules removed');
     },
   };
 }

@@ -124,44 +124,71 @@ export function renderDeleteTable(table: string): NftDocument {
 }
 
 // ---------------------------------------------------------------------------------------------
-// nft syntax, for the `rules` command and for humans. `nft -f` accepts it and it installs the
-// same rules as the JSON document (test/netns/firewall.test.ts compares the two).
+// nft syntax, for `rules --format nft`: the same document, command by command, written the way
+// `nft -f` reads it. It is derived from the JSON that `run` applies rather than rendered a second
+// time, so the two cannot drift; shapes the JSON renderer never produces are refused.
 
-function markText(mark: number, mask: number): string {
-  const hex = (n: number): string => `0x${n.toString(16).padStart(8, '0')}`;
-  if (mask === 0xffffffff) return `meta mark set ${hex(mark)}`;
-  return `meta mark set meta mark & ${hex(~mask >>> 0)} | ${hex(mark)}`;
+type Json = Record<string, unknown>;
+
+const hex8 = (n: number): string => `0x${(n >>> 0).toString(16).padStart(8, '0')}`;
+
+function exprText(e: unknown): string {
+  if (typeof e === 'number') return String(e);
+  if (typeof e === 'string') return e;
+  const o = e as Json;
+  if (o['meta']) return `meta ${(o['meta'] as Json)['key']}`;
+  if (o['payload']) return `${(o['payload'] as Json)['protocol']} ${(o['payload'] as Json)['field']}`;
+  if (o['socket']) return `socket ${(o['socket'] as Json)['key']}`;
+  if (o['prefix']) return `${(o['prefix'] as Json)['addr']}/${(o['prefix'] as Json)['len']}`;
+  if (o['range']) return (o['range'] as unknown[]).map(exprText).join('-');
+  if (o['set']) return `{ ${(o['set'] as unknown[]).map(exprText).join(', ')} }`;
+  if (o['|']) return (o['|'] as unknown[]).map((x) => (typeof x === 'number' ? hex8(x) : exprText(x))).join(' | ');
+  if (o['&']) return (o['&'] as unknown[]).map((x) => (typeof x === 'number' ? hex8(x) : exprText(x))).join(' & ');
+  throw new TypeError(`no nft text for expression ${JSON.stringify(e)}`);
 }
 
-function targetText(target: Target): string {
-  const parts: string[] = [];
-  if (target.interface !== null) parts.push(`iifname ${JSON.stringify(target.interface)}`);
-  parts.push(`${target.family === 4 ? 'ip' : 'ip6'} daddr ${target.cidr}`);
-  parts.push('meta l4proto tcp');
-  const elem = (p: PortRange): string => (p.from === p.to ? `${p.from}` : `${p.from}-${p.to}`);
-  const single = target.ports.length === 1 && target.ports[0]!.from === target.ports[0]!.to;
-  parts.push(`tcp dport ${single ? elem(target.ports[0]!) : `{ ${target.ports.map(elem).join(', ')} }`}`);
-  return parts.join(' ');
-}
-
-/** The ruleset as an `nft -f` script (same replace-our-table-only semantics as the JSON). */
-export function renderRulesetText(spec: FirewallSpec): string {
-  renderRuleset(spec); // same validation
-  const mark = markText(spec.mark, spec.mask);
-  const lines = [
-    `table inet ${spec.table}`,
-    `delete table inet ${spec.table}`,
-    `table inet ${spec.table} {`,
-    `\tchain ${CHAIN} {`,
-    `\t\ttype filter hook prerouting priority ${CHAIN_PRIORITY}; policy accept;`,
-    `\t\tmeta l4proto tcp socket transparent 1 socket wildcard 0 ${mark} accept`,
-  ];
-  for (const target of spec.targets) {
-    const { family, addr } = listenerFor(spec, target);
-    const to = family === 'ip' ? `${addr}:${spec.listen.port}` : `[${addr}]:${spec.listen.port}`;
-    lines.push(`\t\t${targetText(target)} tproxy ${family} to ${to} ${mark} accept`);
-    if (spec.failClosed) lines.push(`\t\t${targetText(target)} drop`);
+function statementText(s: Json): string {
+  if (s['match']) {
+    const m = s['match'] as Json;
+    if (m['op'] !== '==') throw new TypeError(`no nft text for operator ${JSON.stringify(m['op'])}`);
+    const left = m['left'] as Json;
+    // Interface names are strings to nft; everything else we match on is a number or a symbol.
+    const right = left['meta'] && (left['meta'] as Json)['key'] === 'iifname' ? JSON.stringify(m['right']) : exprText(m['right']);
+    return `${exprText(left)} ${right}`;
   }
-  lines.push('\t}', '}', '');
-  return lines.join('\n');
+  if (s['mangle']) {
+    const m = s['mangle'] as Json;
+    const value = typeof m['value'] === 'number' ? hex8(m['value']) : exprText(m['value']);
+    return `${exprText(m['key'])} set ${value}`;
+  }
+  if (s['tproxy']) {
+    const t = s['tproxy'] as { family: 'ip' | 'ip6'; addr: string; port: number };
+    return `tproxy ${t.family} to ${t.family === 'ip6' ? `[${t.addr}]` : t.addr}:${t.port}`;
+  }
+  if ('accept' in s) return 'accept';
+  if ('drop' in s) return 'drop';
+  throw new TypeError(`no nft text for statement ${JSON.stringify(s)}`);
+}
+
+function commandText(cmd: Json): string {
+  const [verb] = Object.keys(cmd);
+  const body = cmd[verb!] as Json;
+  if ((verb === 'add' || verb === 'delete') && body['table']) {
+    const t = body['table'] as Json;
+    return `${verb} table ${t['family']} ${t['name']}`;
+  }
+  if (verb === 'add' && body['chain']) {
+    const c = body['chain'] as Json;
+    return `add chain ${c['family']} ${c['table']} ${c['name']} { type ${c['type']} hook ${c['hook']} priority ${c['prio']}; policy ${c['policy']}; }`;
+  }
+  if (verb === 'add' && body['rule']) {
+    const r = body['rule'] as Json;
+    return `add rule ${r['family']} ${r['table']} ${r['chain']} ${(r['expr'] as Json[]).map(statementText).join(' ')}`;
+  }
+  throw new TypeError(`no nft text for command ${JSON.stringify(cmd)}`);
+}
+
+/** An nftables JSON document as an `nft -f` script, one command per line, in the same order (one transaction). */
+export function renderNftText(doc: NftDocument): string {
+  return `${doc.nftables.map((c) => commandText(c as Json)).join('\n')}\n`;
 }

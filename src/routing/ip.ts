@@ -4,17 +4,7 @@
 // Needs root or CAP_NET_ADMIN.
 import type { Logger } from 'pino';
 import { createToolRunner, CommandError, type ExecFileFn } from '../firewall/exec-file.js';
-import {
-  renderRoutingPlan,
-  routeDelArgv,
-  routeReplaceArgv,
-  ruleAddArgv,
-  ruleDelArgv,
-  ruleMatches,
-  type Family,
-  type RoutingSpec,
-  type RuleSpec,
-} from './render.js';
+import { routingInstallSteps, routingRemoveSteps, ruleMatches, type Family, type RoutingStep, type RoutingSpec, type RuleSpec } from './render.js';
 
 export type { RoutingSpec } from './render.js';
 
@@ -51,45 +41,46 @@ export function createIpRouting(opts: IpRoutingOptions): Routing {
     const parsed: unknown = JSON.parse(stdout.trim() === '' ? '[]' : stdout);
     return Array.isArray(parsed) ? parsed : [];
   };
-  const present = async (rules: readonly RuleSpec[]): Promise<Map<RuleSpec, boolean>> => {
-    const out = new Map<RuleSpec, boolean>();
+  /** Which of the steps' rules exist already (one `ip rule show` per family). */
+  const present = async (steps: readonly RoutingStep[]): Promise<Set<RuleSpec>> => {
+    const out = new Set<RuleSpec>();
     const cache = new Map<Family, unknown[]>();
-    for (const rule of rules) {
-      let existing = cache.get(rule.family);
+    for (const step of steps) {
+      if (!('rule' in step)) continue;
+      let existing = cache.get(step.rule.family);
       if (existing === undefined) {
-        existing = await listRules(rule.family);
-        cache.set(rule.family, existing);
+        existing = await listRules(step.rule.family);
+        cache.set(step.rule.family, existing);
       }
-      out.set(rule, existing.some((e) => ruleMatches(e, rule)));
+      if (existing.some((e) => ruleMatches(e, step.rule))) out.add(step.rule);
     }
     return out;
   };
 
   return {
     async install(spec) {
-      const plan = renderRoutingPlan(spec);
-      const have = await present(plan.rules);
-      for (const family of [4, 6] as const) {
-        for (const route of plan.routes) if (route.family === family) await runArgv(routeReplaceArgv(route));
-        for (const rule of plan.rules) {
-          if (rule.family !== family) continue;
-          if (have.get(rule)) {
-            logger.debug({ argv: ruleAddArgv(rule) }, 'ip rule already present');
-            continue;
-          }
-          await runArgv(ruleAddArgv(rule));
+      const steps = routingInstallSteps(spec);
+      const have = await present(steps);
+      for (const step of steps) {
+        if ('rule' in step && have.has(step.rule)) {
+          logger.debug({ argv: step.argv }, 'ip rule already present');
+          continue;
         }
+        await runArgv(step.argv);
       }
       logger.info({ table: spec.routeTable, ipv6: spec.ipv6, localBackends: spec.localBackends, netns: opts.netns }, 'policy routing installed');
     },
 
     async remove(spec) {
-      const plan = renderRoutingPlan(spec);
-      const have = await present(plan.rules);
-      for (const rule of plan.rules) if (have.get(rule)) await runArgv(ruleDelArgv(rule));
-      for (const route of plan.routes) {
+      const steps = routingRemoveSteps(spec);
+      const have = await present(steps);
+      for (const step of steps) {
+        if ('rule' in step) {
+          if (have.has(step.rule)) await runArgv(step.argv);
+          continue;
+        }
         try {
-          await runArgv(routeDelArgv(route));
+          await runArgv(step.argv);
         } catch (err) {
           if (err instanceof CommandError && err.code === 'ERR_IP_FAILED' && ROUTE_ABSENT.test(err.stderr)) continue;
           throw err;

@@ -116,24 +116,28 @@ export function routeDelArgv(route: RouteSpec): string[] {
   return ['ip', `-${route.family}`, 'route', 'del', 'local', route.dst, 'dev', 'lo', 'table', String(route.table)];
 }
 
+/** One command of install or remove (program name first), with the rule or route it is about. */
+export type RoutingStep = { readonly argv: string[]; readonly rule: RuleSpec } | { readonly argv: string[]; readonly route: RouteSpec };
+
 /**
- * The commands `install` runs, in order (program name first). Per family the route goes in
- * before the rule, so marked packets never hit our rule while our table is still empty.
+ * What `install` runs, in order (ip.ts skips a rule that already exists, and `rules --routing`
+ * prints the lot). Per family the route goes in before the rule, so marked packets never hit
+ * our rule while our table is still empty.
  */
-export function renderRoutingCommands(spec: RoutingSpec): string[][] {
+export function routingInstallSteps(spec: RoutingSpec): RoutingStep[] {
   const plan = renderRoutingPlan(spec);
-  const out: string[][] = [];
+  const out: RoutingStep[] = [];
   for (const family of [4, 6] as const) {
-    for (const route of plan.routes) if (route.family === family) out.push(routeReplaceArgv(route));
-    for (const rule of plan.rules) if (rule.family === family) out.push(ruleAddArgv(rule));
+    for (const route of plan.routes) if (route.family === family) out.push({ argv: routeReplaceArgv(route), route });
+    for (const rule of plan.rules) if (rule.family === family) out.push({ argv: ruleAddArgv(rule), rule });
   }
   return out;
 }
 
-/** The commands `remove` runs: rules first (so nothing routes into a half-removed table), then routes. */
-export function renderRoutingRemoveCommands(spec: RoutingSpec): string[][] {
+/** What `remove` runs: rules first (so nothing routes into a half-removed table), then routes. */
+export function routingRemoveSteps(spec: RoutingSpec): RoutingStep[] {
   const plan = renderRoutingPlan(spec);
-  return [...plan.rules.map(ruleDelArgv), ...plan.routes.map(routeDelArgv)];
+  return [...plan.rules.map((rule) => ({ argv: ruleDelArgv(rule), rule })), ...plan.routes.map((route) => ({ argv: routeDelArgv(route), route }))];
 }
 
 // ---------------------------------------------------------------------------------------------

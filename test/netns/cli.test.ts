@@ -59,9 +59,56 @@ describe('cli', () => {
     const r = await run([...NOBODY, 'node', CLI, 'rules', '--config', config]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/"tproxy"/);
-    expect(r.stdout).toMatch(/ip -4 rule add fwmark 0x2000\/0x2000 lookup 4511/);
-    expect(r.stdout).toMatch(/ip -6 route replace local ::\/0 dev lo table 4511/);
+    expect(r.stdout).toMatch(/^add table inet tproxy_interceptor$/m);
+    expect(r.stdout).toMatch(/tproxy ip to 127\.0\.0\.1:15001/);
+    const routing = await run([...NOBODY, 'node', CLI, 'rules', '--config', config, '--routing']);
+    expect(routing.code).toBe(0);
+    expect(routing.stdout).toMatch(/^ip -4 rule add fwmark 0x2000\/0x2000 lookup 4511 priority 9000$/m);
+    expect(routing.stdout).toMatch(/^ip -6 route replace local ::\/0 dev lo table 4511$/m);
+  });
+
+  it('what rules prints is accepted as printed: nft -f, nft -j -f, iptables-restore (both variants), sh', async () => {
+    const nftConfig = await lab.writeConfig(BASE_CONFIG, 'nft.toml');
+    const iptConfig = await lab.writeConfig(BASE_CONFIG.replace('[intercept]', '[intercept]\nbackend = "iptables"'), 'ipt.toml');
+    const printed = async (config: string, ...args: string[]): Promise<string> => {
+      const r = await lab.cli(['rules', '--config', config, ...args]);
+      expect(r.stderr).toBe('');
+      const file = path.join(lab.dir, `printed-${args.join('') || 'default'}-${path.basename(config)}`);
+      await writeFile(file, r.stdout);
+      return file;
+    };
+    const g = lab.ns.gateway;
+    // check mode first (the kernel validates, nothing is committed), then for real
+    await lab.exec(g, ['nft', '-c', '-f', await printed(nftConfig)]);
+    await lab.exec(g, ['nft', '-j', '-c', '-f', await printed(nftConfig, '--format', 'json')]);
+    await lab.exec(g, ['nft', '-j', '-f', await printed(nftConfig, '--format', 'json')]);
+    await lab.exec(g, ['nft', '-f', await printed(nftConfig, '--format', 'nft')]);
+    expect(await lab.nftTables()).toContain('inet tproxy_interceptor');
+    await lab.exec(g, ['nft', 'delete', 'table', 'inet', 'tproxy_interceptor']);
+    const v4 = await printed(iptConfig);
+    const v6 = await printed(iptConfig, '--format', 'ip6tables');
+    for (const variant of ['nft', 'legacy']) {
+      await lab.exec(g, ['sh', '-c', `iptables-${variant}-restore --test --noflush < "$1"`, 'sh', v4]);
+      await lab.exec(g, ['sh', '-c', `ip6tables-${variant}-restore --test --noflush < "$1"`, 'sh', v6]);
+    }
+    await lab.exec(g, ['sh', '-c', 'iptables-legacy-restore --noflush < "$1"', 'sh', v4]);
+    const saved = await lab.exec(g, ['iptables-legacy-save', '-t', 'mangle']);
+    expect(saved.stdout).toMatch(/^-A PREROUTING -j tproxy_interceptor$/m);
+    await lab.exec(g, ['sh', '-c', 'printf "*mangle\\n-D PREROUTING -j tproxy_interceptor\\n-F tproxy_interceptor\\n-X tproxy_interceptor\\nCOMMIT\\n" | iptables-legacy-restore --noflush']);
+    // the routing commands are a shell script that installs the policy routing
+    await lab.exec(g, ['sh', '-e', await printed(nftConfig, '--routing')]);
+    expect(await lab.ipRules(6)).toMatch(/fwmark 0x2000\/0x2000 lookup 4511/);
+    await lab.exec(g, ['sh', '-c', 'ip -4 rule del priority 9000 && ip -6 rule del priority 9000']);
+  });
+
+  it('rules refuses a format of the other backend and an unknown one (exit 2)', async () => {
+    const iptConfig = await lab.writeConfig(BASE_CONFIG.replace('[intercept]', '[intercept]\nbackend = "iptables"'), 'ipt2.toml');
+    const other = await lab.cli(['rules', '--config', iptConfig, '--format', 'json'], { allowFail: true });
+    expect(other.code).toBe(2);
+    expect(other.stderr).toMatch(/intercept\.backend is "iptables": use --format iptables or ip6tables/);
+    const unknown = await lab.cli(['rules', '--config', iptConfig, '--format', 'yaml'], { allowFail: true });
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/--format must be one of nft, json, iptables, ip6tables/);
   });
 
   it('an unreadable config names the path', async () => {

@@ -22,7 +22,7 @@ describe('parseConfig defaults', () => {
   it('an empty file gives every documented default and no targets', () => {
     expect(parseConfig('')).toEqual({
       listen: { address: '127.0.0.1', address6: '::1', port: 24511, workers: 1, accept: 'native' },
-      intercept: { table: 'tproxy_interceptor', mark: 0x2000, mask: 0x2000, routeTable: 4511, failClosed: true, localBackends: false, targets: [] },
+      intercept: { backend: 'nftables', iptablesVariant: 'auto', table: 'tproxy_interceptor', mark: 0x2000, mask: 0x2000, routeTable: 4511, failClosed: true, localBackends: false, targets: [] },
       upstream: { connectTimeoutMs: 5000, idleTimeoutMs: 300_000, ppVersion: 2, keepClientPort: false, relay: 'stream', pipeSize: 262144 },
       log: { level: 'info' },
       registry: {
@@ -76,6 +76,13 @@ ports = [443]
       },
       { cidr: 'fd00:2::/64', family: 6, ports: [{ from: 443, to: 443 }], interface: null },
     ]);
+  });
+
+  it('takes the iptables backend and its variant', () => {
+    const c = parseConfig('[intercept]\nbackend = "iptables"\niptables_variant = "legacy"\ntable = "TPI"\n');
+    expect(c.intercept).toMatchObject({ backend: 'iptables', iptablesVariant: 'legacy', table: 'TPI', failClosed: true });
+    // the 28-character limit is iptables' alone
+    expect(parseConfig(`[intercept]\ntable = "${'t'.repeat(32)}"\n`).intercept.table).toHaveLength(32);
   });
 
   it('accepts hex marks', () => {
@@ -182,6 +189,12 @@ describe('parseConfig errors name the key, the problem and the accepted form', (
     ['[intercept]\nroute_table = 2147483648\n', 'intercept.route_table', /out of range/],
     ['[intercept]\ntable = "my-table"\n', 'intercept.table', /expected a name of 1..32 letters, digits and underscores/],
     ['[intercept]\ntable = ""\n', 'intercept.table', /letters, digits and underscores/],
+    ['[intercept]\nbackend = "ipfw"\n', 'intercept.backend', /"ipfw" is not allowed; expected one of "nftables", "iptables"/],
+    ['[intercept]\nbackend = "iptables"\niptables_variant = "xtables"\n', 'intercept.iptables_variant', /expected one of "auto", "nft", "legacy"/],
+    ['[intercept]\nbackend = "iptables"\ntable = "a_name_of_twenty_nine_chars__"\n', 'intercept.table', /1..28 letters.*iptables chain names are at most 28 characters/],
+    ['[intercept]\nbackend = "iptables"\ntable = "PREROUTING"\n', 'intercept.table', /other than a built-in chain/],
+    ['[intercept]\nbackend = "iptables"\nfail_closed = false\n', 'intercept.fail_closed', /not possible with backend = "iptables".*TPROXY target drops/],
+    [`[intercept]\nbackend = "iptables"\n${TARGET}interface = "veth+"\n`, 'intercept.targets[0].interface', /trailing "\+" is a wildcard/],
     [`[intercept]\ntable = "${'a'.repeat(33)}"\n`, 'intercept.table', /letters, digits and underscores/],
     ['[intercept]\nfail_closed = "yes"\n', 'intercept.fail_closed', /expected true or false, got the string "yes"/],
     ['[intercept]\ntargets = 5\n', 'intercept.targets', /expected an array of tables/],

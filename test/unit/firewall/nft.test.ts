@@ -48,7 +48,7 @@ describe('createNftFirewall', () => {
 
   it('runs inside a namespace via `ip netns exec` and honours nftPath/ipPath', async () => {
     const { exec, calls } = fakeExec(() => ({}));
-    await createNftFirewall({ logger, execFile: exec, netns: 'tpi-x', nftPath: '/usr/sbin/nft', ipPath: '/sbin/ip' }).remove('tpi_test');
+    await createNftFirewall({ logger, execFile: exec, netns: 'tpi-x', nftPath: '/usr/sbin/nft', ipPath: '/sbin/ip' }).remove(spec);
     expect(calls[0]!.file).toBe('/sbin/ip');
     expect(calls[0]!.args).toEqual(['netns', 'exec', 'tpi-x', '/usr/sbin/nft', '-j', '-f', '-']);
     expect(JSON.parse(calls[0]!.input!)).toEqual({
@@ -87,18 +87,4 @@ describe('createNftFirewall', () => {
     expect((err as Error).message).toContain(stderr);
   });
 
-  it('list returns the parsed JSON, or null when the table does not exist', async () => {
-    const listing = { nftables: [{ metainfo: {} }, { table: { family: 'inet', name: 'tpi_test' } }] };
-    const present = fakeExec(() => ({ stdout: JSON.stringify(listing) }));
-    expect(await createNftFirewall({ logger, execFile: present.exec }).list('tpi_test')).toEqual(listing);
-    expect(present.calls[0]!.args).toEqual(['-j', 'list', 'table', 'inet', 'tpi_test']);
-    const absent = fakeExec(() => failure(1, 'Error: No such file or directory\nlist table inet tpi_test\n                ^^^^^^^^'));
-    expect(await createNftFirewall({ logger, execFile: absent.exec }).list('tpi_test')).toBeNull();
-  });
-
-  it('render gives nft syntax text', () => {
-    const text = createNftFirewall({ logger }).render(spec);
-    expect(text).toContain('tproxy ip to 127.0.0.1:15001');
-    expect(text).toContain('drop');
-  });
 });

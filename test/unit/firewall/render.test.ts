@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Target } from '../../../src/config.js';
-import { renderDeleteTable, renderRuleset, renderRulesetText, type FirewallSpec } from '../../../src/firewall/render.js';
+import { renderDeleteTable, renderNftText, renderRuleset, type FirewallSpec } from '../../../src/firewall/render.js';
 
 const v4: Target = { cidr: '198.18.2.0/24', family: 4, ports: [{ from: 8080, to: 8080 }, { from: 9000, to: 9100 }], interface: 'eth1' };
 const v6: Target = { cidr: 'fd00:2::/64', family: 6, ports: [{ from: 443, to: 443 }], interface: null };
@@ -121,24 +121,31 @@ describe('renderDeleteTable', () => {
   });
 });
 
-describe('renderRulesetText', () => {
-  it('renders nft syntax with the same rules', () => {
-    expect(renderRulesetText(spec({ mark: 0x10000, mask: 0x30000 }))).toBe(
+describe('renderNftText', () => {
+  it('writes the JSON document command by command in nft syntax', () => {
+    expect(renderNftText(renderRuleset(spec({ mark: 0x10000, mask: 0x30000 })))).toBe(
       [
-        'table inet tpi_test',
+        'add table inet tpi_test',
         'delete table inet tpi_test',
-        'table inet tpi_test {',
-        '\tchain pre {',
-        '\t\ttype filter hook prerouting priority -150; policy accept;',
-        '\t\tmeta l4proto tcp socket transparent 1 socket wildcard 0 meta mark set meta mark & 0xfffcffff | 0x00010000 accept',
-        '\t\tiifname "eth1" ip daddr 198.18.2.0/24 meta l4proto tcp tcp dport { 8080, 9000-9100 } tproxy ip to 127.0.0.1:15001 meta mark set meta mark & 0xfffcffff | 0x00010000 accept',
-        '\t\tiifname "eth1" ip daddr 198.18.2.0/24 meta l4proto tcp tcp dport { 8080, 9000-9100 } drop',
-        '\t\tip6 daddr fd00:2::/64 meta l4proto tcp tcp dport 443 tproxy ip6 to [::1]:15001 meta mark set meta mark & 0xfffcffff | 0x00010000 accept',
-        '\t\tip6 daddr fd00:2::/64 meta l4proto tcp tcp dport 443 drop',
-        '\t}',
-        '}',
+        'add table inet tpi_test',
+        'add chain inet tpi_test pre { type filter hook prerouting priority -150; policy accept; }',
+        'add rule inet tpi_test pre meta l4proto tcp socket transparent 1 socket wildcard 0 meta mark set meta mark & 0xfffcffff | 0x00010000 accept',
+        'add rule inet tpi_test pre meta iifname "eth1" ip daddr 198.18.2.0/24 meta l4proto tcp tcp dport { 8080, 9000-9100 } tproxy ip to 127.0.0.1:15001 meta mark set meta mark & 0xfffcffff | 0x00010000 accept',
+        'add rule inet tpi_test pre meta iifname "eth1" ip daddr 198.18.2.0/24 meta l4proto tcp tcp dport { 8080, 9000-9100 } drop',
+        'add rule inet tpi_test pre ip6 daddr fd00:2::/64 meta l4proto tcp tcp dport 443 tproxy ip6 to [::1]:15001 meta mark set meta mark & 0xfffcffff | 0x00010000 accept',
+        'add rule inet tpi_test pre ip6 daddr fd00:2::/64 meta l4proto tcp tcp dport 443 drop',
         '',
       ].join('\n'),
     );
+  });
+
+  it('a full mask sets the mark outright; a deletion document is two commands', () => {
+    expect(renderNftText(renderRuleset(spec({ mark: 4, mask: 0xffffffff, targets: [] })))).toContain('meta mark set 0x00000004 accept');
+    expect(renderNftText(renderDeleteTable('tpi_test'))).toBe('add table inet tpi_test\ndelete table inet tpi_test\n');
+  });
+
+  it('refuses shapes it has no text for, instead of printing something else', () => {
+    expect(() => renderNftText({ nftables: [{ flush: { ruleset: null } }] })).toThrow(TypeError);
+    expect(() => renderNftText({ nftables: [{ add: { rule: { family: 'inet', table: 't', chain: 'c', expr: [{ counter: null }] } } }] })).toThrow(TypeError);
   });
 });

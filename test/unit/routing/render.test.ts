@@ -1,16 +1,27 @@
 import { describe, expect, it } from 'vitest';
 import {
   DEFAULT_RULE_PRIORITY,
-  renderRoutingCommands,
   renderRoutingPlan,
-  renderRoutingRemoveCommands,
+  routingInstallSteps,
+  routingRemoveSteps,
   ruleMatches,
   type RoutingSpec,
 } from '../../../src/routing/render.js';
 
 const base: RoutingSpec = { mark: 0x1, mask: 0x1, routeTable: 100, localBackends: false, ipv6: false };
+const renderRoutingCommands = (spec: RoutingSpec): string[][] => routingInstallSteps(spec).map((s) => s.argv);
 
-describe('renderRoutingCommands', () => {
+describe('routingInstallSteps / routingRemoveSteps', () => {
+  it('each step carries the rule or route its command is about (ip.ts checks rules against what exists)', () => {
+    const plan = renderRoutingPlan({ ...base, ipv6: true });
+    expect(routingInstallSteps({ ...base, ipv6: true })).toEqual([
+      { argv: expect.any(Array), route: plan.routes[0] },
+      { argv: expect.any(Array), rule: plan.rules[0] },
+      { argv: expect.any(Array), route: plan.routes[1] },
+      { argv: expect.any(Array), rule: plan.rules[1] },
+    ]);
+  });
+
   it('IPv4 only: the local route, then the fwmark rule', () => {
     expect(renderRoutingCommands(base)).toEqual([
       ['ip', '-4', 'route', 'replace', 'local', '0.0.0.0/0', 'dev', 'lo', 'table', '100'],
@@ -31,7 +42,9 @@ describe('renderRoutingCommands', () => {
   });
 
   it('removal deletes the same rules (all selectors) before the routes', () => {
-    expect(renderRoutingRemoveCommands({ ...base, localBackends: true })).toEqual([
+    const steps = routingRemoveSteps({ ...base, localBackends: true });
+    expect(steps.map((s) => ('rule' in s ? 'rule' : 'route'))).toEqual(['rule', 'rule', 'route']);
+    expect(steps.map((s) => s.argv)).toEqual([
       ['ip', '-4', 'rule', 'del', 'fwmark', '0x1/0x1', 'lookup', '100', 'priority', '9000'],
       ['ip', '-4', 'rule', 'del', 'from', '127.0.0.0/8', 'iif', 'lo', 'lookup', '100', 'priority', '9000'],
       ['ip', '-4', 'route', 'del', 'local', '0.0.0.0/0', 'dev', 'lo', 'table', '100'],
