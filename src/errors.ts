@@ -62,6 +62,8 @@ const CATALOGUE = {
   ERR_INVALID_CIDR: { status: 400, level: 'error', description: 'not an IPv4/IPv6 network or address' },
   ERR_INVALID_DURATION: { status: 400, level: 'error', description: 'not a duration' },
   ERR_INVALID_REGISTRATION: { status: 400, level: 'debug', description: 'a registration with a missing or invalid field' },
+  ERR_IPTABLES_FAILED: { status: 500, level: 'error', description: 'an iptables-restore / iptables-save command failed' },
+  ERR_IPTABLES_MISSING: { status: 500, level: 'error', description: 'the iptables tools (the variant intercept.iptables_variant names) are not installed' },
   ERR_IP_FAILED: { status: 500, level: 'error', description: 'an `ip` command failed' },
   ERR_IP_IN_USE: { status: 409, level: 'debug', description: 'the address is registered to another instance' },
   ERR_IP_MISSING: { status: 500, level: 'error', description: 'the `ip` tool (iproute2) is not installed' },

@@ -56,7 +56,7 @@ describe('the error catalogue', () => {
       for (const m of text.matchAll(/'(ERR_[A-Z0-9_]+)'/g)) used.add(m[1] as string);
     }
     // Built at run time from the tool's name (src/firewall/exec-file.ts).
-    for (const tool of ['NFT', 'IP']) for (const what of ['FAILED', 'MISSING']) used.add(`ERR_${tool}_${what}`);
+    for (const tool of ['NFT', 'IP', 'IPTABLES']) for (const what of ['FAILED', 'MISSING']) used.add(`ERR_${tool}_${what}`);
     expect([...used].filter((c) => !isErrorCode(c))).toEqual([]);
   });
 
