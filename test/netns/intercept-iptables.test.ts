@@ -65,7 +65,7 @@ describe.each([{ variant: 'nft' }, { variant: 'legacy' }])('transparent intercep
       expect(jumps(text)).toBe(1);
       expect(text.split('\n').filter((l) => l.startsWith('-A tproxy_interceptor '))).toHaveLength(4);
     }
-    expect((await lab.ipRules(4)).match(/fwmark 0x1\/0x1 lookup 100/g)).toHaveLength(1);
+    expect((await lab.ipRules(4)).match(/fwmark 0x2000\/0x2000 lookup 4511/g)).toHaveLength(1);
     again.child.kill('SIGTERM');
     expect((await again.exited).code).toBe(0);
   });
@@ -79,8 +79,8 @@ describe.each([{ variant: 'nft' }, { variant: 'legacy' }])('transparent intercep
     daemon.child.kill('SIGTERM');
     expect((await daemon.exited).code).toBe(0);
     expect({ v4: await save(4), v6: await save(6), nft: await lab.nftTables() }).toEqual(before);
-    expect(await lab.ipRules(4)).not.toMatch(/lookup 100/);
-    expect(await lab.ipRules(6)).not.toMatch(/lookup 100/);
+    expect(await lab.ipRules(4)).not.toMatch(/lookup 4511/);
+    expect(await lab.ipRules(6)).not.toMatch(/lookup 4511/);
   });
 
   it('without CAP_NET_ADMIN, says so and installs nothing', async () => {
