@@ -26,6 +26,13 @@ export interface ListenConfig {
   readonly workers: number; // default 1
   /** "native": the addon accepts and connects upstream (src/proxy/native-listener.ts); "node": net.Server. */
   readonly accept: AcceptMode; // default "native" with workers = 1, else "node"
+  /** A wildcard address (0.0.0.0 / ::) was asked for explicitly (listen.allow_wildcard). */
+  readonly allowWildcard: boolean; // default false
+  /**
+   * Connections held at once; past it new ones are accepted and reset (over_capacity). null =
+   * derived at start from the open-files limit (see src/proxy/capacity.ts).
+   */
+  readonly maxConnections: number | null; // default null
 }
 
 export type AcceptMode = 'node' | 'native';

@@ -9,6 +9,8 @@ import { createNftFirewall, type Firewall } from './firewall/nft.js';
 import { createIpRouting, type Routing } from './routing/ip.js';
 import { compileCidrMatcher } from './net/cidr.js';
 import { raiseOpenFilesLimit } from './native/limits.js';
+import { availableParallelism } from 'node:os';
+import { createDestinationGuard, defaultMaxConnections, hostAddresses, targetsContainingLocal } from './proxy/guard.js';
 import { createInterceptor, type Interceptor } from './proxy/listener.js';
 import { createNativeInterceptor } from './proxy/native-listener.js';
 import { createSpliceRelayStarter } from './proxy/splice-relay.js';
@@ -59,8 +61,23 @@ export async function startDaemon(opts: {
   // Each relayed connection holds two descriptors (four briefly, with the splice relay's pipes):
   // the default soft limit of 1024 would cap us at a few hundred connections.
   const limits = raiseOpenFilesLimit();
-  logger.info(limits, 'open files limit');
+  const threads = availableParallelism();
+  const fdCap = defaultMaxConnections(limits.soft, threads);
+  const maxConnections = config.listen.maxConnections ?? fdCap;
+  logger.info({ ...limits, maxConnections }, 'open files limit');
+  if (maxConnections > fdCap) {
+    logger.warn({ maxConnections, derived: fdCap, openFilesSoftLimit: limits.soft }, 'listen.max_connections is above what the open-files limit holds: connections past it may fail to open their upstream socket');
+  }
+  const listenAddresses = [config.listen.address, ...(config.listen.address6 ? [config.listen.address6] : [])];
+  for (const t of targetsContainingLocal(config.intercept.targets, [...hostAddresses(), ...listenAddresses])) {
+    logger.warn(
+      { cidr: t.cidr, addresses: t.addresses, reason: 'local_destination' },
+      'a target contains addresses of this host: connections to them are refused (local_destination), never relayed',
+    );
+  }
+  const guard = createDestinationGuard({ targets: config.intercept.targets, listenAddresses });
   const undo: Array<() => Promise<unknown>> = [];
+  undo.push(async () => guard.close());
   const rollback = async (): Promise<void> => {
     for (const step of undo.reverse()) {
       await step().catch((err: unknown) => logger.error({ err }, 'cleanup step failed'));
@@ -86,6 +103,8 @@ export async function startDaemon(opts: {
           logger,
           config,
           decide: (ip, port) => registry.decide(ip, port),
+          guard: guard.check,
+          maxConnections,
           isTrustedSource: compileCidrMatcher([...config.inboundPp.trustedSources]),
         })
       : pooled
@@ -94,6 +113,8 @@ export async function startDaemon(opts: {
           logger,
           config,
           decide: (ip, port) => registry.decide(ip, port),
+          guard: guard.check,
+          maxConnections,
           isTrustedSource: compileCidrMatcher([...config.inboundPp.trustedSources]),
           ...(splice ? { startRelay: splice.start } : {}),
         });
@@ -126,6 +147,7 @@ export async function startDaemon(opts: {
           await firewall.remove(config.intercept.table);
           await routing.remove(rSpec);
           await registry.close();
+          guard.close();
           logger.info({ drained, aborted }, 'stopped; rules removed');
         })();
         return stopping;

@@ -3,6 +3,8 @@
 import type { Config } from './config.js';
 import { createLogger } from './logger.js';
 import { compileCidrMatcher } from './net/cidr.js';
+import { getOpenFilesLimit } from './native/limits.js';
+import { createDestinationGuard, defaultMaxConnections } from './proxy/guard.js';
 import { createInterceptor, type Interceptor } from './proxy/listener.js';
 import { createSpliceRelayStarter } from './proxy/splice-relay.js';
 import type { FromWorker, ToWorker } from './proxy/workers.js';
@@ -40,10 +42,15 @@ async function init(index: number, config: Config, records: unknown[]): Promise<
   const asked = new Map<string, number>();
   const splice = config.upstream.relay === 'splice' ? createSpliceRelayStarter({ logger, threads: 1, pipeSize: config.upstream.pipeSize }) : null;
   closeSplice = splice ? () => splice.close() : undefined;
+  const { listen } = config;
+  const guard = createDestinationGuard({ targets: config.intercept.targets, listenAddresses: [listen.address, ...(listen.address6 ? [listen.address6] : [])] });
   interceptor = createInterceptor({
     logger,
     config,
     reusePort: true,
+    guard: guard.check,
+    // Each worker its share; derived, from its own descriptor table.
+    maxConnections: listen.maxConnections !== null ? Math.ceil(listen.maxConnections / listen.workers) : defaultMaxConnections(getOpenFilesLimit().soft, 1),
     isTrustedSource: compileCidrMatcher([...config.inboundPp.trustedSources]),
     decide(ip, port) {
       const { decision, fetch } = replica.decide(ip, port);

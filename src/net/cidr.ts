@@ -206,6 +206,17 @@ export function normalizeCidr(text: string): string {
   return parseCidr(text).text;
 }
 
+/** Do two networks share any address? (Of one family, one then contains the other.) */
+export function cidrsOverlap(a: string, b: string): boolean {
+  const x = parseCidr(a);
+  const y = parseCidr(b);
+  if (x.family !== y.family) return false;
+  const prefix = Math.min(x.prefix, y.prefix);
+  const wx = x.family === 4 ? [parseIPv4(x.address)] : parseIPv6(x.address)!;
+  const wy = y.family === 4 ? [parseIPv4(y.address)] : parseIPv6(y.address)!;
+  return wx.every((w, i) => ((w & wordMask(prefix, i)) >>> 0) === ((wy[i]! & wordMask(prefix, i)) >>> 0));
+}
+
 /** Does `cidr` contain the address `ip`? IPv4-mapped IPv6 addresses count as IPv4. */
 export function cidrContains(cidr: string | Cidr, ip: string): boolean {
   return compileCidrMatcher([typeof cidr === 'string' ? cidr : cidr.text])(ip);

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { InboundPpConfig, UpstreamConfig } from '../config.js';
 import type { Decision } from '../registry/types.js';
 import { encodeV1, encodeV2, PP2_TYPE, type ProxyHeader, type PpTlv } from '../pp/index.js';
+import type { GuardRefusal } from './guard.js';
 import { readProxyHeader } from './inbound-pp.js';
 import { connectUpstream, type Endpoint } from './upstream.js';
 import type { Relay } from './relay.js';
@@ -17,6 +18,7 @@ export interface ProxyStats {
   active: number;
   completed: number;
   refused: number;
+  overCapacity: number;
   ppRejected: number;
   connectFailed: number;
   bytesFromClients: number;
@@ -24,12 +26,14 @@ export interface ProxyStats {
 }
 
 export function createStats(): ProxyStats {
-  return { accepted: 0, active: 0, completed: 0, refused: 0, ppRejected: 0, connectFailed: 0, bytesFromClients: 0, bytesToClients: 0 };
+  return { accepted: 0, active: 0, completed: 0, refused: 0, overCapacity: 0, ppRejected: 0, connectFailed: 0, bytesFromClients: 0, bytesToClients: 0 };
 }
 
 export interface ConnectionDeps {
   readonly logger: Logger;
   readonly decide: (ip: string, port: number) => Decision;
+  /** The destination guard (guard.ts): a refusal code, or null when the destination may be relayed. */
+  readonly guard: (ip: string, port: number) => GuardRefusal | null;
   readonly isTrustedSource: (ip: string) => boolean;
   readonly upstream: UpstreamConfig;
   readonly inboundPp: InboundPpConfig;
@@ -86,6 +90,15 @@ export async function handleConnection(client: net.Socket, deps: ConnectionDeps)
     stats.bytesToClients += bytesOut;
     if (log.isLevelEnabled(level)) log[level]({ ...fields, reason, bytesIn, bytesOut, durationMs: Math.round(performance.now() - startedAt), ...extra, phasesUs }, 'connection closed');
   };
+
+  const refusal = deps.guard(destination.address, destination.port);
+  if (refusal !== null) {
+    stats.refused++;
+    fields.path = 'refuse';
+    client.resetAndDestroy();
+    end(refusal, 'warn');
+    return;
+  }
 
   let source = peer;
   const pending: Buffer[] = [];

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Decision } from '../registry/types.js';
 import { openTransparentListener, closeFd } from '../native/sockets.js';
+import { createShedReporter, type GuardRefusal } from './guard.js';
 import { handleConnection, createStats, type ProxyStats, type ConnectionDeps, type RelayStarter } from './connection.js';
 import { startRelay, type Relay } from './relay.js';
 
@@ -19,7 +20,10 @@ export function createInterceptor(opts: {
   logger: Logger;
   config: Config;
   decide: (ip: string, port: number) => Decision;
+  guard: (ip: string, port: number) => GuardRefusal | null;
   isTrustedSource: (ip: string) => boolean;
+  /** Connections held at once; past it new ones are reset at once (over_capacity). */
+  maxConnections: number;
   /** Defaults to the stream relay. */
   startRelay?: RelayStarter;
   /** Set by worker processes that share the listening address. */
@@ -33,6 +37,7 @@ export function createInterceptor(opts: {
   const deps: ConnectionDeps = {
     logger: logger.child({ component: 'proxy' }),
     decide: opts.decide,
+    guard: opts.guard,
     isTrustedSource: opts.isTrustedSource,
     upstream: config.upstream,
     inboundPp: config.inboundPp,
@@ -41,7 +46,15 @@ export function createInterceptor(opts: {
     startRelay: opts.startRelay ?? startRelay,
   };
 
+  const shed = createShedReporter(logger.child({ component: 'proxy' }), opts.maxConnections);
   const onConnection = (socket: net.Socket): void => {
+    if (stats.active >= opts.maxConnections) {
+      // Accepted and reset at once: never left waiting in the accept queue.
+      stats.overCapacity++;
+      socket.resetAndDestroy();
+      shed();
+      return;
+    }
     socket.setNoDelay(true);
     const p = handleConnection(socket, deps).catch((err: unknown) => {
       logger.error({ err }, 'connection handler failed');

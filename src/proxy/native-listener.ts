@@ -18,6 +18,7 @@ import {
   type SpliceRelayCompletion,
 } from '../native/relay.js';
 import { closeFd, openTransparentListener } from '../native/sockets.js';
+import { createShedReporter, type GuardRefusal } from './guard.js';
 import { createStats, errorFields, handleConnection, type ConnectionDeps, type ProxyStats, type RelayStarter } from './connection.js';
 import type { Interceptor } from './listener.js';
 import { startRelay as startStreamRelay, type CloseReason, type Relay } from './relay.js';
@@ -65,6 +66,7 @@ export function nodePathDeps(opts: {
   logger: Logger;
   config: Config;
   decide: (ip: string, port: number) => Decision;
+  guard: (ip: string, port: number) => GuardRefusal | null;
   isTrustedSource: (ip: string) => boolean;
   stats: ProxyStats;
   relays: Set<Relay>;
@@ -73,6 +75,7 @@ export function nodePathDeps(opts: {
   return {
     logger: opts.logger,
     decide: opts.decide,
+    guard: opts.guard,
     isTrustedSource: opts.isTrustedSource,
     upstream: opts.config.upstream,
     inboundPp: opts.config.inboundPp,
@@ -95,7 +98,10 @@ export function createNativeInterceptor(opts: {
   logger: Logger;
   config: Config;
   decide: (ip: string, port: number) => Decision;
+  guard: (ip: string, port: number) => GuardRefusal | null;
   isTrustedSource: (ip: string) => boolean;
+  /** Connections held at once; past it new ones are reset at once (over_capacity). */
+  maxConnections: number;
   /** For connections from trusted sources (the Node path); defaults to the stream relay. */
   startRelay?: RelayStarter;
   /** Relay worker threads; defaults to one per CPU. */
@@ -190,10 +196,18 @@ export function createNativeInterceptor(opts: {
     void p.finally(() => nodeConnections.delete(p));
   };
 
+  const shed = createShedReporter(log, opts.maxConnections);
   const onAccepted = (batch: AcceptedConnection[]): void => {
     for (const acc of batch) {
       if (!accepting) {
         resetConnection(acc.fd);
+        continue;
+      }
+      if (live.size + nodeConnections.size >= opts.maxConnections) {
+        // Accepted and reset at once: never left waiting in the accept queue.
+        stats.overCapacity++;
+        resetConnection(acc.fd);
+        shed();
         continue;
       }
       if (opts.isTrustedSource(acc.peerAddress)) {
@@ -204,6 +218,13 @@ export function createNativeInterceptor(opts: {
       const decideUs = monotonicUs();
       stats.accepted++;
       stats.active++;
+      const refusal = opts.guard(acc.localAddress, acc.localPort);
+      if (refusal !== null) {
+        stats.refused++;
+        resetConnection(acc.fd);
+        closed(acc, null, startedAt, refusal, 'warn', 0, 0, () => ({ path: 'refuse' }));
+        continue;
+      }
       const decision = opts.decide(acc.localAddress, acc.localPort);
       if (decision.kind === 'refuse') {
         stats.refused++;

@@ -21,7 +21,7 @@ const TARGET = '[[intercept.targets]]\ncidr = "198.18.2.0/24"\nports = [8080]\n'
 describe('parseConfig defaults', () => {
   it('an empty file gives every documented default and no targets', () => {
     expect(parseConfig('')).toEqual({
-      listen: { address: '127.0.0.1', address6: '::1', port: 15001, workers: 1, accept: 'native' },
+      listen: { address: '127.0.0.1', address6: '::1', port: 15001, workers: 1, accept: 'native', allowWildcard: false, maxConnections: null },
       intercept: { table: 'tproxy_interceptor', mark: 1, mask: 1, routeTable: 100, failClosed: true, localBackends: false, targets: [] },
       upstream: { connectTimeoutMs: 5000, idleTimeoutMs: 300_000, ppVersion: 2, keepClientPort: false, relay: 'stream', pipeSize: 262144 },
       log: { level: 'info' },
@@ -47,11 +47,11 @@ describe('parseConfig defaults', () => {
 });
 
 describe('parseConfig values', () => {
-  it('parses targets: CIDR normalised, ports merged and sorted, interface', () => {
+  it('parses targets: CIDR normalised, adjacent ports merged and sorted, interface', () => {
     const c = parseConfig(`
 [[intercept.targets]]
 cidr = "198.18.2.7"
-ports = ["9000-9100", 8080, 9050, "9101-9200", 22, "443"]
+ports = ["9000-9100", 8080, "9101-9200", 22, "443"]
 interface = "eth1"
 [[intercept.targets]]
 cidr = "FD00:2:0::/64"
@@ -106,6 +106,78 @@ ports = [443]
     expect(c.upstream).toMatchObject({ ppVersion: 1, relay: 'splice', keepClientPort: true, pipeSize: 0 });
     expect(parseConfig('[upstream]\npipe_size = 1048576\n').upstream.pipeSize).toBe(1048576);
     expect(c.log.level).toBe('silent');
+  });
+});
+
+describe('listen: wildcard addresses and the connection cap', () => {
+  it('refuses a wildcard listen address unless allow_wildcard says so', () => {
+    for (const [key, value] of [['address', '0.0.0.0'], ['address6', '::'], ['address6', '0:0:0:0:0:0:0:0']]) {
+      const err = configError(`[listen]\n${key} = "${value}"\n`);
+      expect(err.key).toBe(`listen.${key}`);
+      expect(err.message).toMatch(/listens on every address of this host.*set listen.allow_wildcard = true/);
+    }
+    const c = parseConfig('[listen]\naddress = "0.0.0.0"\naddress6 = "::"\nallow_wildcard = true\n');
+    expect(c.listen).toMatchObject({ address: '0.0.0.0', address6: '::', allowWildcard: true });
+  });
+
+  it('max_connections is a positive integer, absent = derived at start', () => {
+    expect(parseConfig('[listen]\nmax_connections = 100\n').listen.maxConnections).toBe(100);
+    expect(configError('[listen]\nmax_connections = 0\n').key).toBe('listen.max_connections');
+    expect(configError('[listen]\nmax_connections = "auto"\n').message).toMatch(/omit it to derive it from the open-files limit/);
+  });
+});
+
+describe('targets: one target per address and port', () => {
+  it('a port listed twice, or overlapping ranges, name both entries', () => {
+    let err = configError(`[[intercept.targets]]\ncidr = "198.18.2.0/24"\nports = [8080, 443, 8080]\n`);
+    expect(err.key).toBe('intercept.targets[0].ports[2]');
+    expect(err.message).toMatch(/8080 overlaps intercept.targets\[0\].ports\[0\] \(8080\); list each port once/);
+    err = configError(`[[intercept.targets]]\ncidr = "198.18.2.0/24"\nports = ["9000-9100", 9050]\n`);
+    expect(err.key).toBe('intercept.targets[0].ports[1]');
+    expect(err.message).toMatch(/9050 overlaps intercept.targets\[0\].ports\[0\] \("9000-9100"\)/);
+  });
+
+  it('overlapping networks sharing a port are an error; disjoint ports, other interfaces or families are fine', () => {
+    const err = configError(`
+[[intercept.targets]]
+cidr = "198.18.0.0/16"
+ports = ["8000-8100"]
+[[intercept.targets]]
+cidr = "198.18.2.0/24"
+ports = [443, 8080]
+`);
+    expect(err.key).toBe('intercept.targets[1]');
+    expect(err.message).toMatch(/198.18.2.0\/24 overlaps intercept.targets\[0\] \(198.18.0.0\/16\) on port 8080; each address and port may be intercepted by one target only/);
+    const ok = parseConfig(`
+[[intercept.targets]]
+cidr = "198.18.0.0/16"
+ports = [81]
+[[intercept.targets]]
+cidr = "198.18.2.0/24"
+ports = [443]
+[[intercept.targets]]
+cidr = "198.18.2.0/24"
+ports = [80]
+interface = "eth1"
+[[intercept.targets]]
+cidr = "198.18.2.0/24"
+ports = [80]
+interface = "eth2"
+[[intercept.targets]]
+cidr = "fd00::/8"
+ports = [80]
+`);
+    expect(ok.intercept.targets).toHaveLength(5);
+    // One interface-bound target overlaps an any-interface one.
+    expect(configError(`
+[[intercept.targets]]
+cidr = "198.18.2.0/24"
+ports = [80]
+interface = "eth1"
+[[intercept.targets]]
+cidr = "198.18.2.9"
+ports = [80]
+`).key).toBe('intercept.targets[1]');
   });
 });
 

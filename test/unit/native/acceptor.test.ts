@@ -374,6 +374,8 @@ describe('createNativeInterceptor', () => {
       logger,
       config: config(port),
       decide: () => ({ kind: 'refuse', instanceId: 'inst-1', reason: 'port-not-listed' }),
+      guard: () => null,
+      maxConnections: 100,
       isTrustedSource: () => false,
       threads: 1,
     });
@@ -407,6 +409,8 @@ describe('createNativeInterceptor', () => {
         decided.push(`${ip}:${p}`);
         return { kind: 'refuse', instanceId: 'inst-2', reason: 'port-not-listed' };
       },
+      guard: () => null,
+      maxConnections: 100,
       isTrustedSource: (ip) => ip === HOST,
       threads: 1,
     });
