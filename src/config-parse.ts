@@ -16,8 +16,6 @@ import type {
   LogLevel,
   PortRange,
   RegistryConfig,
-  RelayMode,
-  AcceptMode,
   Target,
   UpstreamConfig,
 } from './config.js';
@@ -28,8 +26,15 @@ import { cidrsOverlap, parseCidr } from './net/cidr.js';
 type Table = Record<string, unknown>;
 
 const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
-const RELAY_MODES: readonly RelayMode[] = ['stream', 'splice'];
-const ACCEPT_MODES: readonly AcceptMode[] = ['node', 'native'];
+/**
+ * Keys that lost their meaning when the data path became one set of native loop threads: an
+ * error naming the replacement, so that an old config is not silently half-applied.
+ */
+const RETIRED_KEYS: ReadonlyMap<string, string> = new Map([
+  ['listen.accept', 'connections are always accepted by the native loop threads now; remove listen.accept'],
+  ['listen.workers', 'one process runs listen.threads loop threads (default: one per CPU); remove listen.workers and set listen.threads if needed'],
+  ['upstream.relay', 'bytes always move with splice(2) on the loop threads now; remove upstream.relay (upstream.pipe_size still applies)'],
+]);
 /** Node timers overflow above 2^31-1 ms (they then fire immediately). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Route tables the kernel reserves: 253 default, 254 main, 255 local. */
@@ -101,6 +106,8 @@ function checkKeys(table: Table, path: string, known: readonly string[]): void {
   for (const key of Object.keys(table)) {
     if (known.includes(key)) continue;
     const full = child(path, key);
+    const retired = RETIRED_KEYS.get(full);
+    if (retired !== undefined) throw new ConfigError(full, `is no longer supported: ${retired}`);
     const guess = closest(key, known);
     const hint = guess !== null
       ? `did you mean \`${child(path, guess)}\`?`
@@ -192,20 +199,17 @@ function address(table: Table, path: string, key: string, def: string, family: 4
 
 function parseListen(root: Table): ListenConfig {
   const path = 'listen';
-  const t = subTable(root, '', path, ['address', 'address6', 'port', 'workers', 'accept', 'allow_wildcard', 'max_connections']);
+  const t = subTable(root, '', path, ['address', 'address6', 'port', 'threads', 'allow_wildcard', 'max_connections']);
   let address6: string | null;
   const raw6 = t['address6'];
   if (raw6 === '' || raw6 === false) address6 = null;
   else if (raw6 === undefined || typeof raw6 === 'string') address6 = address(t, path, 'address6', '::1', 6);
   else throw new ConfigError(`${path}.address6`, `expected an IPv6 address like "::1", or "" / false to disable IPv6, got ${describe(raw6)}`);
-  const workers = t['workers'] === 'auto' ? availableParallelism() : integer(t, path, 'workers', 1, 1, 64, 'an integer 1..64 or "auto" (one per CPU)');
   const listen: ListenConfig = {
     address: address(t, path, 'address', '127.0.0.1', 4),
     address6,
     port: integer(t, path, 'port', 15001, 1, 65535, 'a TCP port 1..65535'),
-    workers,
-    // The native path is the fast one; worker processes accept with Node.
-    accept: oneOf(t, path, 'accept', workers > 1 ? 'node' : 'native', ACCEPT_MODES),
+    threads: integer(t, path, 'threads', availableParallelism(), 1, 256, 'an integer 1..256 (omit it for one per CPU)'),
     allowWildcard: boolean(t, path, 'allow_wildcard', false),
     maxConnections: t['max_connections'] === undefined ? null : integer(t, path, 'max_connections', 0, 1, 10_000_000, 'an integer 1..10000000 (omit it to derive it from the open-files limit)'),
   };
@@ -218,9 +222,6 @@ function parseListen(root: Table): ListenConfig {
         `${describe(value)} listens on every address of this host, where any client that can reach the host may connect straight to the listener; use a loopback address like ${key === 'address' ? '"127.0.0.1"' : '"::1"'} (nftables tproxy delivers to it), or set listen.allow_wildcard = true to accept that exposure`,
       );
     }
-  }
-  if (listen.accept === 'native' && listen.workers > 1) {
-    throw new ConfigError(`${path}.accept`, '"native" runs in the daemon process itself: set listen.workers = 1 (the addon already relays on one thread per CPU)');
   }
   return listen;
 }
@@ -382,13 +383,12 @@ function parseIntercept(root: Table, listen: ListenConfig): InterceptConfig {
 
 function parseUpstream(root: Table): UpstreamConfig {
   const path = 'upstream';
-  const t = subTable(root, '', path, ['connect_timeout', 'idle_timeout', 'pp_version', 'keep_client_port', 'relay', 'pipe_size']);
+  const t = subTable(root, '', path, ['connect_timeout', 'idle_timeout', 'pp_version', 'keep_client_port', 'pipe_size']);
   return {
     connectTimeoutMs: duration(t, path, 'connect_timeout', 5_000),
     idleTimeoutMs: duration(t, path, 'idle_timeout', 300_000),
     ppVersion: integer(t, path, 'pp_version', 2, 1, 2, '1 or 2') as 1 | 2,
     keepClientPort: boolean(t, path, 'keep_client_port', false),
-    relay: oneOf(t, path, 'relay', 'stream', RELAY_MODES),
     pipeSize: pipeSize(t, path),
   };
 }

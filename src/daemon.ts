@@ -7,14 +7,10 @@ import type { Config } from './config.js';
 import { InterceptorError } from './errors.js';
 import { createNftFirewall, type Firewall } from './firewall/nft.js';
 import { createIpRouting, type Routing } from './routing/ip.js';
-import { compileCidrMatcher } from './net/cidr.js';
+import { registrySource } from './datapath/source.js';
 import { raiseOpenFilesLimit } from './native/limits.js';
-import { availableParallelism } from 'node:os';
-import { createDestinationGuard, defaultMaxConnections, hostAddresses, targetsContainingLocal } from './proxy/guard.js';
-import { createInterceptor, type Interceptor } from './proxy/listener.js';
-import { createNativeInterceptor } from './proxy/native-listener.js';
-import { createSpliceRelayStarter } from './proxy/splice-relay.js';
-import { createWorkerPool } from './proxy/workers.js';
+import { defaultMaxConnections, hostAddresses, targetsContainingLocal } from './proxy/guard.js';
+import { createInterceptor, type Interceptor } from './proxy/interceptor.js';
 import { createFileStore } from './registry/store.js';
 import { createRegistryService, type RegistryService } from './registry/service.js';
 import { createAdminServer } from './admin/server.js';
@@ -61,8 +57,7 @@ export async function startDaemon(opts: {
   // Each relayed connection holds two descriptors (four briefly, with the splice relay's pipes):
   // the default soft limit of 1024 would cap us at a few hundred connections.
   const limits = raiseOpenFilesLimit();
-  const threads = availableParallelism();
-  const fdCap = defaultMaxConnections(limits.soft, threads);
+  const fdCap = defaultMaxConnections(limits.soft, config.listen.threads);
   const maxConnections = config.listen.maxConnections ?? fdCap;
   logger.info({ ...limits, maxConnections }, 'open files limit');
   if (maxConnections > fdCap) {
@@ -75,9 +70,8 @@ export async function startDaemon(opts: {
       'a target contains addresses of this host: connections to them are refused (local_destination), never relayed',
     );
   }
-  const guard = createDestinationGuard({ targets: config.intercept.targets, listenAddresses });
+
   const undo: Array<() => Promise<unknown>> = [];
-  undo.push(async () => guard.close());
   const rollback = async (): Promise<void> => {
     for (const step of undo.reverse()) {
       await step().catch((err: unknown) => logger.error({ err }, 'cleanup step failed'));
@@ -93,31 +87,7 @@ export async function startDaemon(opts: {
     });
     undo.push(() => registry.close());
 
-    const pooled = config.listen.workers > 1;
-    const native = !pooled && config.listen.accept === 'native';
-    // The native path owns the process's relay workers (relayInit): no splice starter beside it.
-    const splice = !pooled && !native && config.upstream.relay === 'splice' ? createSpliceRelayStarter({ logger, pipeSize: config.upstream.pipeSize }) : null;
-    if (splice) undo.push(() => splice.close());
-    const interceptor = native
-      ? createNativeInterceptor({
-          logger,
-          config,
-          decide: (ip, port) => registry.decide(ip, port),
-          guard: guard.check,
-          maxConnections,
-          isTrustedSource: compileCidrMatcher([...config.inboundPp.trustedSources]),
-        })
-      : pooled
-      ? createWorkerPool({ logger, config, registry: registry.registry, requestFetch: (id) => registry.requestFetch(id) })
-      : createInterceptor({
-          logger,
-          config,
-          decide: (ip, port) => registry.decide(ip, port),
-          guard: guard.check,
-          maxConnections,
-          isTrustedSource: compileCidrMatcher([...config.inboundPp.trustedSources]),
-          ...(splice ? { startRelay: splice.start } : {}),
-        });
+    const interceptor = createInterceptor({ logger, config, source: registrySource(registry), maxConnections });
     await interceptor.start();
     undo.push(() => interceptor.stop(0));
 
@@ -143,11 +113,9 @@ export async function startDaemon(opts: {
         stopping ??= (async () => {
           await admin.close();
           const { drained, aborted } = await interceptor.stop(drainMs);
-          await splice?.close();
           await firewall.remove(config.intercept.table);
           await routing.remove(rSpec);
           await registry.close();
-          guard.close();
           logger.info({ drained, aborted }, 'stopped; rules removed');
         })();
         return stopping;

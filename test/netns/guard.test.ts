@@ -13,12 +13,9 @@ const closedLines = (daemon: Proc): Array<Record<string, unknown>> =>
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-const MODES = [
-  { name: 'native accept', config: BASE_CONFIG.replace('port = 15001', 'port = 15001\naccept = "native"') },
-  { name: 'node accept', config: BASE_CONFIG.replace('port = 15001', 'port = 15001\naccept = "node"') },
-];
+const CONFIG = BASE_CONFIG;
 
-describe.each(MODES)('destination guard and connection cap, $name', ({ config: CONFIG }) => {
+describe('destination guard and connection cap', () => {
   let lab: Lab;
   beforeAll(async () => {
     lab = await Lab.create();

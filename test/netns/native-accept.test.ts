@@ -1,14 +1,14 @@
-// The native connection path end to end (`[listen] accept = "native"`): the addon accepts, the
-// daemon only decides, the relay workers connect upstream (spoofing the client, or with a PROXY
-// header) and move the bytes. intercept.test.ts runs the transparent suite in this mode too; this
-// file covers what only this path does itself: the PROXY header and the connect timeout.
+// The loop threads end to end: each accepts, decides from the table, connects upstream (spoofing
+// the client, or with a PROXY header) and moves the bytes of its own connections.
+// intercept.test.ts covers the transparent path; this file the PROXY header, the connect timeout,
+// and connections spread over the threads.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, ADDR, BASE_CONFIG as BASE, sawAddress } from './helpers/lab.js';
 import { startNginx, httpGet } from './helpers/peers.js';
 
-const BASE_CONFIG = BASE.replace('port = 15001', 'port = 15001\naccept = "native"');
+const BASE_CONFIG = BASE.replace('port = 15001', 'port = 15001\nthreads = 2');
 
-describe('native accept path', () => {
+describe('loop threads', () => {
   let lab: Lab;
   beforeAll(async () => {
     lab = await Lab.create();
@@ -29,7 +29,10 @@ describe('native accept path', () => {
     expect(pp.body).toContain(`remote=${ADDR.gatewayBackendSide}`);
     const plain = await lab.client(ADDR.backend, 8081);
     expect(sawAddress(plain)).toBe(ADDR.client);
-    await daemon.waitFor('"path":"proxy"');
+    const line = await daemon.waitFor('"path":"proxy"');
+    // The backend saw the header first and our own address with the port the log names.
+    const closed = line.split('\n').map((l) => (l.includes('"path":"proxy"') ? (JSON.parse(l) as { upstreamPort: number; conn: number }) : null)).find(Boolean)!;
+    expect(closed.upstreamPort).toBeGreaterThan(0);
     daemon.child.kill('SIGTERM');
     expect((await daemon.exited).code).toBe(0);
   });
@@ -49,6 +52,24 @@ describe('native accept path', () => {
     } finally {
       await lab.exec(lab.ns.backend, ['nft', 'delete', 'table', 'inet', 'silent'], { allowFail: true });
     }
+    daemon.child.kill('SIGTERM');
+    expect((await daemon.exited).code).toBe(0);
+  });
+
+  it('spreads connections over the threads (one SO_REUSEPORT listener each), every one keeping the client address', async () => {
+    const daemon = await lab.startDaemon(await lab.writeConfig(BASE_CONFIG));
+    for (let i = 0; i < 24; i++) expect(sawAddress(await lab.client(ADDR.backend, 8081))).toBe(ADDR.client);
+    const closedCount = (): number => daemon.output().split('\n').filter((l) => l.includes('"connection closed"')).length;
+    for (let i = 0; i < 100 && closedCount() < 24; i++) await new Promise((r) => setTimeout(r, 50));
+    // A connection id carries the index of the thread that ran it in its low 8 bits.
+    const threads = new Set(
+      daemon
+        .output()
+        .split('\n')
+        .filter((l) => l.includes('"connection closed"'))
+        .map((l) => (JSON.parse(l) as { conn: number }).conn % 256),
+    );
+    expect([...threads].sort()).toEqual([0, 1]);
     daemon.child.kill('SIGTERM');
     expect((await daemon.exited).code).toBe(0);
   });

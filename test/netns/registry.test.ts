@@ -51,7 +51,7 @@ describe('attested port-policy registry', () => {
     const refused = await lab.client(ADDR.backend, 8081, { timeoutMs: 3000 });
     expect(refused.error).toBe('ECONNRESET');
     expect(refused.saw).toBeNull();
-    await daemon.waitFor('"reason":"refused"');
+    await daemon.waitFor('"reason":"port_not_allowed"');
     const listed = await httpGet(lab, ADDR.backend, 8080);
     expect(listed.body).toContain(`pp=${ADDR.client}:`);
     await cli('override', 'inst-1', '--clear');

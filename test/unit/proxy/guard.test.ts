@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../../src/config-parse.js';
-import { compileDestinationGuard, defaultMaxConnections, targetsContainingLocal } from '../../../src/proxy/guard.js';
+import { decideReference } from '../../../src/datapath/table.js';
+import { ALWAYS_LOCAL, defaultMaxConnections, targetsContainingLocal } from '../../../src/proxy/guard.js';
 
 const { targets } = parseConfig(`
 [[intercept.targets]]
@@ -11,8 +12,12 @@ cidr = "fd00:18:2::/64"
 ports = [443]
 `).intercept;
 
-describe('compileDestinationGuard', () => {
-  const guard = compileDestinationGuard({ targets, localAddresses: ['198.18.2.1', '198.18.1.1', 'fd00:18:2::1'] });
+describe('the destination guard (the decision before any instance is looked at)', () => {
+  const spec = { generation: 1, targets, localAddresses: ['198.18.2.1', '198.18.1.1', 'fd00:18:2::1'], localNetworks: ALWAYS_LOCAL, trustedSources: [], entries: [] };
+  const guard = (ip: string, port: number): string | null => {
+    const d = decideReference(spec, ip, port);
+    return d.kind === 'refuse' ? d.reason : null;
+  };
 
   it('lets a target address and port through', () => {
     expect(guard('198.18.2.2', 8080)).toBeNull();

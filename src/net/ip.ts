@@ -1,5 +1,6 @@
-// Address text <-> bytes. Strict on input (no leading zeros in IPv4, no zone ids in IPv6),
-// RFC 5952 canonical on output.
+// The project's one IP address parser: text <-> bytes, strict on input (no leading zeros in
+// IPv4, no zone ids in IPv6, inet_pton's syntax otherwise), RFC 5952 canonical on output. The
+// PROXY codec, CIDRs, the registry's addresses and the decision table all go through it.
 
 /** Parses a dotted quad into out[offset..offset+4]; false unless it is exactly four decimal octets without leading zeros. */
 export function parseIPv4Into(text: string, start: number, end: number, out: Uint8Array, offset: number): boolean {
@@ -155,4 +156,33 @@ export function mapIPv4(v4: Uint8Array): Uint8Array {
   out[11] = 0xff;
   out.set(v4, 12);
   return out;
+}
+
+/**
+ * The 16-byte form the decision table keys on: IPv6 as is, IPv4 (and IPv4-mapped IPv6) as
+ * ::ffff:a.b.c.d. null when the text is not an address.
+ */
+export function ipKey(text: string): { family: 4 | 6; key: Uint8Array } | null {
+  const ip = parseIp(text);
+  if (ip === null) return null;
+  return { family: ip.kind, key: ip.kind === 4 ? mapIPv4(ip.bytes) : ip.bytes };
+}
+
+/** The text of a 16-byte key: IPv4 dotted for a mapped key, else RFC 5952. */
+export function formatKey(key: Uint8Array, offset = 0): string {
+  return isIPv4Mapped(key, offset) ? formatIPv4(key, offset + 12) : formatIPv6(key, offset);
+}
+
+/**
+ * Canonical text of an IP address, or null when it is not one: IPv4 dotted quad; IPv6
+ * lowercase and compressed (RFC 5952, as libuv prints it); IPv4-mapped IPv6 becomes IPv4.
+ * Zone ids are refused: an instance address is global to the host.
+ */
+export function normalizeIp(text: string): string | null {
+  if (typeof text !== 'string') return null;
+  const ip = parseIp(text);
+  if (ip === null) return null;
+  // A flat, sequential string: normalised addresses become map keys, and a key that is a rope
+  // (template literals, concatenations) makes every lookup by a socket's address walk it.
+  return Buffer.from(ip.kind === 4 ? formatIPv4(ip.bytes, 0) : formatIPv6(ip.bytes, 0), 'latin1').toString('latin1');
 }
