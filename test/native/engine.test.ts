@@ -23,6 +23,7 @@ const HOST = '127.0.0.1';
 const TRUSTED = '127.0.0.2';
 const events: ConnectionEvent[] = [];
 let port = 0;
+let nextPort = Math.floor(Math.random() * 20000);
 
 const { targets } = parseConfig('[[intercept.targets]]\ncidr = "127.0.0.0/8"\nports = ["1-65535"]\n').intercept;
 const spec = (generation: number): TableSpec => ({ generation, targets, localAddresses: [], localNetworks: ALWAYS_LOCAL, trustedSources: [`${TRUSTED}/32`], entries: [] });
@@ -41,11 +42,11 @@ async function until<T>(what: () => T | undefined, timeoutMs = 3000): Promise<T>
 function exchange(opts: { localAddress?: string; send?: Buffer; hold?: boolean }): Promise<{ localPort: number; error: string | null; ended: boolean; ms: number; socket: net.Socket }> {
   return new Promise((resolve) => {
     const t0 = Date.now();
-    const s = net.connect({ host: HOST, port, allowHalfOpen: true, ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) });
+    // A port of our own choosing: a reset can beat the 'connect' event, and the events are matched by it.
+    const localPort = 30000 + nextPort++ % 20000;
+    const s = net.connect({ host: HOST, port, allowHalfOpen: true, localAddress: opts.localAddress ?? HOST, localPort });
     let ended = false;
-    let localPort = 0;
     s.on('connect', () => {
-      localPort = s.localPort!;
       if (opts.send) s.write(opts.send);
       if (opts.hold) resolve({ localPort, error: null, ended, ms: 0, socket: s });
     });
