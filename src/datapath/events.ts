@@ -83,43 +83,61 @@ function endpoint(buf: Buffer, at: number): Endpoint {
   return { address: formatKey(buf, at), port: buf.readUInt16LE(at + 16) };
 }
 
-/** Every record of a batch, in order. Throws on a truncated or malformed batch (a bug). */
+/**
+ * The offset of the record after the one at `at` (the batch's length at its end). Throws on a
+ * truncated or malformed record (a bug).
+ */
+export function nextRecord(buf: Buffer, at: number): number {
+  const size = buf.readUInt32LE(at);
+  if (size < FIXED || at + size > buf.length) throw new Error(`event record at ${at} is malformed (size ${size}, batch ${buf.length})`);
+  return at + size;
+}
+
+// What counters need, read in place: no object per connection when nothing logs or listens.
+export const recordType = (buf: Buffer, at: number): EventType => TYPES[buf[at + 4]!] ?? 'end';
+export const recordKind = (buf: Buffer, at: number): DecisionKind | null => KINDS[buf[at + 5]!] ?? null;
+export const recordReason = (buf: Buffer, at: number): DecisionReasonCode | null => (buf[at + 5] === 255 ? null : (REASON_CODES.get(buf[at + 6]!) ?? null));
+export const recordEnd = (buf: Buffer, at: number): EndCode => END_CODES[buf[at + 7]!] ?? 'aborted';
+export const recordErrno = (buf: Buffer, at: number): number => (buf[at + 7] === 7 ? 0 : buf.readInt32LE(at + 16));
+export const recordBytesIn = (buf: Buffer, at: number): number => buf.readDoubleLE(at + 88);
+export const recordBytesOut = (buf: Buffer, at: number): number => buf.readDoubleLE(at + 96);
+
+/** The record at `at`, whole. */
+export function decodeEvent(buf: Buffer, at: number): ConnectionEvent {
+  const idLength = buf.readUInt32LE(at + 84);
+  const kind = buf[at + 5]!;
+  const end = END_CODES[buf[at + 7]!] ?? 'aborted';
+  const err = buf.readInt32LE(at + 16);
+  const inbound = buf[at + 21]!;
+  return {
+    type: TYPES[buf[at + 4]!] ?? 'end',
+    id: buf.readDoubleLE(at + 8),
+    kind: KINDS[kind] ?? null,
+    reason: kind === 255 ? null : (REASON_CODES.get(buf[at + 6]!) ?? null),
+    end,
+    errno: end === 'pp-rejected' ? 0 : err,
+    syscall: SYSCALLS[buf[at + 20]!] ?? '',
+    ppFailure: end === 'pp-rejected' ? (PP_FAILURES[err] || null) : null,
+    inboundVersion: (inbound & 3) as 0 | 1 | 2,
+    inboundLocal: (inbound & 8) !== 0,
+    inboundNoClient: (inbound & 4) !== 0,
+    upstreamPort: buf.readUInt16LE(at + 22),
+    peer: endpoint(buf, at + 24),
+    destination: endpoint(buf, at + 44),
+    client: endpoint(buf, at + 64),
+    instanceId: idLength > 0 ? buf.toString('latin1', at + FIXED, at + FIXED + idLength) : null,
+    bytesIn: buf.readDoubleLE(at + 88),
+    bytesOut: buf.readDoubleLE(at + 96),
+    acceptedUs: buf.readDoubleLE(at + 104),
+    decidedUs: buf.readDoubleLE(at + 112),
+    connectedUs: buf.readDoubleLE(at + 120),
+    endedUs: buf.readDoubleLE(at + 128),
+  };
+}
+
+/** Every record of a batch, in order. */
 export function decodeEvents(buf: Buffer): ConnectionEvent[] {
   const out: ConnectionEvent[] = [];
-  let at = 0;
-  while (at < buf.length) {
-    const size = buf.readUInt32LE(at);
-    if (size < FIXED || at + size > buf.length) throw new Error(`event record at ${at} is malformed (size ${size}, batch ${buf.length})`);
-    const idLength = buf.readUInt32LE(at + 84);
-    const kind = buf[at + 5]!;
-    const end = END_CODES[buf[at + 7]!] ?? 'aborted';
-    const err = buf.readInt32LE(at + 16);
-    const inbound = buf[at + 21]!;
-    out.push({
-      type: TYPES[buf[at + 4]!] ?? 'end',
-      id: buf.readDoubleLE(at + 8),
-      kind: KINDS[kind] ?? null,
-      reason: kind === 255 ? null : (REASON_CODES.get(buf[at + 6]!) ?? null),
-      end,
-      errno: end === 'pp-rejected' ? 0 : err,
-      syscall: SYSCALLS[buf[at + 20]!] ?? '',
-      ppFailure: end === 'pp-rejected' ? (PP_FAILURES[err] || null) : null,
-      inboundVersion: (inbound & 3) as 0 | 1 | 2,
-      inboundLocal: (inbound & 8) !== 0,
-      inboundNoClient: (inbound & 4) !== 0,
-      upstreamPort: buf.readUInt16LE(at + 22),
-      peer: endpoint(buf, at + 24),
-      destination: endpoint(buf, at + 44),
-      client: endpoint(buf, at + 64),
-      instanceId: idLength > 0 ? buf.toString('latin1', at + FIXED, at + FIXED + idLength) : null,
-      bytesIn: buf.readDoubleLE(at + 88),
-      bytesOut: buf.readDoubleLE(at + 96),
-      acceptedUs: buf.readDoubleLE(at + 104),
-      decidedUs: buf.readDoubleLE(at + 112),
-      connectedUs: buf.readDoubleLE(at + 120),
-      endedUs: buf.readDoubleLE(at + 128),
-    });
-    at += size;
-  }
+  for (let at = 0; at < buf.length; at = nextRecord(buf, at)) out.push(decodeEvent(buf, at));
   return out;
 }
