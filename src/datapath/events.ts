@@ -1,6 +1,6 @@
 // The loop threads' event records (native/events.h writes them): decoded on the JavaScript
 // thread, in batches, long after the connection stopped waiting for anything. Pure.
-import { formatKey } from '../net/ip.js';
+import { formatKey, ipKey } from '../net/ip.js';
 import { KINDS, REASON_CODES, type DecisionKind, type DecisionReasonCode } from './table.js';
 
 export type EventType = 'end' | 'open' | 'unknown-policy';
@@ -140,4 +140,48 @@ export function decodeEvents(buf: Buffer): ConnectionEvent[] {
   const out: ConnectionEvent[] = [];
   for (let at = 0; at < buf.length; at = nextRecord(buf, at)) out.push(decodeEvent(buf, at));
   return out;
+}
+
+const END_INDEX = new Map(END_CODES.map((c, i) => [c, i]));
+const TYPE_INDEX: Readonly<Record<EventType, number>> = { end: 1, open: 2, 'unknown-policy': 3 };
+const REASON_INDEX = new Map([...REASON_CODES].map(([n, r]) => [r, n]));
+
+/**
+ * One record as native/events.cc writes it, from its decoded form (tests and benchmarks feed
+ * connections.ts with it; the engine tests hold the native writer to the same layout).
+ */
+export function encodeEvent(e: ConnectionEvent): Buffer {
+  const id = Buffer.from(e.instanceId ?? '', 'latin1');
+  const size = (FIXED + id.length + 7) & ~7;
+  const buf = Buffer.alloc(size);
+  const ep = (p: Endpoint, at: number): void => {
+    if (p.address === '') return;
+    const k = ipKey(p.address);
+    if (k === null) throw new TypeError(`not an address: ${p.address}`);
+    buf.set(k.key, at);
+    buf.writeUInt16LE(p.port, at + 16);
+    buf[at + 18] = k.family;
+  };
+  buf.writeUInt32LE(size, 0);
+  buf[4] = TYPE_INDEX[e.type];
+  buf[5] = e.kind === null ? 255 : KINDS.indexOf(e.kind);
+  buf[6] = e.reason === null ? 0 : (REASON_INDEX.get(e.reason) ?? 0);
+  buf[7] = END_INDEX.get(e.end) ?? 4;
+  buf.writeDoubleLE(e.id, 8);
+  buf.writeInt32LE(e.end === 'pp-rejected' ? Math.max(0, PP_FAILURES.indexOf(e.ppFailure as (typeof PP_FAILURES)[number])) : e.errno, 16);
+  buf[20] = Math.max(0, SYSCALLS.indexOf(e.syscall as (typeof SYSCALLS)[number]));
+  buf[21] = e.inboundVersion | (e.inboundNoClient ? 4 : 0) | (e.inboundLocal ? 8 : 0);
+  buf.writeUInt16LE(e.upstreamPort, 22);
+  ep(e.peer, 24);
+  ep(e.destination, 44);
+  ep(e.client, 64);
+  buf.writeUInt32LE(id.length, 84);
+  buf.writeDoubleLE(e.bytesIn, 88);
+  buf.writeDoubleLE(e.bytesOut, 96);
+  buf.writeDoubleLE(e.acceptedUs, 104);
+  buf.writeDoubleLE(e.decidedUs, 112);
+  buf.writeDoubleLE(e.connectedUs, 120);
+  buf.writeDoubleLE(e.endedUs, 128);
+  id.copy(buf, FIXED);
+  return buf;
 }
