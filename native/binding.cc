@@ -23,6 +23,7 @@
 #include <cmath>
 #include <memory>
 #include <string>
+#include <vector>
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -169,11 +170,11 @@ void StopBinding(Binding* b) {
   if (g_binding == b) g_binding = nullptr;
 }
 
-void CleanupHook(void* arg) {
-  auto* b = static_cast<Binding*>(arg);
-  StopBinding(b);
-  delete b;
-}
+// The Binding outlives its engine until the thread-safe function is finalized: calls queued
+// before a shutdown still arrive, and find no engine.
+void FinalizeBinding(napi_env /*env*/, void* data, void* /*hint*/) { delete static_cast<Binding*>(data); }
+
+void CleanupHook(void* arg) { StopBinding(static_cast<Binding*>(arg)); }
 
 uint32_t U32Option(const Napi::Object& o, const char* key, uint32_t fallback) {
   Napi::Value v = o.Get(key);
@@ -236,7 +237,7 @@ Napi::Value EngineStart(const Napi::CallbackInfo& info) {
   for (auto& list : fds) b->engine->AddLoop(list);  // the loops own the fds from here on
   napi_value name;
   napi_create_string_utf8(env, "tproxy:events", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_threadsafe_function(env, info[2], nullptr, name, 0, 1, nullptr, nullptr, b, DeliverEvents, &b->tsfn) != napi_ok) {
+  if (napi_create_threadsafe_function(env, info[2], nullptr, name, 0, 1, b, FinalizeBinding, b, DeliverEvents, &b->tsfn) != napi_ok) {
     delete b;
     return Napi::Number::New(env, -ENOMEM);
   }
@@ -244,8 +245,7 @@ Napi::Value EngineStart(const Napi::CallbackInfo& info) {
   napi_unref_threadsafe_function(env, b->tsfn);
   int rc = b->engine->Start();
   if (rc < 0) {
-    StopBinding(b);
-    delete b;
+    StopBinding(b);  // the finalizer frees b
     return Napi::Number::New(env, rc);
   }
   g_binding = b;
@@ -316,8 +316,7 @@ Napi::Value EngineShutdown(const Napi::CallbackInfo& info) {
   if (b == nullptr) return Napi::Number::New(env, 0);
   napi_remove_env_cleanup_hook(env, CleanupHook, b);
   size_t closed = b->engine->Shutdown();
-  StopBinding(b);
-  delete b;
+  StopBinding(b);  // the finalizer frees b
   return Napi::Number::New(env, static_cast<double>(closed));
 }
 
@@ -406,6 +405,30 @@ Napi::Value TableDecide(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// tableBench(table, endpoints, rounds) -> ns per decision: `endpoints` holds 20-byte records
+// (ip[16] IPv4 mapped, port u16 little-endian, family u8, pad), each decided `rounds` times
+// (scripts/bench-loop.mjs).
+Napi::Value TableBench(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsBuffer() || !info[1].IsBuffer()) return env.Null();
+  auto buf = info[0].As<Napi::Buffer<uint8_t>>();
+  std::unique_ptr<tpi::Table> table(tpi::Table::Parse(buf.Data(), buf.Length()));
+  auto eps = info[1].As<Napi::Buffer<uint8_t>>();
+  size_t n = eps.Length() / sizeof(tpi::Endpoint);
+  int rounds = Int(info, 2);
+  if (!table || n == 0 || rounds < 1) return env.Null();
+  std::vector<tpi::Endpoint> list(n);
+  memcpy(list.data(), eps.Data(), n * sizeof(tpi::Endpoint));
+  unsigned sink = 0;
+  double start = tpi::NowUs();
+  for (int r = 0; r < rounds; r++) {
+    for (const tpi::Endpoint& e : list) sink += table->Decide(e).reason;
+  }
+  double elapsed = tpi::NowUs() - start;
+  if (sink == 0xffffffffu) return env.Null();  // keeps the loop from being optimised away
+  return Napi::Number::New(env, elapsed * 1000.0 / (static_cast<double>(n) * rounds));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("socket", Napi::Function::New(env, Socket, "socket"));
   exports.Set("setsockopt", Napi::Function::New(env, SetSockOpt, "setsockopt"));
@@ -425,6 +448,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ppParse", Napi::Function::New(env, PpParse, "ppParse"));
   exports.Set("ppEncode", Napi::Function::New(env, PpEncode, "ppEncode"));
   exports.Set("tableDecide", Napi::Function::New(env, TableDecide, "tableDecide"));
+  exports.Set("tableBench", Napi::Function::New(env, TableBench, "tableBench"));
 
   Napi::Object c = Napi::Object::New(env);
   c.Set("AF_INET", static_cast<int>(AF_INET));

@@ -80,6 +80,8 @@ export interface NativeAddon {
   ppEncode(version: 1 | 2, source: NativeEndpoint, destination: NativeEndpoint, tlvs: Buffer): Buffer | null;
   /** [kind, reason, instanceId, trusted] or null for a malformed table. */
   tableDecide(table: Buffer, ip: Buffer, family: number, port: number): [number, number, string, boolean] | null;
+  /** ns per decision over `endpoints` (20-byte records: ip[16], port u16 LE, family u8, pad), each decided `rounds` times. */
+  tableBench(table: Buffer, endpoints: Buffer, rounds: number): number | null;
   readonly constants: NativeConstants;
 }
 
