@@ -456,14 +456,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   c.Set("SOL_SOCKET", static_cast<int>(SOL_SOCKET));
   c.Set("SOL_IP", static_cast<int>(SOL_IP));
   c.Set("SOL_IPV6", static_cast<int>(SOL_IPV6));
-  c.Set("SOL_TCP", static_cast<int>(IPPROTO_TCP));
   c.Set("SO_REUSEADDR", static_cast<int>(SO_REUSEADDR));
   c.Set("SO_REUSEPORT", static_cast<int>(SO_REUSEPORT));
   c.Set("IP_TRANSPARENT", static_cast<int>(IP_TRANSPARENT));
   c.Set("IPV6_TRANSPARENT", static_cast<int>(IPV6_TRANSPARENT));
   c.Set("IPV6_V6ONLY", static_cast<int>(IPV6_V6ONLY));
   c.Set("IP_BIND_ADDRESS_NO_PORT", static_cast<int>(IP_BIND_ADDRESS_NO_PORT));
-  c.Set("TCP_DEFER_ACCEPT", static_cast<int>(TCP_DEFER_ACCEPT));
   c.Set("RLIMIT_NOFILE", static_cast<int>(RLIMIT_NOFILE));
   exports.Set("constants", c);
   return exports;

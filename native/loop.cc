@@ -23,6 +23,10 @@ constexpr int kMaxEvents = 256;
 // is freed first; and how long accepting pauses when even the reserve descriptor is gone.
 constexpr int kRetryMs = 50;
 constexpr int kAcceptPauseMs = 100;
+// Events wake JavaScript at most this often per thread.
+constexpr int64_t kWakeIntervalMs = 1;
+// Client bytes sent along with our PROXY header (the first request, typically).
+constexpr size_t kFirstBytes = 16384;
 
 // epoll_event.data.u64: a connection pointer (8-byte aligned) with the side in its low bits, or
 // a tag for the listeners and the wake-up.
@@ -186,6 +190,7 @@ void Loop::Run() {
       // kConnecting, client side: the readiness is cached until the relay starts.
     }
     if (!starved_.empty()) RetryStarved();
+    now_ = NowMs();
     Expire();
     Flush();
     for (Conn* c : graveyard_) delete c;
@@ -217,6 +222,10 @@ int Loop::Timeout() const {
   if (!starved_.empty() && (wait < 0 || wait > kRetryMs)) wait = kRetryMs;
   if (acceptPausedUntil_ != 0) {
     int64_t w = std::max<int64_t>(0, acceptPausedUntil_ - NowMs());
+    if (wait < 0 || w < wait) wait = w;
+  }
+  if (wakePending_) {
+    int64_t w = std::max<int64_t>(0, lastWakeMs_ + kWakeIntervalMs - NowMs());
     if (wait < 0 || w < wait) wait = w;
   }
   return wait > INT_MAX ? INT_MAX : static_cast<int>(wait);
@@ -454,8 +463,27 @@ void Loop::OnConnected(Conn* c) {
       return;
     }
     std::string().swap(c->tlvs);
-    // One write, before any client byte: receivers such as nginx break when the header is split.
-    // A new socket's send buffer takes it whole; what it does not take goes through the pipe.
+    size_t headerLength = header.size();
+    // The client's first bytes usually arrived while we connected (it speaks first): they go out
+    // with the header, in one segment and one send, instead of a send and a splice pair.
+    if (c->side[0].canRead) {
+      uint8_t first[kFirstBytes];
+      ssize_t n;
+      do n = recv(c->side[0].fd, first, sizeof(first), MSG_DONTWAIT);
+      while (n < 0 && errno == EINTR);
+      if (n > 0) {
+        header.append(reinterpret_cast<const char*>(first), static_cast<size_t>(n));
+      } else if (n == 0) {
+        c->flow[0].eof = true;
+      } else if (errno == EAGAIN) {
+        c->side[0].canRead = false;
+      } else {
+        Fail(c, 0, errno, "recv");
+        return;
+      }
+    }
+    // One write, before any other client byte: receivers such as nginx break when the header is
+    // split. A new socket's send buffer takes it whole; what it does not take goes through the pipe.
     ssize_t n;
     do n = send(c->side[1].fd, header.data(), header.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);
@@ -464,13 +492,14 @@ void Loop::OnConnected(Conn* c) {
       return;
     }
     size_t sent = n > 0 ? static_cast<size_t>(n) : 0;
+    if (sent > headerLength) c->flow[0].bytes += sent - headerLength;
     if (sent < header.size()) {
       int rc = Preload(c->flow[0], pipes_, reinterpret_cast<const uint8_t*>(header.data()) + sent, header.size() - sent);
       if (rc < 0) {
         Fail(c, 1, -rc, "write");
         return;
       }
-      c->headerInPipe = static_cast<uint32_t>(header.size() - sent);
+      if (sent < headerLength) c->headerInPipe = static_cast<uint32_t>(headerLength - sent);
     }
   }
   Pump(c);
@@ -624,16 +653,25 @@ void Loop::Emit(EventType type, Conn* c, End end, int err, const char* syscall) 
   AppendEvent(&batch_, r, c->instanceId);
 }
 
+// Hands this iteration's events over, and wakes JavaScript at most once per kWakeIntervalMs:
+// under moderate load a wake-up per connection would cost the JavaScript thread more than the
+// events themselves (every wake-up is a uv_async round trip).
 void Loop::Flush() {
-  if (batch_.empty()) return;
-  bool wasEmpty;
-  {
-    std::lock_guard<std::mutex> lock(eventsMu_);
-    wasEmpty = events_.empty();
-    events_.append(batch_);
+  if (!batch_.empty()) {
+    bool wasEmpty;
+    {
+      std::lock_guard<std::mutex> lock(eventsMu_);
+      wasEmpty = events_.empty();
+      events_.append(batch_);
+    }
+    batch_.clear();
+    if (wasEmpty) wakePending_ = true;
   }
-  batch_.clear();
-  if (wasEmpty) engine_->Wake();
+  if (wakePending_ && now_ - lastWakeMs_ >= kWakeIntervalMs) {
+    wakePending_ = false;
+    lastWakeMs_ = now_;
+    engine_->Wake();
+  }
 }
 
 }  // namespace tpi

@@ -92,6 +92,8 @@ class Loop {
   const Table* table_ = nullptr;  // valid within one iteration
   int64_t now_ = 0;
   int64_t acceptPausedUntil_ = 0;  // 0: accepting
+  int64_t lastWakeMs_ = 0;
+  bool wakePending_ = false;       // events wait for the next wake-up of JavaScript
   uint64_t nextId_ = 0;
   Conn* all_ = nullptr;           // every live connection (for abort)
   size_t liveCount_ = 0;

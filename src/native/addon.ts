@@ -10,14 +10,12 @@ export interface NativeConstants {
   readonly SOL_SOCKET: number;
   readonly SOL_IP: number;
   readonly SOL_IPV6: number;
-  readonly SOL_TCP: number;
   readonly SO_REUSEADDR: number;
   readonly SO_REUSEPORT: number;
   readonly IP_TRANSPARENT: number;
   readonly IPV6_TRANSPARENT: number;
   readonly IPV6_V6ONLY: number;
   readonly IP_BIND_ADDRESS_NO_PORT: number;
-  readonly TCP_DEFER_ACCEPT: number;
   readonly RLIMIT_NOFILE: number;
 }
 
