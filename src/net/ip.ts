@@ -28,7 +28,7 @@ export function parseIPv4Into(text: string, start: number, end: number, out: Uin
   return i === end;
 }
 
-export function parseIPv4(text: string): Uint8Array | null {
+function parseIPv4(text: string): Uint8Array | null {
   const out = new Uint8Array(4);
   return parseIPv4Into(text, 0, text.length, out, 0) ? out : null;
 }

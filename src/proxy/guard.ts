@@ -34,9 +34,9 @@ export function targetsContainingLocal(targets: readonly Target[], localAddresse
 }
 
 /** Descriptors kept out of the connection budget: admin socket and its clients, store, logs, listeners, epoll. */
-export const FD_RESERVE_BASE = 256;
+const FD_RESERVE_BASE = 256;
 /** And per relay thread: its pool of empty pipes (64 pipes, two descriptors each). */
-export const FD_RESERVE_PER_THREAD = 128;
+const FD_RESERVE_PER_THREAD = 128;
 
 /**
  * The default connection cap: each connection holds two sockets, so
