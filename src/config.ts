@@ -28,7 +28,7 @@ export interface ListenConfig {
   readonly allowWildcard: boolean; // default false
   /**
    * Connections held at once; past it new ones are accepted and reset (over_capacity). null =
-   * derived at start from the open-files limit (see src/proxy/capacity.ts).
+   * derived at start from the open-files limit (src/proxy/guard.ts defaultMaxConnections).
    */
   readonly maxConnections: number | null; // default null
 }
