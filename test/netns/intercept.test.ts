@@ -147,6 +147,27 @@ describe('transparent interception (pp=false)', () => {
     expect(routes.stdout.trim()).toBe('');
   });
 
+  it('closes a connection after idle_timeout without traffic, and not while traffic flows', async () => {
+    const daemon = await lab.startDaemon(await lab.writeConfig(BASE_CONFIG.replace('connect_timeout = "2s"', 'connect_timeout = "2s"\nidle_timeout = "1s"')));
+    // One connection talks every 400 ms for 2.4 s, one says nothing after the backend's greeting.
+    const script = (talk: boolean): string =>
+      `const s = require('net').connect(8081, '${ADDR.backend}'); const t0 = Date.now(); let n = 0;` +
+      (talk ? `const i = setInterval(() => { if (++n > 6) { clearInterval(i); return; } s.write('x'); }, 400);` : '') +
+      `s.on('data', () => {}); s.on('close', () => console.log('closed ' + (Date.now() - t0))); s.on('error', () => {});`;
+    const talker = lab.spawn(lab.ns.client, ['node', '-e', script(true)]);
+    const silent = lab.spawn(lab.ns.client, ['node', '-e', script(false)]);
+    const silentMs = Number((await silent.waitFor(/closed \d+/, 5000)).match(/closed (\d+)/)![1]);
+    const talkerMs = Number((await talker.waitFor(/closed \d+/, 8000)).match(/closed (\d+)/)![1]);
+    expect(silentMs).toBeGreaterThanOrEqual(900);
+    expect(silentMs).toBeLessThan(2500);
+    // Active until 2.4 s, then idle for 1 s.
+    expect(talkerMs).toBeGreaterThanOrEqual(3200);
+    expect(talkerMs).toBeLessThan(5500);
+    await daemon.waitFor(/"reason":"idle-timeout"[\s\S]*"reason":"idle-timeout"/);
+    daemon.child.kill('SIGTERM');
+    expect((await daemon.exited).code).toBe(0);
+  });
+
   it('on SIGTERM, drains for --drain and then ends what is still open', async () => {
     const config = await lab.writeConfig(BASE_CONFIG.replace('connect_timeout = "2s"', 'connect_timeout = "2s"\nidle_timeout = "60s"'));
     const daemon = await lab.startDaemon(config, ['--drain', '1s']);
