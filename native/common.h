@@ -32,15 +32,19 @@ inline void CloseFd(int* fd) {
   *fd = -1;
 }
 
-// SO_LINGER {on, 0 s}: close() sends a RST instead of a FIN, so the peer learns that the
-// connection was refused or broke rather than ended with an empty answer. The fd is closed either
-// way; returns 0 or -errno of the setsockopt.
-inline int ResetAndClose(int fd) {
+// SO_LINGER {on, 0 s}: the socket's close() sends a RST instead of a FIN (and drops what is
+// still queued), so the peer learns that the connection was refused or broke rather than ended
+// with an empty answer. 0 or -errno.
+inline int ResetOnClose(int fd) {
   linger reset{1, 0};
-  int rc = setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
-  int err = rc < 0 ? errno : 0;
+  return setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset)) < 0 ? -errno : 0;
+}
+
+// Closes with a RST; the fd is closed either way. 0 or -errno of the setsockopt.
+inline int ResetAndClose(int fd) {
+  int rc = ResetOnClose(fd);
   close(fd);
-  return -err;
+  return rc;
 }
 
 // An endpoint as the data path keeps it: IPv4 as its IPv4-mapped IPv6 form (::ffff:a.b.c.d), so

@@ -587,11 +587,7 @@ void Loop::Disarm(Conn* c) {
 // send a RST (and drop what is still queued) instead of a FIN, so its peer learns that the
 // connection broke rather than ended cleanly.
 void Loop::Fail(Conn* c, int side, int err, const char* syscall) {
-  int other = c->side[1 - side].fd;
-  if (other >= 0) {
-    linger reset{1, 0};
-    setsockopt(other, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
-  }
+  if (c->side[1 - side].fd >= 0) ResetOnClose(c->side[1 - side].fd);
   Finish(c, side == 0 ? kEndClientError : kEndUpstreamError, err, syscall);
 }
 
@@ -600,8 +596,7 @@ void Loop::Finish(Conn* c, End end, int err, const char* syscall) {
   // Refused or failed to connect: the client learns it by a reset, not a FIN that would look like
   // an empty answer.
   if (end == kEndRefused || end == kEndConnectFailed) {
-    linger reset{1, 0};
-    setsockopt(c->side[0].fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset));
+    ResetOnClose(c->side[0].fd);
   } else if (end == kEndPpRejected && c->side[0].fd >= 0) {
     // No valid header: the connection is closed (a FIN, as for any closed connection). What the
     // header check only peeked at is read first, or close() would turn the FIN into a reset;
