@@ -13,7 +13,7 @@ namespace tpi {
 enum EventType : uint8_t {
   kEventEnd = 1,      // a connection ended (every accepted connection but those over capacity)
   kEventOpen = 2,     // a connection's upstream connect started (only when asked for: debug logs)
-  kEventUnknown = 3,  // an instance was refused for an unknown policy: fetch it (once per table)
+  kEventUnknown = 3,  // an instance was refused for an unknown policy: fetch it (at most once a second per instance)
 };
 
 // How a connection ended.

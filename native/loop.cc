@@ -401,7 +401,7 @@ void Loop::Decide(Conn* c) {
   c->reason = d.reason;
   if (d.slot >= 0) c->instanceId = table_->InstanceId(d.slot);
   if (d.kind == kRefuse) {
-    if (d.reason >= kPolicyUnknown && d.reason <= kPolicyUnattested && table_->FirstReport(d.slot)) {
+    if (d.reason >= kPolicyUnknown && d.reason <= kPolicyUnattested && table_->ShouldReport(d.slot, now_)) {
       Emit(kEventUnknown, c, kEndRefused, 0, nullptr);
     }
     Finish(c, kEndRefused, 0, nullptr);

@@ -1,5 +1,6 @@
 #include "table.h"
 
+#include <climits>
 #include <cstdlib>
 
 namespace tpi {
@@ -118,8 +119,8 @@ Table* Table::Parse(const uint8_t* data, size_t len) {
     delete t;
     return nullptr;
   }
-  t->reported_ = new std::atomic<uint8_t>[t->slotCount_];
-  for (uint32_t i = 0; i < t->slotCount_; i++) t->reported_[i].store(0, std::memory_order_relaxed);
+  t->reported_ = new std::atomic<int64_t>[t->slotCount_];
+  for (uint32_t i = 0; i < t->slotCount_; i++) t->reported_[i].store(INT64_MIN / 2, std::memory_order_relaxed);
   return t;
 }
 
@@ -215,9 +216,13 @@ std::string Table::InstanceId(int32_t slot) const {
   return std::string(strings_ + s.idOffset, s.idLength);
 }
 
-bool Table::FirstReport(int32_t slot) const {
+bool Table::ShouldReport(int32_t slot, int64_t nowMs) const {
   if (slot < 0 || static_cast<uint32_t>(slot) >= slotCount_) return false;
-  return reported_[slot].exchange(1, std::memory_order_relaxed) == 0;
+  constexpr int64_t kReportIntervalMs = 1000;
+  int64_t last = reported_[slot].load(std::memory_order_relaxed);
+  if (nowMs - last < kReportIntervalMs) return false;
+  // One thread wins the interval.
+  return reported_[slot].compare_exchange_strong(last, nowMs, std::memory_order_relaxed);
 }
 
 }  // namespace tpi

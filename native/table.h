@@ -63,9 +63,9 @@ class Table {
   Decision Decide(const Endpoint& destination) const;
   bool IsTrusted(const Endpoint& peer) const;
   std::string InstanceId(int32_t slot) const;
-  // True the first time it is called for `slot` on this table: an unknown policy is reported once
-  // per table, and every table change (a fetch's progress among them) reports it again.
-  bool FirstReport(int32_t slot) const;
+  // Whether to report `slot`'s unknown policy now: at most once a second per instance (from any
+  // thread), so that traffic keeps a failed fetch coming back without flooding JavaScript.
+  bool ShouldReport(int32_t slot, int64_t nowMs) const;
 
  private:
   Table() = default;
@@ -91,7 +91,7 @@ class Table {
   uint32_t portCount_ = 0;
   const char* strings_ = nullptr;
   uint32_t stringsLen_ = 0;
-  std::atomic<uint8_t>* reported_ = nullptr;
+  std::atomic<int64_t>* reported_ = nullptr;  // per slot: when its unknown policy was last reported
 };
 
 // The table's hash of a 16-byte key (table.ts keyHash).

@@ -73,7 +73,7 @@ export interface Connections {
   onBatch(batch: Buffer): void;
   /** Connections the engine reset over capacity since the last call (they have no event each). */
   onOverCapacity(count: number, maxConnections: number): void;
-  /** Instances refused for an unknown policy are passed here (once per table). */
+  /** Instances refused for an unknown policy are passed here (at most once a second each). */
   onUnknownPolicy(handler: (instanceId: string) => void): void;
   counters(): ConnectionCounters;
 }

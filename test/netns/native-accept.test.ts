@@ -3,7 +3,10 @@
 // intercept.test.ts covers the transparent path; this file the PROXY header, the connect timeout,
 // and connections spread over the threads.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Lab, ADDR, BASE_CONFIG as BASE, sawAddress } from './helpers/lab.js';
+import { createHash } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Lab, ADDR, BASE_CONFIG as BASE, ROOT, sawAddress } from './helpers/lab.js';
 import { startNginx, httpGet } from './helpers/peers.js';
 
 const BASE_CONFIG = BASE.replace('port = 15001', 'port = 15001\nthreads = 2');
@@ -70,6 +73,46 @@ describe('loop threads', () => {
         .map((l) => (JSON.parse(l) as { conn: number }).conn % 256),
     );
     expect([...threads].sort()).toEqual([0, 1]);
+    daemon.child.kill('SIGTERM');
+    expect((await daemon.exited).code).toBe(0);
+  });
+
+  it('a refusal for an unknown policy brings a failed fetch back, so the instance opens once its agent answers', async () => {
+    const config = await lab.writeConfig(`${BASE_CONFIG}
+[registry.fetch]
+timeout = "500ms"
+max_retries = 0
+backoff_initial = "200ms"
+backoff_max = "300ms"
+`);
+    const daemon = await lab.startDaemon(config);
+    const appCompose = `${JSON.stringify({ manifest_version: 2, name: 'lab-app', runner: 'docker-compose', port_policy: { ports: [{ port: 8081, pp: false }], restrict_mode: true } })}\n`;
+    const composeFile = path.join(lab.dir, 'restricted-compose.json');
+    await writeFile(composeFile, appCompose);
+    const hash = createHash('sha256').update(appCompose).digest('hex');
+    const cli = async (...args: string[]): Promise<string> => (await lab.cli(['instances', ...args, '--config', config])).stdout;
+    await cli('add', 'inst-r', '--app', 'app-r', '--ip', ADDR.backend6, '--compose-hash', hash, '--restrict');
+    // No agent yet: the one fetch fails (no retries), and connections are refused meanwhile.
+    for (let i = 0; i < 50; i++) {
+      const shown = JSON.parse(await cli('show', 'inst-r', '--json')) as { fetch: { state: string } | null };
+      if (shown.fetch?.state === 'failed') break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const refused = await lab.client(ADDR.backend6, 8081, { timeoutMs: 3000 });
+    expect(refused.error).toBe('ECONNRESET');
+    await daemon.waitFor('"reason":"policy_unknown"');
+    // The agent comes up. Nothing but the refused connections tells the daemon to try again.
+    const agent = lab.spawn(lab.ns.backend, ['node', path.join(ROOT, 'test/netns/fixtures/fake-agent.mjs'), '8090', composeFile]);
+    await agent.waitFor('ready');
+    let ok = null;
+    for (let i = 0; i < 40 && ok === null; i++) {
+      const r = await lab.client(ADDR.backend6, 8081, { timeoutMs: 3000 });
+      if (r.error === null) ok = r;
+      else await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    expect(ok && sawAddress(ok)).toBe(ADDR.client6);
+    agent.child.kill('SIGTERM');
+    await agent.exited;
     daemon.child.kill('SIGTERM');
     expect((await daemon.exited).code).toBe(0);
   });
