@@ -271,10 +271,13 @@ void Loop::AcceptBurst(int listenFd) {
         }
         CloseFd(&reserveFd_);
         int shed = accept4(listenFd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (shed >= 0) {
+          accepted_.fetch_add(1, std::memory_order_relaxed);
+          Shed(shed);
+        }
+        // After the reset, so that the descriptor it freed is the one taken back.
         reserveFd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (shed < 0) return;
-        accepted_.fetch_add(1, std::memory_order_relaxed);
-        Shed(shed);
         continue;
       }
       return;  // EAGAIN, or ENOBUFS/ENOMEM: the next wake-up tries again
