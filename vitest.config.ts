@@ -5,7 +5,10 @@ export default defineConfig({
   test: {
     pool: 'forks',
     projects: [
+      // Pure logic: any user, no addon.
       { extends: true, test: { name: 'unit', include: ['test/unit/**/*.test.ts'] } },
+      // The real addon on loopback (root: IP_TRANSPARENT listeners).
+      { extends: true, test: { name: 'native', include: ['test/native/**/*.test.ts'], testTimeout: 30_000 } },
       {
         extends: true,
         test: {

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Where the time goes per connection: reads the daemon's JSON log (a file or stdin) and prints,
-// for each phase a connection's log line records (Node path: inboundPp, decide, connect, setup,
-// relay; native accept: accept, decide, handoff, connect, relay),
+// for each phase a connection's log line records (decide, or inboundPp for a trusted load
+// balancer's connection; then connect and relay),
 // the count, p50, p90, p99 and mean in microseconds.
 // usage: node scripts/profile-phases.mjs [daemon.log]
 import { createReadStream } from 'node:fs';
@@ -29,7 +29,7 @@ if (samples.size === 0) {
 const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 console.log('| phase | count | p50 µs | p90 µs | p99 µs | mean µs |');
 console.log('|---|---|---|---|---|---|');
-for (const name of ['accept', 'inboundPp', 'decide', 'handoff', 'connect', 'setup', 'relay']) {
+for (const name of ['inboundPp', 'decide', 'connect', 'relay']) {
   const v = samples.get(name);
   if (!v) continue;
   v.sort((a, b) => a - b);

@@ -19,8 +19,6 @@ import type {
   LogLevel,
   PortRange,
   RegistryConfig,
-  RelayMode,
-  AcceptMode,
   StoreKind,
   FirewallBackend,
   IptablesVariant,
@@ -29,17 +27,24 @@ import type {
 } from './config.js';
 import { parseDuration } from './duration.js';
 import { ConfigError, InterceptorError } from './errors.js';
-import { parseCidr } from './net/cidr.js';
+import { cidrsOverlap, parseCidr } from './net/cidr.js';
 import { BUILTIN_CHAINS, checkIptablesInterface } from './firewall/iptables-render.js';
 
 type Table = Record<string, unknown>;
 
 const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
-const RELAY_MODES: readonly RelayMode[] = ['stream', 'splice'];
-const ACCEPT_MODES: readonly AcceptMode[] = ['node', 'native'];
 const STORE_KINDS: readonly StoreKind[] = ['sqlite', 'etcd'];
 const FIREWALL_BACKENDS: readonly FirewallBackend[] = ['nftables', 'iptables'];
 const IPTABLES_VARIANTS: readonly IptablesVariant[] = ['auto', 'nft', 'legacy'];
+/**
+ * Keys that lost their meaning when the data path became one set of native loop threads: an
+ * error naming the replacement, so that an old config is not silently half-applied.
+ */
+const RETIRED_KEYS: ReadonlyMap<string, string> = new Map([
+  ['listen.accept', 'connections are always accepted by the native loop threads now; remove listen.accept'],
+  ['listen.workers', 'one process runs listen.threads loop threads (default: one per CPU); remove listen.workers and set listen.threads if needed'],
+  ['upstream.relay', 'bytes always move with splice(2) on the loop threads now; remove upstream.relay (upstream.pipe_size still applies)'],
+]);
 /** Node timers overflow above 2^31-1 ms (they then fire immediately). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Route tables the kernel reserves: 253 default, 254 main, 255 local. */
@@ -111,6 +116,8 @@ function checkKeys(table: Table, path: string, known: readonly string[]): void {
   for (const key of Object.keys(table)) {
     if (known.includes(key)) continue;
     const full = child(path, key);
+    const retired = RETIRED_KEYS.get(full);
+    if (retired !== undefined) throw new ConfigError(full, `is no longer supported: ${retired}`);
     const guess = closest(key, known);
     const hint = guess !== null
       ? `did you mean \`${child(path, guess)}\`?`
@@ -202,27 +209,37 @@ function address(table: Table, path: string, key: string, def: string, family: 4
 
 function parseListen(root: Table): ListenConfig {
   const path = 'listen';
-  const t = subTable(root, '', path, ['address', 'address6', 'port', 'workers', 'accept']);
+  const t = subTable(root, '', path, ['address', 'address6', 'port', 'threads', 'allow_wildcard', 'max_connections']);
   let address6: string | null;
   const raw6 = t['address6'];
   if (raw6 === '' || raw6 === false) address6 = null;
   else if (raw6 === undefined || typeof raw6 === 'string') address6 = address(t, path, 'address6', '::1', 6);
   else throw new ConfigError(`${path}.address6`, `expected an IPv6 address like "::1", or "" / false to disable IPv6, got ${describe(raw6)}`);
-  const workers = t['workers'] === 'auto' ? availableParallelism() : integer(t, path, 'workers', 1, 1, 64, 'an integer 1..64 or "auto" (one per CPU)');
   const listen: ListenConfig = {
     address: address(t, path, 'address', '127.0.0.1', 4),
     address6,
     // Away from Istio/Kuma (15000-15100), Consul (19000, 21000-21755), Linkerd (4140-4191),
     // Cilium's proxy ports (10000-20000), NodePorts (30000-32767), the ephemeral range (32768-60999).
     port: integer(t, path, 'port', 24511, 1, 65535, 'a TCP port 1..65535'),
-    workers,
-    // The native path is the fast one; worker processes accept with Node.
-    accept: oneOf(t, path, 'accept', workers > 1 ? 'node' : 'native', ACCEPT_MODES),
+    threads: integer(t, path, 'threads', availableParallelism(), 1, 256, 'an integer 1..256 (omit it for one per CPU)'),
+    allowWildcard: boolean(t, path, 'allow_wildcard', false),
+    maxConnections: t['max_connections'] === undefined ? null : integer(t, path, 'max_connections', 0, 1, 10_000_000, 'an integer 1..10000000 (omit it to derive it from the open-files limit)'),
   };
-  if (listen.accept === 'native' && listen.workers > 1) {
-    throw new ConfigError(`${path}.accept`, '"native" runs in the daemon process itself: set listen.workers = 1 (the addon already relays on one thread per CPU)');
+  // A wildcard listener also takes connections made straight to any address of this host, from
+  // any network that can reach it: refused unless asked for (the README says what it exposes).
+  for (const [key, value] of [['address', listen.address], ['address6', listen.address6]] as const) {
+    if (value !== null && isWildcard(value) && !listen.allowWildcard) {
+      throw new ConfigError(
+        child(path, key),
+        `${describe(value)} listens on every address of this host, where any client that can reach the host may connect straight to the listener; use a loopback address like ${key === 'address' ? '"127.0.0.1"' : '"::1"'} (nftables tproxy delivers to it), or set listen.allow_wildcard = true to accept that exposure`,
+      );
+    }
   }
   return listen;
+}
+
+function isWildcard(address: string): boolean {
+  return address === '0.0.0.0' || (isIP(address) === 6 && /^[0:]+$/.test(address));
 }
 
 const PORT_FORM = 'an array of ports (integers 1..65535) and "a-b" range strings with a <= b, e.g. [8080, "9000-9100"]';
@@ -245,16 +262,63 @@ function parsePortEntry(value: unknown, key: string): PortRange {
   throw new ConfigError(key, `expected a port (integer 1..65535) or a "a-b" range string, got ${describe(value)}`);
 }
 
-/** Sorted, with overlapping and adjacent ranges merged: nft rejects overlapping set intervals. */
-function mergePortRanges(ranges: readonly PortRange[]): PortRange[] {
-  const sorted = [...ranges].sort((a, b) => a.from - b.from || a.to - b.to);
+function describeRange(r: PortRange): string {
+  return r.from === r.to ? String(r.from) : `"${r.from}-${r.to}"`;
+}
+
+/**
+ * Sorted, with adjacent ranges merged (nft rejects overlapping set intervals). A port listed
+ * twice, or ranges that overlap, are an error naming both entries: a duplicate is most often a
+ * typo for another port.
+ */
+function mergePortRanges(ranges: readonly PortRange[], key: string): PortRange[] {
+  const sorted = ranges.map((r, i) => ({ r, i })).sort((a, b) => a.r.from - b.r.from || a.r.to - b.r.to);
   const out: PortRange[] = [];
-  for (const r of sorted) {
+  let lastIndex = -1;
+  for (const { r, i } of sorted) {
     const last = out[out.length - 1];
-    if (last !== undefined && r.from <= last.to + 1) out[out.length - 1] = { from: last.from, to: Math.max(last.to, r.to) };
+    if (last !== undefined && r.from <= last.to) {
+      throw new ConfigError(`${key}[${i}]`, `${describeRange(r)} overlaps ${key}[${lastIndex}] (${describeRange(ranges[lastIndex]!)}); list each port once`);
+    }
+    if (last !== undefined && r.from === last.to + 1) out[out.length - 1] = { from: last.from, to: r.to };
     else out.push({ from: r.from, to: r.to });
+    if (last === undefined || r.to >= last.to) lastIndex = i;
   }
   return out;
+}
+
+function portsIntersect(a: readonly PortRange[], b: readonly PortRange[]): PortRange | null {
+  for (const x of a) {
+    for (const y of b) {
+      const from = Math.max(x.from, y.from);
+      const to = Math.min(x.to, y.to);
+      if (from <= to) return { from, to };
+    }
+  }
+  return null;
+}
+
+/**
+ * Two targets that would intercept the same (address, port) on the same interface are an
+ * error: one of them is redundant or a typo. Overlapping networks with disjoint ports (or on
+ * different interfaces) are fine.
+ */
+function checkTargetOverlaps(targets: readonly Target[], path: string): void {
+  for (let i = 0; i < targets.length; i++) {
+    for (let j = 0; j < i; j++) {
+      const a = targets[j]!;
+      const b = targets[i]!;
+      if (a.family !== b.family) continue;
+      if (a.interface !== null && b.interface !== null && a.interface !== b.interface) continue;
+      if (!cidrsOverlap(a.cidr, b.cidr)) continue;
+      const common = portsIntersect(a.ports, b.ports);
+      if (common === null) continue;
+      throw new ConfigError(
+        `${path}[${i}]`,
+        `${b.cidr} overlaps ${path}[${j}] (${a.cidr}) on port ${describeRange(common)}; each address and port may be intercepted by one target only (split the networks or the ports)`,
+      );
+    }
+  }
 }
 
 function parseInterfaceName(value: unknown, key: string): string | null {
@@ -290,7 +354,7 @@ function parseTarget(value: unknown, path: string, listen: ListenConfig): Target
   if (rawPorts === undefined) throw new ConfigError(portsKey, `missing; expected ${PORT_FORM}`);
   if (!Array.isArray(rawPorts)) throw new ConfigError(portsKey, `expected ${PORT_FORM}, got ${describe(rawPorts)}`);
   if (rawPorts.length === 0) throw new ConfigError(portsKey, `is empty; expected ${PORT_FORM}`);
-  const ports = mergePortRanges(rawPorts.map((p: unknown, i) => parsePortEntry(p, `${portsKey}[${i}]`)));
+  const ports = mergePortRanges(rawPorts.map((p: unknown, i) => parsePortEntry(p, `${portsKey}[${i}]`)), portsKey);
   return { cidr: cidr.text, family: cidr.family, ports, interface: parseInterfaceName(value['interface'], `${path}.interface`) };
 }
 
@@ -325,6 +389,7 @@ function parseIntercept(root: Table, listen: ListenConfig): InterceptConfig {
   if (rawTargets !== undefined) {
     if (!Array.isArray(rawTargets)) throw new ConfigError(`${path}.targets`, `expected an array of tables ([[intercept.targets]]), got ${describe(rawTargets)}`);
     targets = rawTargets.map((v: unknown, i) => parseTarget(v, `${path}.targets[${i}]`, listen));
+    checkTargetOverlaps(targets, `${path}.targets`);
   }
   const failClosed = boolean(t, path, 'fail_closed', true);
   if (iptables) {
@@ -356,13 +421,12 @@ function parseIntercept(root: Table, listen: ListenConfig): InterceptConfig {
 
 function parseUpstream(root: Table): UpstreamConfig {
   const path = 'upstream';
-  const t = subTable(root, '', path, ['connect_timeout', 'idle_timeout', 'pp_version', 'keep_client_port', 'relay', 'pipe_size']);
+  const t = subTable(root, '', path, ['connect_timeout', 'idle_timeout', 'pp_version', 'keep_client_port', 'pipe_size']);
   return {
     connectTimeoutMs: duration(t, path, 'connect_timeout', 5_000),
     idleTimeoutMs: duration(t, path, 'idle_timeout', 300_000),
     ppVersion: integer(t, path, 'pp_version', 2, 1, 2, '1 or 2') as 1 | 2,
     keepClientPort: boolean(t, path, 'keep_client_port', false),
-    relay: oneOf(t, path, 'relay', 'stream', RELAY_MODES),
     pipeSize: pipeSize(t, path),
   };
 }

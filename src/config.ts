@@ -22,13 +22,16 @@ export interface ListenConfig {
   readonly address: string; // IPv4 listener address, default 127.0.0.1
   readonly address6: string | null; // IPv6 listener address, default ::1; null disables IPv6
   readonly port: number; // default 24511
-  /** Processes accepting connections (SO_REUSEPORT); 1 = the daemon itself. "auto" = one per CPU. */
-  readonly workers: number; // default 1
-  /** "native": the addon accepts and connects upstream (src/proxy/native-listener.ts); "node": net.Server. */
-  readonly accept: AcceptMode; // default "native" with workers = 1, else "node"
+  /** Loop threads, each with its own SO_REUSEPORT listener per family, running its connections to completion. */
+  readonly threads: number; // default: available CPUs
+  /** A wildcard address (0.0.0.0 / ::) was asked for explicitly (listen.allow_wildcard). */
+  readonly allowWildcard: boolean; // default false
+  /**
+   * Connections held at once; past it new ones are accepted and reset (over_capacity). null =
+   * derived at start from the open-files limit (src/proxy/guard.ts defaultMaxConnections).
+   */
+  readonly maxConnections: number | null; // default null
 }
-
-export type AcceptMode = 'node' | 'native';
 
 export type FirewallBackend = 'nftables' | 'iptables';
 /** Which iptables programs the iptables backend runs: the host's alternatives ("auto"), or iptables-nft-* / iptables-legacy-*. */
@@ -46,16 +49,13 @@ export interface InterceptConfig {
   readonly targets: readonly Target[];
 }
 
-export type RelayMode = 'stream' | 'splice';
-
 export interface UpstreamConfig {
   readonly connectTimeoutMs: number; // default 5s
   readonly idleTimeoutMs: number; // default 300s
   readonly ppVersion: 1 | 2; // default 2
   /** Keep the client's source port on the spoofed upstream (falls back to ephemeral on EADDRINUSE). */
   readonly keepClientPort: boolean; // default false
-  readonly relay: RelayMode; // default "stream"
-  /** Bytes per splice pipe (splice relay and native accept); 0 = the kernel's default, 64 KiB. */
+  /** Bytes per splice pipe; 0 = the kernel's default, 64 KiB. */
   readonly pipeSize: number; // default 256 KiB
 }
 

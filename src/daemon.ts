@@ -8,12 +8,10 @@ import type { Config } from './config.js';
 import { InterceptorError } from './errors.js';
 import { createFirewall, type Firewall } from './firewall/firewall.js';
 import { createIpRouting, type Routing } from './routing/ip.js';
-import { compileCidrMatcher } from './net/cidr.js';
+import { registrySource } from './datapath/source.js';
 import { raiseOpenFilesLimit } from './native/limits.js';
-import { createInterceptor, type Interceptor } from './proxy/listener.js';
-import { createNativeInterceptor } from './proxy/native-listener.js';
-import { createSpliceRelayStarter } from './proxy/splice-relay.js';
-import { createWorkerPool } from './proxy/workers.js';
+import { defaultMaxConnections, hostAddresses, targetsContainingLocal } from './proxy/guard.js';
+import { createInterceptor, type Interceptor } from './proxy/interceptor.js';
 import { openRegistryStore } from './registry/store.js';
 import { createRegistryService, type RegistryService } from './registry/service.js';
 import { createAdminServer } from './admin/server.js';
@@ -59,10 +57,23 @@ export async function startDaemon(opts: {
   const firewall =
     opts.firewall ?? createFirewall({ backend: config.intercept.backend, iptablesVariant: config.intercept.iptablesVariant, logger });
   const routing = opts.routing ?? createIpRouting({ logger: logger.child({ component: 'routing' }) });
-  // Each relayed connection holds two descriptors (four briefly, with the splice relay's pipes):
+  // Each relayed connection holds two descriptors (four while bytes move, with its splice pipes):
   // the default soft limit of 1024 would cap us at a few hundred connections.
   const limits = raiseOpenFilesLimit();
-  logger.info(limits, 'open files limit');
+  const fdCap = defaultMaxConnections(limits.soft, config.listen.threads);
+  const maxConnections = config.listen.maxConnections ?? fdCap;
+  logger.info({ ...limits, maxConnections }, 'open files limit');
+  if (maxConnections > fdCap) {
+    logger.warn({ maxConnections, derived: fdCap, openFilesSoftLimit: limits.soft }, 'listen.max_connections is above what the open-files limit holds: connections past it may fail to open their upstream socket');
+  }
+  const listenAddresses = [config.listen.address, ...(config.listen.address6 ? [config.listen.address6] : [])];
+  for (const t of targetsContainingLocal(config.intercept.targets, [...hostAddresses(), ...listenAddresses])) {
+    logger.warn(
+      { cidr: t.cidr, addresses: t.addresses, reason: 'local_destination' },
+      'a target contains addresses of this host: connections to them are refused (local_destination), never relayed',
+    );
+  }
+
   const undo: Array<() => Promise<unknown>> = [];
   const rollback = async (): Promise<void> => {
     for (const step of undo.reverse()) {
@@ -80,36 +91,18 @@ export async function startDaemon(opts: {
     });
     undo.push(() => registry.close());
 
-    const pooled = config.listen.workers > 1;
-    const native = !pooled && config.listen.accept === 'native';
-    // The native path owns the process's relay workers (relayInit): no splice starter beside it.
-    const splice = !pooled && !native && config.upstream.relay === 'splice' ? createSpliceRelayStarter({ logger, pipeSize: config.upstream.pipeSize }) : null;
-    if (splice) undo.push(() => splice.close());
-    const interceptor = native
-      ? createNativeInterceptor({
-          logger,
-          config,
-          decide: (ip, port) => registry.decide(ip, port),
-          isTrustedSource: compileCidrMatcher([...config.inboundPp.trustedSources]),
-        })
-      : pooled
-      ? createWorkerPool({ logger, config, registry: registry.registry, requestFetch: (id) => registry.requestFetch(id) })
-      : createInterceptor({
-          logger,
-          config,
-          decide: (ip, port) => registry.decide(ip, port),
-          isTrustedSource: compileCidrMatcher([...config.inboundPp.trustedSources]),
-          ...(splice ? { startRelay: splice.start } : {}),
-        });
+    const interceptor = createInterceptor({ logger, config, source: registrySource(registry), maxConnections });
     await interceptor.start();
     undo.push(() => interceptor.stop(0));
 
     const rSpec = routingSpec(config);
-    await routing.install(rSpec);
+    // The undo goes in first: an install that fails half-way leaves what it did, and removal
+    // deletes exactly our own rules and routes, whichever of them exist.
     undo.push(() => routing.remove(rSpec));
+    await routing.install(rSpec);
     const fSpec = firewallSpec(config);
-    await firewall.install(fSpec);
     undo.push(() => firewall.remove(fSpec));
+    await firewall.install(fSpec);
     logger.info({ backend: config.intercept.backend, table: config.intercept.table, targets: config.intercept.targets.length }, 'rules installed');
 
     const admin = await createAdminServer({
@@ -132,7 +125,6 @@ export async function startDaemon(opts: {
           await attested?.close();
           await admin.close();
           const { drained, aborted } = await interceptor.stop(drainMs);
-          await splice?.close();
           await firewall.remove(fSpec);
           await routing.remove(rSpec);
           await registry.close();

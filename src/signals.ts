@@ -3,7 +3,7 @@
 // SIGUSR1: Node opens its inspector on 127.0.0.1:9229 when it receives SIGUSR1, and any local
 // user who can reach that port can then run code in this process. Node 20 has no flag to turn
 // that off (--disable-sigusr1 came in 22.14), but a JavaScript SIGUSR1 listener replaces Node's
-// handler: importing this module first (cli.ts, worker.ts) installs one before anything else
+// handler: importing this module first (cli.ts) installs one before anything else
 // runs. The listener stays for the life of the process: removing the last one would restore the
 // default action, which terminates.
 import type { Logger } from 'pino';

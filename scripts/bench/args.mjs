@@ -2,7 +2,7 @@
 import { PATH_NAMES } from './plan.mjs';
 
 export const USAGE = `usage: npm run bench -- [--duration SECONDS] [--rounds N] [--paths ${PATH_NAMES.join(',')}] [--json FILE]
-                      [--connections N] [--relay stream|splice] [--workers N] [--accept node|native]
+                      [--connections N] [--threads N]
 
   --duration SECONDS   length of each measured run (iperf3 -t, wrk -d); default 10. Every path
                        takes 3 runs plus a few seconds: --duration 2 measures all five in
@@ -13,9 +13,8 @@ export const USAGE = `usage: npm run bench -- [--duration SECONDS] [--rounds N] 
                        ${PATH_NAMES.join(', ')}
   --json FILE          also write the results as JSON to FILE
   --connections N      idle connections held open for the memory figure; default 10000
-  --accept MODE        listen.accept of this project's daemon: native or node; default: the daemon's
-  --workers N          accepting processes of this project's daemon (listen.workers); default 1
-  --relay MODE         relay mode of this project's daemon (upstream.relay); default: the daemon's
+  --threads N          loop threads of this project's daemon (listen.threads); default: the
+                       daemon's (one per CPU)
   -h, --help           this text
 
 Needs root: it builds network namespaces named tpibench* and removes them again on exit.`;
@@ -27,14 +26,20 @@ export class BenchUsageError extends Error {
   }
 }
 
-const VALUE_OPTIONS = new Set(['--rounds', '--duration', '--paths', '--json', '--connections', '--relay', '--workers', '--accept']);
+const VALUE_OPTIONS = new Set(['--rounds', '--duration', '--paths', '--json', '--connections', '--threads']);
+/** Options of the data paths the daemon no longer has: an error naming the replacement. */
+const RETIRED = new Map([
+  ['--relay', 'the daemon always splices now'],
+  ['--accept', 'the daemon always accepts on its native loop threads now'],
+  ['--workers', 'the daemon runs one process with --threads loop threads now'],
+]);
 
 /**
  * @param {string[]} argv arguments after the script name
- * @returns {{ help: boolean, duration: number, rounds: number, paths: string[], json: string | null, connections: number, relay: string | null, workers: number | null, accept: string | null }}
+ * @returns {{ help: boolean, duration: number, rounds: number, paths: string[], json: string | null, connections: number, threads: number | null }}
  */
 export function parseBenchArgs(argv) {
-  const opts = { help: false, duration: 10, rounds: 1, paths: [...PATH_NAMES], json: null, connections: 10_000, relay: null, workers: null, accept: null };
+  const opts = { help: false, duration: 10, rounds: 1, paths: [...PATH_NAMES], json: null, connections: 10_000, threads: null };
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i];
     let value;
@@ -47,6 +52,7 @@ export function parseBenchArgs(argv) {
       opts.help = true;
       continue;
     }
+    if (RETIRED.has(arg)) throw new BenchUsageError(`${arg} is no longer supported: ${RETIRED.get(arg)}`);
     if (!VALUE_OPTIONS.has(arg)) throw new BenchUsageError(`unknown argument ${JSON.stringify(argv[i])}`);
     if (value === undefined) {
       if (i + 1 >= argv.length) throw new BenchUsageError(`${arg} needs a value`);
@@ -85,20 +91,12 @@ export function parseBenchArgs(argv) {
         opts.connections = n;
         break;
       }
-      case '--accept':
-        if (value !== 'node' && value !== 'native') throw new BenchUsageError(`--accept must be "node" or "native", got ${JSON.stringify(value)}`);
-        opts.accept = value;
-        break;
-      case '--workers': {
+      case '--threads': {
         const n = Number(value);
-        if (!Number.isInteger(n) || n < 1 || n > 64) throw new BenchUsageError(`--workers must be an integer 1..64, got ${JSON.stringify(value)}`);
-        opts.workers = n;
+        if (!/^\d+$/.test(value) || n < 1 || n > 256) throw new BenchUsageError(`--threads must be an integer 1..256, got ${JSON.stringify(value)}`);
+        opts.threads = n;
         break;
       }
-      case '--relay':
-        if (value !== 'stream' && value !== 'splice') throw new BenchUsageError(`--relay must be "stream" or "splice", got ${JSON.stringify(value)}`);
-        opts.relay = value;
-        break;
     }
   }
   return opts;

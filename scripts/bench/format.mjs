@@ -72,9 +72,9 @@ export function formatTable(results, baselineName) {
 const THREAD_NAMES_SHOWN = 6;
 
 /**
- * A threadCpuProfile() as one line, busiest first: "splice-relay-0 0.41 cores, node 0.30,
- * libuv-worker ×4 0.02". When there are more names than fit, "splice-relay-0" and
- * "splice-relay-1" become "splice-relay-* ×2", and what still does not fit is summed as "others".
+ * A threadCpuProfile() as one line, busiest first: "tpi-loop-0 0.41 cores, node 0.30,
+ * libuv-worker ×4 0.02". When there are more names than fit, "tpi-loop-0" and
+ * "tpi-loop-1" become "tpi-loop-* ×2", and what still does not fit is summed as "others".
  * Names below 0.005 cores are left out.
  * @param {{ name: string, threads: number, cores: number }[]} groups
  */

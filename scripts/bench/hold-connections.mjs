@@ -1,5 +1,5 @@
-// Opening and holding idle TCP connections, for the idle-connection figure (client-agent.mjs)
-// and scripts/bench-relay.mjs (through hold-client.mjs). Nothing is sent on them; release()
+// Opening and holding idle TCP connections, for the idle-connection figure (client-agent.mjs).
+// Nothing is sent on them; release()
 // resets every one (RST: no TIME_WAIT left behind for the next path).
 import net from 'node:net';
 
@@ -106,7 +106,6 @@ export function holdConnections({ host, port, count, concurrency = 256, connectT
       connecting.clear();
       return n;
     },
-    // No "held" key: that is the final summary's (scripts/bench-relay.mjs looks for it).
     progress: () => ({ ms: Date.now() - started, started: next, connecting: inFlight, connected: held, failed, closed: closedWhileHeld, atBackend }),
   };
 }

@@ -47,7 +47,7 @@ const template = (name) => readFileSync(path.join(TEMPLATES, name), 'utf8');
 
 /**
  * @param {{ ns: { gateway: string }, dir: string, tracker: ReturnType<import('./procs.mjs').createProcessTracker>,
- *   cli: string, relay: string | null, workers: number | null, accept: string | null, log: (s: string) => void, nofile: number, maxConnections: number }} ctx
+ *   cli: string, threads: number | null, log: (s: string) => void, nofile: number, maxConnections: number }} ctx
  *   nofile: the descriptor limit the proxies get; maxConnections: connections they must hold at once
  */
 export function createProxies(ctx) {
@@ -180,9 +180,7 @@ export function createProxies(ctx) {
         if (!existsSync(ctx.cli)) throw new Error(`${ctx.cli} is missing: \`npm run build\` did not produce it`);
         const dir = path.join(ctx.dir, pp ? 'daemon-pp' : 'daemon');
         const cfg = `${dir}.toml`;
-        // The daemon's default: native with one process, node with workers.
-        const accept = ctx.accept ?? ((ctx.workers ?? 1) > 1 ? 'node' : 'native');
-        writeFileSync(cfg, renderDaemonConfig({ table: DAEMON_TABLE, cidr: LAB.backendNet, ports: INTERCEPTED_PORTS, listenPort: DAEMON_PORT, dir, relay: ctx.relay, workers: ctx.workers, accept: ctx.accept, pipeSize: PIPE_SIZE }));
+        writeFileSync(cfg, renderDaemonConfig({ table: DAEMON_TABLE, cidr: LAB.backendNet, ports: INTERCEPTED_PORTS, listenPort: DAEMON_PORT, dir, threads: ctx.threads, pipeSize: PIPE_SIZE }));
         await installGuard(undo);
         const proc = startService(undo, 'tproxy-interceptor', ['node', ctx.cli, 'run', '--config', cfg, '--drain', '0ms']);
         // Whatever stop left behind (a crash, a kill after the grace time): its table, rule, routes.
@@ -206,7 +204,7 @@ export function createProxies(ctx) {
         return {
           pid: proc.pid,
           output: proc.output,
-          notes: [`relay ${accept === 'native' ? 'splice (accept native relays in the addon)' : ctx.relay ?? 'default (stream)'}, pipe_size ${PIPE_SIZE}, workers ${ctx.workers ?? 1}, accept ${accept}, log level warn, instance policy "${policy}"${pp ? '; PROXY v2 to an HAProxy accept-proxy front on the backend for iperf3 (extra hop on the backend host), nginx `listen proxy_protocol` for wrk' : ''}`],
+          notes: [`loop threads ${ctx.threads ?? 'one per CPU'} (run to completion, splice), pipe_size ${PIPE_SIZE}, log level warn, instance policy "${policy}"${pp ? '; PROXY v2 to an HAProxy accept-proxy front on the backend for iperf3 (extra hop on the backend host), nginx `listen proxy_protocol` for wrk' : ''}`],
         };
       }),
   };

@@ -72,14 +72,14 @@ export function renderGuardTable({ table, cidr, ports }) {
  * The daemon's config for one path (TOML). pipeSize: upstream.pipe_size in bytes (0: the
  * kernel's default), left out when null.
  */
-export function renderDaemonConfig({ table, cidr, ports, listenPort, dir, relay, workers, accept, pipeSize = null }) {
+export function renderDaemonConfig({ table, cidr, ports, listenPort, dir, threads = null, pipeSize = null }) {
   if (pipeSize !== null && !(Number.isInteger(pipeSize) && pipeSize >= 0)) throw new RangeError(`pipeSize must be a whole number of bytes, got ${pipeSize}`);
   return `# written by scripts/bench/run.mjs
 [listen]
 address = "127.0.0.1"
 address6 = ""
 port = ${listenPort}
-${workers ? `workers = ${workers}\n` : ''}${accept ? `accept = "${accept}"\n` : ''}
+${threads ? `threads = ${threads}\n` : ''}
 [intercept]
 table = "${table}"
 
@@ -89,7 +89,7 @@ ports = [${ports.join(', ')}]
 
 [upstream]
 connect_timeout = "5s"
-${relay ? `relay = "${relay}"\n` : ''}${pipeSize !== null ? `pipe_size = ${pipeSize}\n` : ''}
+${pipeSize !== null ? `pipe_size = ${pipeSize}\n` : ''}
 [log]
 # Per-connection logs are info: at thousands of connections a second they would be measured too.
 level = "warn"

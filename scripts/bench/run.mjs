@@ -536,7 +536,7 @@ function markdown(report) {
       (report.options.idleConnections < report.options.connections
         ? `; ${report.options.idleConnections}, not ${report.options.connections}, because the open-files hard limit here is ${report.options.nofileHardLimit} (scripts/bench.sh could not raise it) and a proxy needs two descriptors per connection.`
         : '.'),
-    `- Both splice relays use ${PIPE_SIZE / 1024} KiB pipes: HAProxy \`tune.pipesize ${PIPE_SIZE}\`, this project's daemon \`upstream.pipe_size = ${PIPE_SIZE}\` (its stream relay, the default without --relay splice or --accept native, uses none); nginx stream does not splice.`,
+    `- Both splice relays use ${PIPE_SIZE / 1024} KiB pipes: HAProxy \`tune.pipesize ${PIPE_SIZE}\`, this project's daemon \`upstream.pipe_size = ${PIPE_SIZE}\`; nginx stream does not splice.`,
     '- Every proxy path runs behind a forward-chain guard that drops target-port traffic routed around the proxy, and is measured only after one request showed the backend the client\'s address.',
     '',
     '## Per path',
@@ -576,7 +576,7 @@ async function main() {
   try {
     await setUpLab();
     await startSharedServices();
-    const proxies = createProxies({ ns, dir, tracker, cli: CLI, relay: opts.relay, workers: opts.workers, accept: opts.accept, log, nofile: NOFILE, maxConnections: IDLE_CONNECTIONS });
+    const proxies = createProxies({ ns, dir, tracker, cli: CLI, threads: opts.threads, log, nofile: NOFILE, maxConnections: IDLE_CONNECTIONS });
     const baselineState = await gatewayState();
     const byPath = new Map(opts.paths.map((name) => [name, []]));
     for (let round = 0; round < opts.rounds && !interrupted; round++) {

@@ -32,7 +32,7 @@ exit status: 0 no errors (warnings allowed), 1 errors found, 2 bad usage or conf
 /** The scripts a running daemon or worker of this installation runs (to recognise its listener). */
 function selfScripts(): string[] {
   const dist = dirname(fileURLToPath(import.meta.url)); // dist/cli
-  const scripts = [join(dist, '..', 'cli.js'), join(dist, '..', 'worker.js')];
+  const scripts = [join(dist, '..', 'cli.js')];
   const argv1 = process.argv[1];
   if (argv1 !== undefined) {
     scripts.push(argv1);

@@ -19,7 +19,7 @@ export interface GatherDeps {
   readText(path: string): Promise<string | null>;
   listDir(path: string): Promise<string[] | null>;
   readLink(path: string): Promise<string | null>;
-  /** Scripts whose processes are this interceptor (dist/cli.js, dist/worker.js), to recognise our own listener. */
+  /** Scripts whose processes are this interceptor (dist/cli.js), to recognise our own listener. */
   readonly selfScripts: readonly string[];
   readonly littleEndian: boolean;
 }

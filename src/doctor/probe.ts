@@ -14,7 +14,8 @@ import { networkInterfaces } from 'node:os';
 import type { Config } from '../config.js';
 import { InterceptorError } from '../errors.js';
 import type { ExecFileFn } from '../firewall/exec-file.js';
-import { connectUpstream } from '../proxy/upstream.js';
+import net from 'node:net';
+import { openSpoofedSocket } from '../native/sockets.js';
 import { cidrContains } from '../net/cidr.js';
 import type { BackendProbe } from './types.js';
 
@@ -95,8 +96,7 @@ export async function probeBackend(opts: { backend: BackendTarget; source: strin
     timeoutMs,
   });
   try {
-    const socket = await connectUpstream({ destination: backend, spoofSource: { address: source, port: 0 }, keepClientPort: false, timeoutMs });
-    socket.destroy();
+    await connectSpoofed(source, backend, timeoutMs);
     return done('connected', null);
   } catch (err) {
     const code = (err as { code?: string }).code ?? null;
@@ -105,4 +105,26 @@ export async function probeBackend(opts: { backend: BackendTarget; source: strin
     if (code !== null && UNREACHABLE.has(code)) return done('unreachable', code);
     return done('error', code ?? (err as Error).message);
   }
+}
+
+/** Connects from `source` (not ours) to `destination` within `timeoutMs`, then closes. */
+function connectSpoofed(source: string, destination: BackendTarget, timeoutMs: number): Promise<void> {
+  // Throws synchronously (EPERM without CAP_NET_ADMIN, EADDRNOTAVAIL...).
+  const socket = new net.Socket({ fd: openSpoofedSocket(source), readable: true, writable: true });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(Object.assign(new Error(`connect to ${destination.address}:${destination.port} timed out after ${timeoutMs} ms`), { code: 'ERR_CONNECT_TIMEOUT' }));
+    }, timeoutMs);
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(err);
+    });
+    socket.connect({ port: destination.port, host: destination.address }, () => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve();
+    });
+  });
 }

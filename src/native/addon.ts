@@ -19,84 +19,67 @@ export interface NativeConstants {
   readonly RLIMIT_NOFILE: number;
 }
 
-/** How a native relay ended (`relayEnd` constants). */
-export interface NativeRelayEnds {
-  readonly DONE: number;
-  readonly ERROR_A: number;
-  readonly ERROR_B: number;
-  readonly IDLE_TIMEOUT: number;
-  readonly ABORTED: number;
-  /** relayConnect only: the upstream socket could not be opened or connected; the client was reset. */
-  readonly CONNECT_FAILED: number;
+/** An endpoint as the addon's test exports take and give it: the 16-byte key (IPv4 mapped). */
+export interface NativeEndpoint {
+  readonly ip: Buffer;
+  readonly family: 4 | 6;
+  readonly port: number;
 }
 
-/**
- * Called on the JS thread once per relay: `negErrno` is 0 unless `end` is ERROR_A/ERROR_B, and
- * `syscall` names the failed call then; bytes are those written to B (from A) and to A (from B).
- */
-export type NativeRelayEndCallback = (
-  id: number,
-  end: number,
-  negErrno: number,
-  syscall: string | undefined,
-  bytesAToB: number,
-  bytesBToA: number,
-  adoptedUs: number,
-  connectedUs: number,
-  endedUs: number,
-) => void;
-
-/** The raw addon: every function returns an fd, 0 or -errno. */
+/** The raw addon (native/binding.cc): every function returns an fd, 0 or -errno unless noted. */
 export interface NativeAddon {
   socket(family: number): number;
   setsockopt(fd: number, level: number, name: number, value: number): number;
   bind(fd: number, address: string, port: number): number;
   listen(fd: number, backlog: number): number;
   close(fd: number): number;
-  dup(fd: number): number;
-  /** Starts the splice relay's worker threads; -EBUSY when already running. */
-  relayInit(threads: number, onEnd: NativeRelayEndCallback, pipeSize: number): number;
-  /** Takes ownership of both fds, also on failure. Returns the relay id or -errno. */
-  relayStart(fdA: number, fdB: number, idleTimeoutMs: number, pendingToB?: Buffer, pendingToA?: Buffer): number;
-  relayAbort(id: number): number;
-  /**
-   * A worker opens and connects the upstream socket (spoofing `sourceAddress` unless "", from
-   * `sourcePort` unless 0 or in use), writes `firstBytes` first, then relays. Takes ownership of
-   * clientFd, also on failure. Id or -errno.
-   */
-  relayConnect(
-    clientFd: number,
-    family: number,
-    sourceAddress: string,
-    sourcePort: number,
-    address: string,
-    port: number,
-    connectTimeoutMs: number,
-    idleTimeoutMs: number,
-    firstBytes?: Buffer,
-  ): number;
-  /** Closes the socket with a RST (SO_LINGER 0). 0 or -errno; the fd is closed either way. */
-  relayReset(fd: number): number;
-  /**
-   * Accepts on `listenFd` from the JS thread's event loop (uv_poll); batches arrive as flat arrays
-   * of [fd, family (4|6), peerAddress, peerPort, localAddress, localPort, acceptedUs, ...]. Id or
-   * -errno.
-   */
-  acceptorStart(listenFd: number, onAccepted: (batch: Array<number | string>) => void): number;
-  /** Stops accepting; the listening socket stays open. */
-  acceptorStop(id: number): number;
-  /**
-   * Relays started and not yet reported; pipes held by relays (bytes in flight), empty pipes the
-   * workers keep, and the most each worker keeps (descriptors: 2 per pipe).
-   */
-  relayStats(): { live: number; threads: number; pipesInUse: number; pipesPooled: number; pipePoolMax: number; pipeSize: number; pipeSizeRefused: number };
-  /** Stops the workers; returns how many relays were still open (closed unreported). */
-  relayShutdown(): number;
   /** [soft, hard], RLIM_INFINITY as Infinity; or -errno. */
   getrlimit(resource: number): [soft: number, hard: number] | number;
   /** Infinity means RLIM_INFINITY; -EINVAL for a negative or fractional limit. */
   setrlimit(resource: number, soft: number, hard: number): number;
-  readonly relayEnd: NativeRelayEnds;
+  /** The size a new pipe gets when `bytes` is asked for, or -errno (EPERM beyond fs.pipe-max-size). */
+  pipeSizeProbe(bytes: number): number;
+  engineStart(options: Record<string, number | boolean>, listenFds: number[][], onEvents: (batch: Buffer) => void): number;
+  engineSetTable(table: Buffer): number;
+  engineStopAccepting(): number;
+  engineAbortAll(): number;
+  /** Events the threads hold that were not delivered yet. */
+  engineTakeEvents(): Buffer;
+  engineStats(): {
+    live: number;
+    accepted: number;
+    overCapacity: number;
+    threads: number;
+    pipesInUse: number;
+    pipesPooled: number;
+    pipePoolMax: number;
+    pipeSizeRefused: number;
+    tablesRetired: number;
+    generation: number;
+  } | null;
+  engineShutdown(): number;
+  /** Test exports (test/native): the native PROXY parser and encoder, and a table lookup. */
+  ppParse(data: Buffer, maxV2Length: number): {
+    status: 'more' | 'failed' | 'done';
+    error: number;
+    want: number;
+    header?: {
+      version: 1 | 2;
+      local: boolean;
+      family: number;
+      length: number;
+      source: NativeEndpoint | null;
+      destination: NativeEndpoint | null;
+      crc32c: boolean;
+      tlvCount: number;
+      forwarded: Buffer;
+    };
+  } | null;
+  ppEncode(version: 1 | 2, source: NativeEndpoint, destination: NativeEndpoint, tlvs: Buffer): Buffer | null;
+  /** [kind, reason, instanceId, trusted] or null for a malformed table. */
+  tableDecide(table: Buffer, ip: Buffer, family: number, port: number): [number, number, string, boolean] | null;
+  /** ns per decision over `endpoints` (20-byte records: ip[16], port u16 LE, family u8, pad), each decided `rounds` times. */
+  tableBench(table: Buffer, endpoints: Buffer, rounds: number): number | null;
   readonly constants: NativeConstants;
 }
 

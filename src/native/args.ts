@@ -9,7 +9,3 @@ export function invalidArg(name: string, value: unknown, expected: string): Type
 export function isFd(fd: unknown): fd is number {
   return Number.isInteger(fd) && (fd as number) >= 0 && (fd as number) <= 0x7fffffff;
 }
-
-export function checkFd(name: string, fd: unknown): void {
-  if (!isFd(fd)) throw invalidArg(name, fd, 'a file descriptor');
-}

@@ -7,7 +7,6 @@ import { readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { systemError } from '../errors.js';
 import { loadAddon } from './addon.js';
-import { invalidArg } from './args.js';
 
 export interface OpenFilesLimit {
   readonly soft: number;
@@ -22,31 +21,12 @@ const HARD_LIMIT_GOAL = 1 << 20;
 
 const NR_OPEN_PATH = '/proc/sys/fs/nr_open';
 
-function checkLimit(name: string, value: number): void {
-  if (value !== Infinity && (!Number.isSafeInteger(value) || value < 0)) {
-    throw invalidArg(name, value, 'a non-negative integer or Infinity');
-  }
-}
-
 /** The process's current soft and hard RLIMIT_NOFILE. */
 export function getOpenFilesLimit(): OpenFilesLimit {
   const addon = loadAddon();
   const rc = addon.getrlimit(addon.constants.RLIMIT_NOFILE);
   if (typeof rc === 'number') throw systemError(rc, 'getrlimit');
   return { soft: rc[0], hard: rc[1] };
-}
-
-/**
- * Sets RLIMIT_NOFILE. The soft limit may move freely up to the hard one; raising the hard limit
- * needs CAP_SYS_RESOURCE and stays within /proc/sys/fs/nr_open (EPERM otherwise); soft above
- * hard is EINVAL.
- */
-export function setOpenFilesLimit(soft: number, hard: number): void {
-  checkLimit('soft', soft);
-  checkLimit('hard', hard);
-  const addon = loadAddon();
-  const rc = addon.setrlimit(addon.constants.RLIMIT_NOFILE, soft, hard);
-  if (rc < 0) throw systemError(rc, 'setrlimit');
 }
 
 /** The kernel's ceiling for any process's RLIMIT_NOFILE, or null if it cannot be read. */

@@ -1,4 +1,6 @@
-// Typed, throwing wrappers over the addon's socket syscalls. The only importer of the addon.
+// Typed, throwing wrappers over the addon's socket syscalls: the transparent listeners the loop
+// threads accept on, and the spoofed socket doctor's backend probe connects from. (The data
+// path's upstream sockets are opened by the loop threads themselves: native/upstream.cc.)
 import net from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { systemError } from '../errors.js';
@@ -18,56 +20,46 @@ function familyOf(address: string): 4 | 6 {
   return f as 4 | 6;
 }
 
-function setTransparent(addon: NativeAddon, fd: number, family: 4 | 6): void {
-  const c = addon.constants;
-  // Before bind: the kernel checks the option when binding to a non-local address.
-  if (family === 4) check(addon.setsockopt(fd, c.SOL_IP, c.IP_TRANSPARENT, 1), 'setsockopt', fd, addon);
-  else check(addon.setsockopt(fd, c.SOL_IPV6, c.IPV6_TRANSPARENT, 1), 'setsockopt', fd, addon);
-}
-
-/** A TCP socket of the address's family with SO_REUSEADDR and IP(V6)_TRANSPARENT set. */
-function openTransparentSocket(address: string): { addon: NativeAddon; fd: number; family: 4 | 6 } {
+/**
+ * A listening socket that accepts the connections tproxy hands it, for any destination: one per
+ * loop thread on the same address (SO_REUSEPORT: the kernel spreads new connections over the
+ * group, and tproxy's listener lookup honours it). Returns the fd.
+ */
+export function openTransparentListener(address: string, port: number, opts: { backlog?: number } = {}): number {
   const addon = loadAddon();
   const c = addon.constants;
   const family = familyOf(address);
   const fd = addon.socket(family === 4 ? c.AF_INET : c.AF_INET6);
   check(fd, 'socket', -1, addon);
   check(addon.setsockopt(fd, c.SOL_SOCKET, c.SO_REUSEADDR, 1), 'setsockopt', fd, addon);
-  setTransparent(addon, fd, family);
-  return { addon, fd, family };
-}
-
-/**
- * A listening socket that accepts connections tproxy hands it, for any destination.
- * Returns the fd, to be passed to `net.Server.listen({ fd })`.
- */
-export function openTransparentListener(address: string, port: number, opts: { backlog?: number; reusePort?: boolean } = {}): number {
-  const { addon, fd, family } = openTransparentSocket(address);
-  const c = addon.constants;
-  // Worker processes each open their own listener on the same address; the kernel spreads
-  // connections over the group (tproxy's listener lookup honours SO_REUSEPORT).
-  if (opts.reusePort) check(addon.setsockopt(fd, c.SOL_SOCKET, c.SO_REUSEPORT, 1), 'setsockopt', fd, addon);
-  const backlog = opts.backlog ?? 4096;
-  if (family === 6) check(addon.setsockopt(fd, c.SOL_IPV6, c.IPV6_V6ONLY, 1), 'setsockopt', fd, addon);
+  check(addon.setsockopt(fd, c.SOL_SOCKET, c.SO_REUSEPORT, 1), 'setsockopt', fd, addon);
+  // Before bind: the kernel checks the option when binding to a non-local address.
+  if (family === 4) check(addon.setsockopt(fd, c.SOL_IP, c.IP_TRANSPARENT, 1), 'setsockopt', fd, addon);
+  else {
+    check(addon.setsockopt(fd, c.SOL_IPV6, c.IPV6_TRANSPARENT, 1), 'setsockopt', fd, addon);
+    check(addon.setsockopt(fd, c.SOL_IPV6, c.IPV6_V6ONLY, 1), 'setsockopt', fd, addon);
+  }
   check(addon.bind(fd, address, port), 'bind', fd, addon, { address, port });
-  check(addon.listen(fd, backlog), 'listen', fd, addon, { address, port });
+  check(addon.listen(fd, opts.backlog ?? 4096), 'listen', fd, addon, { address, port });
   return fd;
 }
 
 /**
- * An unconnected socket already bound to `sourceAddress` (the client's, not ours), for Node to
- * connect. Port 0 + IP_BIND_ADDRESS_NO_PORT lets the kernel choose the port at connect time from
- * the full 4-tuple, so many clients behind one address do not exhaust ports. With
- * `sourcePort` set the client's port is kept, falling back to an ephemeral one on EADDRINUSE.
+ * An unconnected TCP socket bound to `sourceAddress` (not an address of this host), ready for
+ * connect: the bind-before-connect of a pp=false upstream, as native/upstream.cc does it. Port 0
+ * with IP_BIND_ADDRESS_NO_PORT: the kernel picks the port at connect time, from the whole
+ * 4-tuple. Returns the fd.
  */
-export function openSpoofedSocket(sourceAddress: string, sourcePort = 0): number {
-  const { addon, fd } = openTransparentSocket(sourceAddress);
+export function openSpoofedSocket(sourceAddress: string): number {
+  const addon = loadAddon();
   const c = addon.constants;
-  if (sourcePort !== 0) {
-    const rc = addon.bind(fd, sourceAddress, sourcePort);
-    if (rc === 0) return fd;
-    if (rc !== -osConstants.errno.EADDRINUSE) check(rc, 'bind', fd, addon, { address: sourceAddress, port: sourcePort });
-  }
+  const family = familyOf(sourceAddress);
+  const fd = addon.socket(family === 4 ? c.AF_INET : c.AF_INET6);
+  check(fd, 'socket', -1, addon);
+  check(addon.setsockopt(fd, c.SOL_SOCKET, c.SO_REUSEADDR, 1), 'setsockopt', fd, addon);
+  // Before bind: it is what lets bind take an address that is not ours.
+  if (family === 4) check(addon.setsockopt(fd, c.SOL_IP, c.IP_TRANSPARENT, 1), 'setsockopt', fd, addon);
+  else check(addon.setsockopt(fd, c.SOL_IPV6, c.IPV6_TRANSPARENT, 1), 'setsockopt', fd, addon);
   check(addon.setsockopt(fd, c.SOL_IP, c.IP_BIND_ADDRESS_NO_PORT, 1), 'setsockopt', fd, addon);
   check(addon.bind(fd, sourceAddress, 0), 'bind', fd, addon, { address: sourceAddress, port: 0 });
   return fd;

@@ -1,5 +1,5 @@
 // PROXY protocol v1: one text line, "PROXY TCP4|TCP6|UNKNOWN ...\r\n", at most 107 bytes.
-import { formatIPv4, formatIPv6, mapIPv4, parseIPv4Into, parseIPv6, parseIp, type AddressBytes } from './address.js';
+import { formatIPv4, formatIPv6, mapIPv4, parseIPv4Into, parseIPv6, parseIp, type AddressBytes } from '../net/ip.js';
 import { V1_PREFIX } from './constants.js';
 import { invalidArg, ProxyProtocolError } from './errors.js';
 import type { PpEndpoint, ProxyHeader } from './types.js';

@@ -1,5 +1,5 @@
 // PROXY protocol v2: 16 fixed bytes, an address block sized by the family, then TLVs.
-import { formatIPv4, formatIPv6, mapIPv4, parseIp } from './address.js';
+import { formatIPv4, formatIPv6, mapIPv4, parseIp } from '../net/ip.js';
 import { PP2_TYPE, UNIX_PATH_LENGTH, V2_ADDRESS_LENGTH, V2_FIXED_LENGTH, V2_MAX_PAYLOAD, V2_SIGNATURE } from './constants.js';
 import { crc32c } from './crc32c.js';
 import { invalidArg, ProxyProtocolError } from './errors.js';

@@ -1,6 +1,8 @@
 // Port policies and instance records: parsing (operator syntax, dstack JSON), and the strict
 // JSON form the store persists and the admin API returns. Pure: no I/O, no logging.
 import { InterceptorError } from '../errors.js';
+import { normalizeIp } from '../net/ip.js';
+export { normalizeIp };
 import type { InstanceRecord, PolicySource, PortPolicy, PortRule } from './types.js';
 
 /** Operator policy text (`"8080:pp,8081"`) that does not parse. `item` is the offending item. */
@@ -229,38 +231,3 @@ export function deserializeInstance(json: unknown): InstanceRecord {
     updatedAt,
   });
 }
-
-/**
- * Canonical text of an IP address, or null when it is not one: IPv4 dotted quad; IPv6
- * lowercase and compressed (RFC 5952, as libuv prints it); IPv4-mapped IPv6 becomes IPv4.
- * Zone ids are refused: an instance address is global to the host.
- */
-export function normalizeIp(ip: string): string | null {
-  if (IPV4_PATTERN.test(ip)) return flat(ip);
-  if (!ip.includes(':') || ip.includes('%') || ip.includes('[') || ip.includes('/')) return null;
-  let host: string;
-  try {
-    host = new URL(`http://[${ip}]/`).hostname;
-  } catch {
-    return null;
-  }
-  const v6 = host.slice(1, -1);
-  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(v6);
-  if (mapped) {
-    const hi = parseInt(mapped[1] as string, 16);
-    const lo = parseInt(mapped[2] as string, 16);
-    return flat(`${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`);
-  }
-  return flat(v6);
-}
-
-/**
- * A flat, sequential copy of an ASCII string. Normalised addresses become registry map keys;
- * a key that is a rope or a slice (template literals, substrings) makes every lookup by a
- * socket's address walk it.
- */
-function flat(s: string): string {
-  return Buffer.from(s, 'latin1').toString('latin1');
-}
-
-const IPV4_PATTERN = /^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$/;

@@ -1,14 +1,17 @@
-// The native connection path end to end (`[listen] accept = "native"`): the addon accepts, the
-// daemon only decides, the relay workers connect upstream (spoofing the client, or with a PROXY
-// header) and move the bytes. intercept.test.ts runs the transparent suite in this mode too; this
-// file covers what only this path does itself: the PROXY header and the connect timeout.
+// The loop threads end to end: each accepts, decides from the table, connects upstream (spoofing
+// the client, or with a PROXY header) and moves the bytes of its own connections.
+// intercept.test.ts covers the transparent path; this file the PROXY header, the connect timeout,
+// and connections spread over the threads.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Lab, ADDR, BASE_CONFIG as BASE, sawAddress } from './helpers/lab.js';
+import { createHash } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Lab, ADDR, BASE_CONFIG as BASE, ROOT, sawAddress } from './helpers/lab.js';
 import { startNginx, httpGet } from './helpers/peers.js';
 
-const BASE_CONFIG = BASE.replace('port = 15001', 'port = 15001\naccept = "native"');
+const BASE_CONFIG = BASE.replace('port = 15001', 'port = 15001\nthreads = 2');
 
-describe('native accept path', () => {
+describe('loop threads', () => {
   let lab: Lab;
   beforeAll(async () => {
     lab = await Lab.create();
@@ -29,7 +32,10 @@ describe('native accept path', () => {
     expect(pp.body).toContain(`remote=${ADDR.gatewayBackendSide}`);
     const plain = await lab.client(ADDR.backend, 8081);
     expect(sawAddress(plain)).toBe(ADDR.client);
-    await daemon.waitFor('"path":"proxy"');
+    const line = await daemon.waitFor('"path":"proxy"');
+    // The backend saw the header first and our own address with the port the log names.
+    const closed = line.split('\n').map((l) => (l.includes('"path":"proxy"') ? (JSON.parse(l) as { upstreamPort: number; conn: number }) : null)).find(Boolean)!;
+    expect(closed.upstreamPort).toBeGreaterThan(0);
     daemon.child.kill('SIGTERM');
     expect((await daemon.exited).code).toBe(0);
   });
@@ -49,6 +55,64 @@ describe('native accept path', () => {
     } finally {
       await lab.exec(lab.ns.backend, ['nft', 'delete', 'table', 'inet', 'silent'], { allowFail: true });
     }
+    daemon.child.kill('SIGTERM');
+    expect((await daemon.exited).code).toBe(0);
+  });
+
+  it('spreads connections over the threads (one SO_REUSEPORT listener each), every one keeping the client address', async () => {
+    const daemon = await lab.startDaemon(await lab.writeConfig(BASE_CONFIG));
+    for (let i = 0; i < 24; i++) expect(sawAddress(await lab.client(ADDR.backend, 8081))).toBe(ADDR.client);
+    const closedCount = (): number => daemon.output().split('\n').filter((l) => l.includes('"connection closed"')).length;
+    for (let i = 0; i < 100 && closedCount() < 24; i++) await new Promise((r) => setTimeout(r, 50));
+    // A connection id carries the index of the thread that ran it in its low 8 bits.
+    const threads = new Set(
+      daemon
+        .output()
+        .split('\n')
+        .filter((l) => l.includes('"connection closed"'))
+        .map((l) => (JSON.parse(l) as { conn: number }).conn % 256),
+    );
+    expect([...threads].sort()).toEqual([0, 1]);
+    daemon.child.kill('SIGTERM');
+    expect((await daemon.exited).code).toBe(0);
+  });
+
+  it('a refusal for an unknown policy brings a failed fetch back, so the instance opens once its agent answers', async () => {
+    const config = await lab.writeConfig(`${BASE_CONFIG}
+[registry.fetch]
+timeout = "500ms"
+max_retries = 0
+backoff_initial = "200ms"
+backoff_max = "300ms"
+`);
+    const daemon = await lab.startDaemon(config);
+    const appCompose = `${JSON.stringify({ manifest_version: 2, name: 'lab-app', runner: 'docker-compose', port_policy: { ports: [{ port: 8081, pp: false }], restrict_mode: true } })}\n`;
+    const composeFile = path.join(lab.dir, 'restricted-compose.json');
+    await writeFile(composeFile, appCompose);
+    const hash = createHash('sha256').update(appCompose).digest('hex');
+    const cli = async (...args: string[]): Promise<string> => (await lab.cli(['instances', ...args, '--config', config])).stdout;
+    await cli('add', 'inst-r', '--app', 'app-r', '--ip', ADDR.backend6, '--compose-hash', hash, '--restrict');
+    // No agent yet: the one fetch fails (no retries), and connections are refused meanwhile.
+    for (let i = 0; i < 50; i++) {
+      const shown = JSON.parse(await cli('show', 'inst-r', '--json')) as { fetch: { state: string } | null };
+      if (shown.fetch?.state === 'failed') break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const refused = await lab.client(ADDR.backend6, 8081, { timeoutMs: 3000 });
+    expect(refused.error).toBe('ECONNRESET');
+    await daemon.waitFor('"reason":"policy_unknown"');
+    // The agent comes up. Nothing but the refused connections tells the daemon to try again.
+    const agent = lab.spawn(lab.ns.backend, ['node', path.join(ROOT, 'test/netns/fixtures/fake-agent.mjs'), '8090', composeFile]);
+    await agent.waitFor('ready');
+    let ok = null;
+    for (let i = 0; i < 40 && ok === null; i++) {
+      const r = await lab.client(ADDR.backend6, 8081, { timeoutMs: 3000 });
+      if (r.error === null) ok = r;
+      else await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    expect(ok && sawAddress(ok)).toBe(ADDR.client6);
+    agent.child.kill('SIGTERM');
+    await agent.exited;
     daemon.child.kill('SIGTERM');
     expect((await daemon.exited).code).toBe(0);
   });

@@ -4,13 +4,13 @@ import { parseBenchArgs } from '../../../scripts/bench/args.mjs';
 describe('parseBenchArgs', () => {
   it('defaults: 10 s runs, every path, 10k idle connections, no extra JSON file', () => {
     expect(parseBenchArgs([])).toEqual({
-      help: false, duration: 10, rounds: 1, paths: ['direct', 'haproxy', 'nginx', 'tpi', 'tpi-pp'], json: null, connections: 10_000, relay: null, workers: null, accept: null,
+      help: false, duration: 10, rounds: 1, paths: ['direct', 'haproxy', 'nginx', 'tpi', 'tpi-pp'], json: null, connections: 10_000, threads: null,
     });
   });
 
   it('takes --opt value and --opt=value', () => {
-    const o = parseBenchArgs(['--duration', '3', '--paths=direct,tpi', '--json', 'out.json', '--connections=500', '--relay', 'splice', '--rounds', '3']);
-    expect(o).toMatchObject({ duration: 3, paths: ['direct', 'tpi'], json: 'out.json', connections: 500, relay: 'splice', rounds: 3 });
+    const o = parseBenchArgs(['--duration', '3', '--paths=direct,tpi', '--json', 'out.json', '--connections=500', '--threads', '2', '--rounds', '3']);
+    expect(o).toMatchObject({ duration: 3, paths: ['direct', 'tpi'], json: 'out.json', connections: 500, threads: 2, rounds: 3 });
   });
 
   it.each([
@@ -19,7 +19,10 @@ describe('parseBenchArgs', () => {
     [['--duration'], /needs a value/],
     [['--paths', 'direct,squid'], /unknown path "squid"/],
     [['--paths', 'tpi,tpi'], /twice/],
-    [['--relay', 'zero-copy'], /--relay/],
+    [['--threads', '0'], /--threads must be an integer 1..256/],
+    [['--relay', 'splice'], /--relay is no longer supported: the daemon always splices/],
+    [['--accept', 'node'], /--accept is no longer supported/],
+    [['--workers', '2'], /--workers is no longer supported: .*--threads/],
     [['--connections', '-1'], /--connections/],
     [['--rounds', '0'], /--rounds must be a whole number in 1..20/],
     [['--rounds', '21'], /--rounds/],
@@ -31,9 +34,5 @@ describe('parseBenchArgs', () => {
     } catch (err) {
       expect((err as { code?: string }).code).toBe('ERR_BENCH_USAGE');
     }
-  });
-  it('--workers sets the daemon\'s accepting processes and rejects nonsense', () => {
-    expect(parseBenchArgs(['--workers', '2']).workers).toBe(2);
-    expect(() => parseBenchArgs(['--workers', '0'])).toThrow(/--workers must be an integer 1..64/);
   });
 });

@@ -57,17 +57,17 @@ describe('nftables tables', () => {
 });
 
 describe('renderDaemonConfig', () => {
-  it('targets the ports, keeps registry and admin socket in the run directory, sets relay only when asked', () => {
-    const c = renderDaemonConfig({ table: 'tpibench_tpi', cidr: '198.18.2.0/24', ports: [5201, 8080], listenPort: 15001, dir: '/tmp/d', relay: null });
+  it('targets the ports, keeps registry and admin socket in the run directory, sets threads only when asked', () => {
+    const c = renderDaemonConfig({ table: 'tpibench_tpi', cidr: '198.18.2.0/24', ports: [5201, 8080], listenPort: 15001, dir: '/tmp/d' });
     expect(c).toContain('ports = [5201, 8080]');
     expect(c).toContain('admin_socket = "/tmp/d/admin.sock"');
     expect(c).toContain('address6 = ""');
-    expect(c).not.toContain('relay');
-    expect(renderDaemonConfig({ table: 't', cidr: '198.18.2.0/24', ports: [1], listenPort: 1, dir: '/d', relay: 'splice' })).toContain('relay = "splice"');
+    expect(c).not.toContain('threads');
+    expect(renderDaemonConfig({ table: 't', cidr: '198.18.2.0/24', ports: [1], listenPort: 1, dir: '/d', threads: 2 })).toContain('threads = 2');
   });
 
   it('gives the splice relay the pipe size HAProxy gets, in [upstream]; 0 is the kernel default', () => {
-    const base = { table: 't', cidr: '198.18.2.0/24', ports: [1], listenPort: 1, dir: '/d', relay: 'splice' };
+    const base = { table: 't', cidr: '198.18.2.0/24', ports: [1], listenPort: 1, dir: '/d' };
     const upstream = (c: string) => /^\[upstream\]\n((?:.+\n)*)/m.exec(c)![1];
     expect(upstream(renderDaemonConfig({ ...base, pipeSize: PIPE_SIZE }))).toContain('pipe_size = 262144\n');
     expect(upstream(renderDaemonConfig({ ...base, pipeSize: 0 }))).toContain('pipe_size = 0\n');
@@ -78,7 +78,7 @@ describe('renderDaemonConfig', () => {
   it('uses one pipe size for both splice relays', () => {
     expect(PIPE_SIZE).toBe(262144);
     const gw = fillTemplate(readFileSync(path.join(TEMPLATES, 'haproxy-gateway.cfg'), 'utf8'), { MAXCONN: 1, MAXPIPES: 1, PIPE_SIZE, LISTEN_ADDRESS: 'a', LISTEN_PORT: 1 });
-    const daemon = renderDaemonConfig({ table: 't', cidr: '198.18.2.0/24', ports: [1], listenPort: 1, dir: '/d', relay: null, pipeSize: PIPE_SIZE });
+    const daemon = renderDaemonConfig({ table: 't', cidr: '198.18.2.0/24', ports: [1], listenPort: 1, dir: '/d', pipeSize: PIPE_SIZE });
     expect(/tune\.pipesize (\d+)/.exec(gw)![1]).toBe(/pipe_size = (\d+)/.exec(daemon)![1]);
   });
 });

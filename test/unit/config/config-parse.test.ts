@@ -1,5 +1,5 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG, loadConfig, parseConfig } from '../../../src/config-parse.js';
@@ -21,9 +21,9 @@ const TARGET = '[[intercept.targets]]\ncidr = "198.18.2.0/24"\nports = [8080]\n'
 describe('parseConfig defaults', () => {
   it('an empty file gives every documented default and no targets', () => {
     expect(parseConfig('')).toEqual({
-      listen: { address: '127.0.0.1', address6: '::1', port: 24511, workers: 1, accept: 'native' },
+      listen: { address: '127.0.0.1', address6: '::1', port: 24511, threads: availableParallelism(), allowWildcard: false, maxConnections: null },
       intercept: { backend: 'nftables', iptablesVariant: 'auto', table: 'tproxy_interceptor', mark: 0x2000, mask: 0x2000, routeTable: 4511, failClosed: true, localBackends: false, targets: [] },
-      upstream: { connectTimeoutMs: 5000, idleTimeoutMs: 300_000, ppVersion: 2, keepClientPort: false, relay: 'stream', pipeSize: 262144 },
+      upstream: { connectTimeoutMs: 5000, idleTimeoutMs: 300_000, ppVersion: 2, keepClientPort: false, pipeSize: 262144 },
       log: { level: 'info' },
       registry: {
         path: '/var/lib/tproxy-interceptor',
@@ -52,11 +52,11 @@ describe('parseConfig defaults', () => {
 });
 
 describe('parseConfig values', () => {
-  it('parses targets: CIDR normalised, ports merged and sorted, interface', () => {
+  it('parses targets: CIDR normalised, adjacent ports merged and sorted, interface', () => {
     const c = parseConfig(`
 [[intercept.targets]]
 cidr = "198.18.2.7"
-ports = ["9000-9100", 8080, 9050, "9101-9200", 22, "443"]
+ports = ["9000-9100", 8080, "9101-9200", 22, "443"]
 interface = "eth1"
 [[intercept.targets]]
 cidr = "FD00:2:0::/64"
@@ -114,8 +114,8 @@ ports = [443]
   });
 
   it('accepts the other enumerations', () => {
-    const c = parseConfig('[upstream]\npp_version = 1\nrelay = "splice"\nkeep_client_port = true\npipe_size = 0\n[log]\nlevel = "silent"\n');
-    expect(c.upstream).toMatchObject({ ppVersion: 1, relay: 'splice', keepClientPort: true, pipeSize: 0 });
+    const c = parseConfig('[upstream]\npp_version = 1\nkeep_client_port = true\npipe_size = 0\n[log]\nlevel = "silent"\n');
+    expect(c.upstream).toMatchObject({ ppVersion: 1, keepClientPort: true, pipeSize: 0 });
     expect(parseConfig('[upstream]\npipe_size = 1048576\n').upstream.pipeSize).toBe(1048576);
     expect(c.log.level).toBe('silent');
   });
@@ -157,6 +157,78 @@ password = "secret"
       username: 'tpi',
       password: 'secret',
     });
+  });
+});
+
+describe('listen: wildcard addresses and the connection cap', () => {
+  it('refuses a wildcard listen address unless allow_wildcard says so', () => {
+    for (const [key, value] of [['address', '0.0.0.0'], ['address6', '::'], ['address6', '0:0:0:0:0:0:0:0']]) {
+      const err = configError(`[listen]\n${key} = "${value}"\n`);
+      expect(err.key).toBe(`listen.${key}`);
+      expect(err.message).toMatch(/listens on every address of this host.*set listen.allow_wildcard = true/);
+    }
+    const c = parseConfig('[listen]\naddress = "0.0.0.0"\naddress6 = "::"\nallow_wildcard = true\n');
+    expect(c.listen).toMatchObject({ address: '0.0.0.0', address6: '::', allowWildcard: true });
+  });
+
+  it('max_connections is a positive integer, absent = derived at start', () => {
+    expect(parseConfig('[listen]\nmax_connections = 100\n').listen.maxConnections).toBe(100);
+    expect(configError('[listen]\nmax_connections = 0\n').key).toBe('listen.max_connections');
+    expect(configError('[listen]\nmax_connections = "auto"\n').message).toMatch(/omit it to derive it from the open-files limit/);
+  });
+});
+
+describe('targets: one target per address and port', () => {
+  it('a port listed twice, or overlapping ranges, name both entries', () => {
+    let err = configError(`[[intercept.targets]]\ncidr = "198.18.2.0/24"\nports = [8080, 443, 8080]\n`);
+    expect(err.key).toBe('intercept.targets[0].ports[2]');
+    expect(err.message).toMatch(/8080 overlaps intercept.targets\[0\].ports\[0\] \(8080\); list each port once/);
+    err = configError(`[[intercept.targets]]\ncidr = "198.18.2.0/24"\nports = ["9000-9100", 9050]\n`);
+    expect(err.key).toBe('intercept.targets[0].ports[1]');
+    expect(err.message).toMatch(/9050 overlaps intercept.targets\[0\].ports\[0\] \("9000-9100"\)/);
+  });
+
+  it('overlapping networks sharing a port are an error; disjoint ports, other interfaces or families are fine', () => {
+    const err = configError(`
+[[intercept.targets]]
+cidr = "198.18.0.0/16"
+ports = ["8000-8100"]
+[[intercept.targets]]
+cidr = "198.18.2.0/24"
+ports = [443, 8080]
+`);
+    expect(err.key).toBe('intercept.targets[1]');
+    expect(err.message).toMatch(/198.18.2.0\/24 overlaps intercept.targets\[0\] \(198.18.0.0\/16\) on port 8080; each address and port may be intercepted by one target only/);
+    const ok = parseConfig(`
+[[intercept.targets]]
+cidr = "198.18.0.0/16"
+ports = [81]
+[[intercept.targets]]
+cidr = "198.18.2.0/24"
+ports = [443]
+[[intercept.targets]]
+cidr = "198.18.2.0/24"
+ports = [80]
+interface = "eth1"
+[[intercept.targets]]
+cidr = "198.18.2.0/24"
+ports = [80]
+interface = "eth2"
+[[intercept.targets]]
+cidr = "fd00::/8"
+ports = [80]
+`);
+    expect(ok.intercept.targets).toHaveLength(5);
+    // One interface-bound target overlaps an any-interface one.
+    expect(configError(`
+[[intercept.targets]]
+cidr = "198.18.2.0/24"
+ports = [80]
+interface = "eth1"
+[[intercept.targets]]
+cidr = "198.18.2.9"
+ports = [80]
+`).key).toBe('intercept.targets[1]');
   });
 });
 
@@ -215,7 +287,6 @@ describe('parseConfig errors name the key, the problem and the accepted form', (
       /IPv6 network but listen.address6 is disabled/,
     ],
     ['[upstream]\npp_version = 3\n', 'upstream.pp_version', /expected 1 or 2/],
-    ['[upstream]\nrelay = "copy"\n', 'upstream.relay', /expected one of "stream", "splice"/],
     ['[upstream]\nkeep_client_port = 1\n', 'upstream.keep_client_port', /expected true or false/],
     ['[upstream]\npipe_size = 1000\n', 'upstream.pipe_size', /1000 is out of range; expected a number of bytes: 0 \(the kernel default\) or 4096..1048576/],
     ['[upstream]\npipe_size = 2097152\n', 'upstream.pipe_size', /out of range/],
@@ -296,18 +367,20 @@ describe('loadConfig', () => {
     await expect(loadConfig(missing)).rejects.toMatchObject({ code: 'ERR_CONFIG', key: missing, message: expect.stringMatching(/file not found/) });
   });
 
-  it('listen.accept is "node" or "native" (the default with one process), and "native" runs in one process', () => {
-    expect(parseConfig('[listen]\naccept = "node"\n').listen.accept).toBe('node');
-    expect(parseConfig('[listen]\nworkers = 2\n').listen.accept).toBe('node');
-    expect(() => parseConfig('[listen]\naccept = "kernel"\n')).toThrow(/listen\.accept/);
-    expect(() => parseConfig('[listen]\naccept = "native"\nworkers = 2\n')).toThrow(/listen\.accept.*listen\.workers = 1/);
+  it('listen.threads takes 1..256, one per CPU by default', () => {
+    expect(parseConfig('[listen]\nthreads = 3\n').listen.threads).toBe(3);
+    expect(() => parseConfig('[listen]\nthreads = 0\n')).toThrow(/listen\.threads.*1\.\.256/);
+    expect(() => parseConfig('[listen]\nthreads = "auto"\n')).toThrow(/listen\.threads.*omit it for one per CPU/);
   });
 
-  it('listen.workers takes 1..64 or "auto"', () => {
-    expect(parseConfig('[listen]\nworkers = 2\n').listen.workers).toBe(2);
-    expect(parseConfig('[listen]\nworkers = "auto"\n').listen.workers).toBeGreaterThanOrEqual(1);
-    expect(() => parseConfig('[listen]\nworkers = 0\n')).toThrow(/listen\.workers.*1\.\.64 or "auto"/);
-    expect(() => parseConfig('[listen]\nworkers = "many"\n')).toThrow(/listen\.workers/);
+  it.each([
+    ['[listen]\naccept = "native"\n', 'listen.accept', /no longer supported: connections are always accepted by the native loop threads/],
+    ['[listen]\nworkers = 2\n', 'listen.workers', /no longer supported: .*set listen\.threads/],
+    ['[upstream]\nrelay = "splice"\n', 'upstream.relay', /no longer supported: bytes always move with splice/],
+  ])('a retired key is an error naming its replacement: %j', (toml, key, message) => {
+    const err = configError(toml);
+    expect(err.key).toBe(key);
+    expect(err.message).toMatch(message);
   });
 
   it('a directory names the path', async () => {

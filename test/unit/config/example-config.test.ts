@@ -16,8 +16,8 @@ describe('examples/config.toml', () => {
   it('shows every key the parser knows', async () => {
     const text = await readFile(EXAMPLE, 'utf8');
     const keys = [
-      'address', 'address6', 'port', 'workers', 'accept', 'backend', 'iptables_variant', 'table', 'mark', 'mask', 'route_table', 'fail_closed', 'local_backends', 'cidr', 'ports',
-      'interface', 'connect_timeout', 'idle_timeout', 'pp_version', 'keep_client_port', 'relay', 'pipe_size', 'level', 'path', 'admin_socket',
+      'address', 'address6', 'port', 'threads', 'allow_wildcard', 'max_connections', 'backend', 'iptables_variant', 'table', 'mark', 'mask', 'route_table', 'fail_closed', 'local_backends', 'cidr', 'ports',
+      'interface', 'connect_timeout', 'idle_timeout', 'pp_version', 'keep_client_port', 'pipe_size', 'level', 'path', 'admin_socket',
       'agent_port', 'trust_agent_compose_hash', 'timeout', 'max_retries', 'backoff_initial', 'backoff_max', 'max_response_bytes', 'trusted_sources', 'max_v2_length',
       'listen', 'ca_file', 'cert_file', 'key_file', 'allowed_apps', 'app_id_fallback', 'allow_address_change', 'peer', 'instance',
       'store', 'endpoints', 'prefix', 'ca', 'cert', 'key', 'username', 'password',

@@ -1,15 +1,18 @@
 import { describe, expect, it } from 'vitest';
-import { cidrContains, compileCidrMatcher, ipFamily, normalizeCidr, parseCidr } from '../../../src/net/cidr.js';
+import { cidrsOverlap, compileCidrMatcher, parseCidr } from '../../../src/net/cidr.js';
+
+const normalizeCidr = (text: string): string => parseCidr(text).text;
+const cidrContains = (cidr: string, ip: string): boolean => compileCidrMatcher([cidr])(ip);
 
 describe('parseCidr', () => {
   it('parses IPv4 networks and single addresses', () => {
-    expect(parseCidr('198.18.2.0/24')).toEqual({ family: 4, address: '198.18.2.0', prefix: 24, text: '198.18.2.0/24' });
-    expect(parseCidr('198.18.2.7')).toEqual({ family: 4, address: '198.18.2.7', prefix: 32, text: '198.18.2.7/32' });
+    expect(parseCidr('198.18.2.0/24')).toMatchObject({ family: 4, address: '198.18.2.0', prefix: 24, text: '198.18.2.0/24' });
+    expect(parseCidr('198.18.2.7')).toMatchObject({ family: 4, address: '198.18.2.7', prefix: 32, text: '198.18.2.7/32' });
     expect(parseCidr('0.0.0.0/0').text).toBe('0.0.0.0/0');
   });
 
   it('parses and canonicalises IPv6 networks', () => {
-    expect(parseCidr('fd00:2::/64')).toEqual({ family: 6, address: 'fd00:2::', prefix: 64, text: 'fd00:2::/64' });
+    expect(parseCidr('fd00:2::/64')).toMatchObject({ family: 6, address: 'fd00:2::', prefix: 64, text: 'fd00:2::/64' });
     expect(normalizeCidr('FD00:0002:0000:0000:0000:0000:0000:0000/64')).toBe('fd00:2::/64');
     expect(normalizeCidr('::1')).toBe('::1/128');
     expect(normalizeCidr('::/0')).toBe('::/0');
@@ -36,17 +39,19 @@ describe('parseCidr', () => {
   );
 });
 
-describe('ipFamily', () => {
-  it('detects families', () => {
-    expect(ipFamily('10.1.2.3')).toBe(4);
-    expect(ipFamily('::ffff:10.1.2.3')).toBe(6);
-    expect(ipFamily('fe80::1%eth0')).toBe(6);
-    expect(ipFamily('nope')).toBe(0);
-    expect(ipFamily('10.1.2.3/8')).toBe(0);
+describe('cidrsOverlap', () => {
+  it('is true when one network holds the other, of one family only', () => {
+    expect(cidrsOverlap('198.18.0.0/16', '198.18.2.0/24')).toBe(true);
+    expect(cidrsOverlap('198.18.2.0/24', '198.18.0.0/16')).toBe(true);
+    expect(cidrsOverlap('198.18.2.0/24', '198.18.3.0/24')).toBe(false);
+    expect(cidrsOverlap('0.0.0.0/0', '10.0.0.1')).toBe(true);
+    expect(cidrsOverlap('fd00::/8', 'fd00:2::/64')).toBe(true);
+    expect(cidrsOverlap('fd00::/16', 'fd01::/16')).toBe(false);
+    expect(cidrsOverlap('::/0', '10.0.0.0/8')).toBe(true);
   });
 });
 
-describe('compileCidrMatcher / cidrContains', () => {
+describe('compileCidrMatcher', () => {
   const match = compileCidrMatcher(['10.0.0.0/8', '192.168.1.7', 'fd00:2::/64', '2001:db8::1']);
 
   it('matches IPv4', () => {

@@ -1,0 +1,675 @@
+#include "loop.h"
+
+#include "upstream.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdio>
+
+namespace tpi {
+
+namespace {
+
+// accept4() calls per listener wake-up: new connections take turns with the relays' events.
+constexpr int kAcceptBurst = 64;
+constexpr int kMaxEvents = 256;
+// How often a connection that could not get a pipe (EMFILE, ENFILE) tries again, unless a pipe
+// is freed first; and how long accepting pauses when even the reserve descriptor is gone.
+constexpr int kRetryMs = 50;
+constexpr int kAcceptPauseMs = 100;
+// Events wake JavaScript at most this often per thread.
+constexpr int64_t kWakeIntervalMs = 1;
+// Client bytes sent along with our PROXY header (the first request, typically).
+constexpr size_t kFirstBytes = 16384;
+
+// epoll_event.data.u64: a connection pointer (8-byte aligned) with the side in its low bits, or
+// a tag for the listeners and the wake-up.
+constexpr uint64_t kTagMask = 7;
+constexpr uint64_t kTagListener = 2;
+constexpr uint64_t kTagWake = 3;
+
+enum State : uint8_t { kReadingHeader, kConnecting, kRelaying, kEnded };
+
+}  // namespace
+
+struct alignas(8) Conn {
+  uint64_t id = 0;
+  Side side[2];   // 0: the client, 1: the upstream
+  Flow flow[2];   // 0: client -> upstream, 1: upstream -> client
+  Conn* prev = nullptr;  // the loop's list of live connections
+  Conn* next = nullptr;
+  Conn* tprev = nullptr;  // the deadline list it is on
+  Conn* tnext = nullptr;
+  DeadlineList* timer = nullptr;
+  int64_t deadline = 0;
+  int64_t lastActive = 0;
+  State state = kReadingHeader;
+  Kind kind = kNoDecision;
+  Reason reason = kUnregistered;
+  uint8_t inbound = 0;
+  bool waitingForPipe = false;
+  bool clientEnded = false;  // EOF or error on the client while its header was awaited
+  uint16_t upstreamPort = 0;
+  uint32_t headerInPipe = 0;  // bytes of our PROXY header that went through flow[0]'s pipe
+  Endpoint peer{};
+  Endpoint destination{};
+  Endpoint client{};  // the peer, or the source of its PROXY header
+  double acceptedUs = 0;
+  double decidedUs = 0;
+  double connectedUs = 0;
+  std::string instanceId;
+  std::string tlvs;  // from the inbound header, forwarded in ours
+};
+
+Loop::Loop(Engine* engine, size_t index, std::vector<int> listenFds)
+    : engine_(engine),
+      index_(index),
+      listenFds_(std::move(listenFds)),
+      config_(engine->config()),
+      seen_(engine->SeenSlot(index)),
+      pipes_(engine->config().pipeSize) {}
+
+Loop::~Loop() {
+  CloseListeners();
+  CloseFd(&epfd_);
+  CloseFd(&wakefd_);
+  CloseFd(&reserveFd_);
+}
+
+int Loop::Open() {
+  epfd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epfd_ < 0) return -errno;
+  wakefd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wakefd_ < 0) return -errno;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kTagWake;
+  if (epoll_ctl(epfd_, EPOLL_CTL_ADD, wakefd_, &ev) < 0) return -errno;
+  for (size_t i = 0; i < listenFds_.size(); i++) {
+    // Level-triggered: what one burst leaves in the queue wakes the next iteration.
+    ev.events = EPOLLIN;
+    ev.data.u64 = (static_cast<uint64_t>(i) << 3) | kTagListener;
+    if (epoll_ctl(epfd_, EPOLL_CTL_ADD, listenFds_[i], &ev) < 0) return -errno;
+  }
+  reserveFd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  peek_.resize(std::max<size_t>(107, 16 + config_.maxV2Length));
+  return 0;
+}
+
+void Loop::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void Loop::Post(Command command) {
+  commands_.fetch_or(command, std::memory_order_seq_cst);
+  uint64_t one = 1;
+  ssize_t rc;
+  do rc = write(wakefd_, &one, sizeof(one));
+  while (rc < 0 && errno == EINTR);
+}
+
+size_t Loop::Join() {
+  if (thread_.joinable()) thread_.join();
+  return closedAtStop_;
+}
+
+void Loop::TakeEvents(std::string* out) {
+  std::lock_guard<std::mutex> lock(eventsMu_);
+  out->append(events_);
+  // A burst's batch can be large: give its memory back rather than keep the peak.
+  if (events_.capacity() > (1u << 20)) std::string().swap(events_);
+  else events_.clear();
+}
+
+void Loop::CloseListeners() {
+  for (int& fd : listenFds_) CloseFd(&fd);
+}
+
+void Loop::Run() {
+  char name[16];
+  snprintf(name, sizeof(name), "tpi-loop-%zu", index_);
+  pthread_setname_np(pthread_self(), name);
+  epoll_event events[kMaxEvents];
+  bool stop = false;
+  while (!stop) {
+    // Quiescent while blocked: this thread holds no table (see Engine::Reclaim).
+    seen_->value.store(Engine::kOffline, std::memory_order_seq_cst);
+    int n = epoll_wait(epfd_, events, kMaxEvents, Timeout());
+    seen_->value.store(engine_->Epoch(), std::memory_order_seq_cst);
+    table_ = engine_->CurrentTable();
+    if (n < 0 && errno != EINTR) break;
+    now_ = NowMs();
+    for (int i = 0; i < n; i++) {
+      uint64_t data = events[i].data.u64;
+      uint64_t tag = data & kTagMask;
+      if (tag == kTagWake) {
+        uint64_t count;
+        while (read(wakefd_, &count, sizeof(count)) < 0 && errno == EINTR) {
+        }
+        uint64_t commands = commands_.exchange(0, std::memory_order_seq_cst);
+        if (commands & kStopAccepting) CloseListeners();
+        if (commands & kAbortAll) {
+          while (all_ != nullptr) Finish(all_, kEndAborted, 0, nullptr);
+        }
+        if (commands & kStop) stop = true;
+        continue;
+      }
+      if (tag == kTagListener) {
+        size_t k = data >> 3;
+        if (k < listenFds_.size() && listenFds_[k] >= 0) AcceptBurst(listenFds_[k]);
+        continue;
+      }
+      Conn* c = reinterpret_cast<Conn*>(data & ~kTagMask);
+      if (c->state == kEnded) continue;  // ended earlier in this batch; freed after it
+      int s = static_cast<int>(tag);
+      uint32_t ev = events[i].events;
+      if (s == 1 && c->state == kConnecting) {
+        OnUpstreamEvent(c, ev);
+        continue;
+      }
+      if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) c->side[s].canRead = true;
+      if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) c->side[s].canWrite = true;
+      if (c->state == kReadingHeader) {
+        if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) c->clientEnded = true;
+        ReadHeader(c);
+      } else if (c->state == kRelaying) {
+        Pump(c);
+        // An error the splices did not surface (that direction had nothing to do).
+        if (c->state != kEnded && (ev & EPOLLERR)) {
+          int err = 0;
+          socklen_t len = sizeof(err);
+          if (getsockopt(c->side[s].fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) Fail(c, s, err, "splice");
+        }
+      }
+      // kConnecting, client side: the readiness is cached until the relay starts.
+    }
+    if (!starved_.empty()) RetryStarved();
+    now_ = NowMs();
+    Expire();
+    Flush();
+    for (Conn* c : graveyard_) delete c;
+    graveyard_.clear();
+  }
+  seen_->value.store(Engine::kOffline, std::memory_order_seq_cst);
+  while (all_ != nullptr) {
+    Conn* c = all_;
+    all_ = c->next;
+    for (Side& side : c->side) CloseFd(&side.fd);
+    for (Flow& f : c->flow) pipes_.Put(&f.pipe, false);
+    engine_->Release();
+    delete c;
+    closedAtStop_++;
+  }
+  liveCount_ = 0;
+  CloseListeners();
+  pipes_.Clear();
+}
+
+int Loop::Timeout() const {
+  int64_t wait = -1;
+  for (const DeadlineList* list : {&headerDeadlines_, &connectDeadlines_, &idleDeadlines_}) {
+    if (list->head == nullptr) continue;
+    int64_t w = list->head->deadline - NowMs();
+    if (w < 0) w = 0;
+    if (wait < 0 || w < wait) wait = w;
+  }
+  if (!starved_.empty() && (wait < 0 || wait > kRetryMs)) wait = kRetryMs;
+  if (acceptPausedUntil_ != 0) {
+    int64_t w = std::max<int64_t>(0, acceptPausedUntil_ - NowMs());
+    if (wait < 0 || w < wait) wait = w;
+  }
+  if (wakePending_) {
+    int64_t w = std::max<int64_t>(0, lastWakeMs_ + kWakeIntervalMs - NowMs());
+    if (wait < 0 || w < wait) wait = w;
+  }
+  return wait > INT_MAX ? INT_MAX : static_cast<int>(wait);
+}
+
+void Loop::PauseAccepting() {
+  // Out of descriptors with none in reserve: the listeners stay readable, so polling them would
+  // spin. They sleep a moment; the kernel's backlog holds the queue meanwhile.
+  for (size_t i = 0; i < listenFds_.size(); i++) {
+    if (listenFds_[i] < 0) continue;
+    epoll_event ev{};
+    ev.data.u64 = (static_cast<uint64_t>(i) << 3) | kTagListener;
+    epoll_ctl(epfd_, EPOLL_CTL_MOD, listenFds_[i], &ev);
+  }
+  acceptPausedUntil_ = now_ + kAcceptPauseMs;
+}
+
+void Loop::ResumeAccepting() {
+  acceptPausedUntil_ = 0;
+  if (reserveFd_ < 0) reserveFd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  for (size_t i = 0; i < listenFds_.size(); i++) {
+    if (listenFds_[i] < 0) continue;
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = (static_cast<uint64_t>(i) << 3) | kTagListener;
+    epoll_ctl(epfd_, EPOLL_CTL_MOD, listenFds_[i], &ev);
+  }
+}
+
+void Loop::AcceptBurst(int listenFd) {
+  for (int k = 0; k < kAcceptBurst; k++) {
+    sockaddr_storage peer;
+    socklen_t len = sizeof(peer);
+    int fd = accept4(listenFd, reinterpret_cast<sockaddr*>(&peer), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
+      if (errno == EMFILE || errno == ENFILE) {
+        // Out of descriptors: give up the reserve for a moment to accept one connection and reset
+        // it, so that clients learn at once instead of waiting in the queue (libuv's trick).
+        if (reserveFd_ < 0) {
+          PauseAccepting();
+          return;
+        }
+        CloseFd(&reserveFd_);
+        int shed = accept4(listenFd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (shed >= 0) {
+          accepted_.fetch_add(1, std::memory_order_relaxed);
+          Shed(shed);
+        }
+        // After the reset, so that the descriptor it freed is the one taken back.
+        reserveFd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (shed < 0) return;
+        continue;
+      }
+      return;  // EAGAIN, or ENOBUFS/ENOMEM: the next wake-up tries again
+    }
+    accepted_.fetch_add(1, std::memory_order_relaxed);
+    if (!engine_->Admit()) {
+      Shed(fd);
+      continue;
+    }
+    Admit(fd, peer);
+  }
+}
+
+// Over capacity: accepted and reset at once, never left waiting in the accept queue.
+void Loop::Shed(int fd) {
+  ResetAndClose(fd);
+  overCapacity_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Loop::Admit(int fd, const sockaddr_storage& peer) {
+  sockaddr_storage local;
+  socklen_t len = sizeof(local);
+  // Under tproxy the accepted socket's local address is the client's original destination.
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) < 0) {
+    ResetAndClose(fd);
+    engine_->Release();
+    return;
+  }
+  auto* c = new Conn();
+  c->id = (++nextId_ << 8) | index_;
+  c->side[0].fd = fd;
+  c->peer = FromSockaddr(peer);
+  c->destination = FromSockaddr(local);
+  c->client = c->peer;
+  c->acceptedUs = NowUs();
+  c->lastActive = now_;
+  c->next = all_;
+  if (all_ != nullptr) all_->prev = c;
+  all_ = c;
+  liveCount_++;
+  // Registered once for the connection's whole life, edge-triggered; closing the socket removes
+  // it (the loop holds its only descriptor), so no EPOLL_CTL_DEL is needed.
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+  ev.data.u64 = reinterpret_cast<uint64_t>(c);
+  if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) < 0) {
+    Finish(c, kEndClientError, errno, "epoll_ctl");
+    return;
+  }
+  if (table_ != nullptr && table_->IsTrusted(c->peer)) {
+    c->state = kReadingHeader;
+    if (config_.headerTimeoutMs > 0) Arm(c, &headerDeadlines_, now_ + config_.headerTimeoutMs);
+    // The header often arrived with the handshake: try at once rather than after a wake-up.
+    c->side[0].canRead = true;
+    ReadHeader(c);
+    return;
+  }
+  Decide(c);
+}
+
+// A trusted source's PROXY header, peeked until complete, then consumed to its exact length so
+// that every byte after it stays in the socket for the relay. The spec forbids guessing: an
+// invalid, incomplete or late header ends the connection.
+void Loop::ReadHeader(Conn* c) {
+  if (!c->side[0].canRead) return;
+  ssize_t n;
+  do n = recv(c->side[0].fd, peek_.data(), peek_.size(), MSG_PEEK);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno != EAGAIN) {
+      Finish(c, kEndClientError, errno, "recv");
+      return;
+    }
+    c->side[0].canRead = false;
+    if (c->clientEnded) Finish(c, kEndPpRejected, kPpIncomplete, nullptr);
+    return;
+  }
+  if (n == 0) {
+    Finish(c, kEndPpRejected, kPpIncomplete, nullptr);
+    return;
+  }
+  PpHeader h;
+  PpError error;
+  size_t want;
+  PpStatus status = ParseProxyHeader(peek_.data(), static_cast<size_t>(n), config_.maxV2Length, &h, &error, &want);
+  if (status == PpStatus::kFailed) {
+    Finish(c, kEndPpRejected, error, nullptr);
+    return;
+  }
+  if (status == PpStatus::kNeedMore) {
+    // Nothing was consumed: the next segment is a new edge and brings us back.
+    c->side[0].canRead = false;
+    if (c->clientEnded) Finish(c, kEndPpRejected, kPpIncomplete, nullptr);
+    return;
+  }
+  do n = recv(c->side[0].fd, peek_.data(), h.length, 0);
+  while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(h.length)) {
+    Finish(c, kEndClientError, n < 0 ? errno : EIO, "recv");
+    return;
+  }
+  c->inbound = static_cast<uint8_t>(h.version | (h.local ? 8 : 0));
+  if (h.source.family != 0) {
+    c->client = h.source;
+    c->tlvs.swap(h.forwarded);
+  } else {
+    // LOCAL, UNKNOWN, UNSPEC or UNIX: the real connection's peer counts.
+    c->inbound |= 4;
+  }
+  Disarm(c);
+  Decide(c);
+}
+
+void Loop::Decide(Conn* c) {
+  c->decidedUs = NowUs();
+  Decision d;
+  if (table_ != nullptr) {
+    d = table_->Decide(c->destination);
+  } else {
+    d.kind = kRefuse;  // no table yet: fail closed
+    d.reason = kNotATarget;
+  }
+  c->kind = d.kind;
+  c->reason = d.reason;
+  if (d.slot >= 0) c->instanceId = table_->InstanceId(d.slot);
+  if (d.kind == kRefuse) {
+    if (d.reason >= kPolicyUnknown && d.reason <= kPolicyUnattested && table_->ShouldReport(d.slot, now_)) {
+      Emit(kEventUnknown, c, kEndRefused, 0, nullptr);
+    }
+    Finish(c, kEndRefused, 0, nullptr);
+    return;
+  }
+  StartConnect(c);
+}
+
+void Loop::StartConnect(Conn* c) {
+  Endpoint ours{};
+  const Endpoint& source = c->kind == kTransparent ? c->client : ours;
+  UpstreamResult r = ConnectUpstream(c->destination, source, config_.keepClientPort ? c->client.port : 0);
+  if (r.fd < 0) {
+    Finish(c, kEndConnectFailed, r.err, r.syscall);
+    return;
+  }
+  c->side[1].fd = r.fd;
+  c->state = kConnecting;
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
+  ev.data.u64 = reinterpret_cast<uint64_t>(c) | 1;
+  if (epoll_ctl(epfd_, EPOLL_CTL_ADD, r.fd, &ev) < 0) {
+    Finish(c, kEndConnectFailed, errno, "epoll_ctl");
+    return;
+  }
+  // The source port the backend sees: picked by connect() (IP_BIND_ADDRESS_NO_PORT) and known now.
+  sockaddr_storage local;
+  socklen_t len = sizeof(local);
+  if (getsockname(r.fd, reinterpret_cast<sockaddr*>(&local), &len) == 0) c->upstreamPort = FromSockaddr(local).port;
+  if (config_.connectTimeoutMs > 0) Arm(c, &connectDeadlines_, now_ + config_.connectTimeoutMs);
+  if (config_.reportOpen) Emit(kEventOpen, c, kEndDone, 0, nullptr);
+}
+
+void Loop::OnUpstreamEvent(Conn* c, uint32_t ev) {
+  if (ev & (EPOLLERR | EPOLLHUP)) {
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(c->side[1].fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    Finish(c, kEndConnectFailed, err != 0 ? err : ECONNREFUSED, "connect");
+    return;
+  }
+  // EPOLLOUT without an error: connected (no SO_ERROR round trip needed).
+  if (!(ev & EPOLLOUT)) return;
+  if (ev & EPOLLIN) c->side[1].canRead = true;
+  OnConnected(c);
+}
+
+void Loop::OnConnected(Conn* c) {
+  c->connectedUs = NowUs();
+  c->state = kRelaying;
+  c->side[1].canWrite = true;
+  Disarm(c);
+  c->lastActive = now_;
+  if (config_.idleTimeoutMs > 0) Arm(c, &idleDeadlines_, now_ + config_.idleTimeoutMs);
+  if (c->kind == kProxy) {
+    std::string header;
+    if (!EncodeProxyHeader(config_.ppVersion, c->client, c->destination, c->tlvs, &header)) {
+      Fail(c, 1, EMSGSIZE, "send");
+      return;
+    }
+    std::string().swap(c->tlvs);
+    size_t headerLength = header.size();
+    // The client's first bytes usually arrived while we connected (it speaks first): they go out
+    // with the header, in one segment and one send, instead of a send and a splice pair.
+    if (c->side[0].canRead) {
+      uint8_t first[kFirstBytes];
+      ssize_t n;
+      do n = recv(c->side[0].fd, first, sizeof(first), MSG_DONTWAIT);
+      while (n < 0 && errno == EINTR);
+      if (n > 0) {
+        header.append(reinterpret_cast<const char*>(first), static_cast<size_t>(n));
+      } else if (n == 0) {
+        c->flow[0].eof = true;
+      } else if (errno == EAGAIN) {
+        c->side[0].canRead = false;
+      } else {
+        Fail(c, 0, errno, "recv");
+        return;
+      }
+    }
+    // One write, before any other client byte: receivers such as nginx break when the header is
+    // split. A new socket's send buffer takes it whole; what it does not take goes through the pipe.
+    ssize_t n;
+    do n = send(c->side[1].fd, header.data(), header.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && errno != EAGAIN) {
+      Fail(c, 1, errno, "send");
+      return;
+    }
+    size_t sent = n > 0 ? static_cast<size_t>(n) : 0;
+    if (sent > headerLength) c->flow[0].bytes += sent - headerLength;
+    if (sent < header.size()) {
+      int rc = Preload(c->flow[0], pipes_, reinterpret_cast<const uint8_t*>(header.data()) + sent, header.size() - sent);
+      if (rc < 0) {
+        Fail(c, 1, -rc, "write");
+        return;
+      }
+      if (sent < headerLength) c->headerInPipe = static_cast<uint32_t>(headerLength - sent);
+    }
+  }
+  Pump(c);
+}
+
+void Loop::Pump(Conn* c) {
+  for (int d = 0; d < 2; d++) {
+    MoveResult r = Move(c->side[d], c->side[1 - d], c->flow[d], pipes_, c->flow[1 - d].shut);
+    if (r.active) c->lastActive = now_;
+    if (r.status == MoveStatus::kFailed) {
+      Fail(c, r.failedSide == 0 ? d : 1 - d, r.err, r.syscall);
+      return;
+    }
+    if (r.status == MoveStatus::kNoPipe && !c->waitingForPipe) {
+      c->waitingForPipe = true;
+      starved_.push_back(c);
+    }
+  }
+  if (c->flow[0].shut && c->flow[1].shut) Finish(c, kEndDone, 0, nullptr);
+}
+
+// Connections that could not get a pipe: their readiness is cached (canRead), so nothing is lost
+// by waiting, but no epoll event would bring them back. Once one of them fails again the rest
+// would too; they keep their place.
+void Loop::RetryStarved() {
+  std::vector<Conn*> waiting;
+  waiting.swap(starved_);
+  size_t i = 0;
+  for (; i < waiting.size() && starved_.empty(); i++) {
+    Conn* c = waiting[i];
+    c->waitingForPipe = false;
+    if (c->state == kRelaying) Pump(c);
+  }
+  for (; i < waiting.size(); i++) {
+    if (waiting[i]->state == kRelaying) starved_.push_back(waiting[i]);
+    else waiting[i]->waitingForPipe = false;
+  }
+}
+
+void Loop::Expire() {
+  if (acceptPausedUntil_ != 0 && acceptPausedUntil_ <= now_) ResumeAccepting();
+  while (headerDeadlines_.head != nullptr && headerDeadlines_.head->deadline <= now_) {
+    Finish(headerDeadlines_.head, kEndPpRejected, kPpTimeout, nullptr);
+  }
+  while (connectDeadlines_.head != nullptr && connectDeadlines_.head->deadline <= now_) {
+    Finish(connectDeadlines_.head, kEndConnectFailed, ETIMEDOUT, "connect");
+  }
+  while (idleDeadlines_.head != nullptr && idleDeadlines_.head->deadline <= now_) {
+    Conn* c = idleDeadlines_.head;
+    // Activity only moves lastActive; the deadline moves when it comes due.
+    int64_t due = c->lastActive + config_.idleTimeoutMs;
+    if (due > now_) Arm(c, &idleDeadlines_, due);
+    else Finish(c, kEndIdleTimeout, 0, nullptr);
+  }
+}
+
+// Inserted in deadline order, searching from the tail: new deadlines are almost always the
+// latest, so this is O(1) in practice.
+void Loop::Arm(Conn* c, DeadlineList* list, int64_t at) {
+  Disarm(c);
+  c->deadline = at;
+  c->timer = list;
+  Conn* after = list->tail;
+  while (after != nullptr && after->deadline > at) after = after->tprev;
+  c->tprev = after;
+  c->tnext = after != nullptr ? after->tnext : list->head;
+  if (c->tnext != nullptr) c->tnext->tprev = c;
+  else list->tail = c;
+  if (after != nullptr) after->tnext = c;
+  else list->head = c;
+}
+
+void Loop::Disarm(Conn* c) {
+  DeadlineList* list = c->timer;
+  if (list == nullptr) return;
+  if (c->tprev != nullptr) c->tprev->tnext = c->tnext;
+  else list->head = c->tnext;
+  if (c->tnext != nullptr) c->tnext->tprev = c->tprev;
+  else list->tail = c->tprev;
+  c->tprev = c->tnext = nullptr;
+  c->timer = nullptr;
+}
+
+// A failed socket ends the connection. SO_LINGER {on, 0 s} makes close() of the other socket
+// send a RST (and drop what is still queued) instead of a FIN, so its peer learns that the
+// connection broke rather than ended cleanly.
+void Loop::Fail(Conn* c, int side, int err, const char* syscall) {
+  if (c->side[1 - side].fd >= 0) ResetOnClose(c->side[1 - side].fd);
+  Finish(c, side == 0 ? kEndClientError : kEndUpstreamError, err, syscall);
+}
+
+void Loop::Finish(Conn* c, End end, int err, const char* syscall) {
+  if (c->state == kEnded) return;
+  // Refused or failed to connect: the client learns it by a reset, not a FIN that would look like
+  // an empty answer.
+  if (end == kEndRefused || end == kEndConnectFailed) {
+    ResetOnClose(c->side[0].fd);
+  } else if (end == kEndPpRejected && c->side[0].fd >= 0) {
+    // No valid header: the connection is closed (a FIN, as for any closed connection). What the
+    // header check only peeked at is read first, or close() would turn the FIN into a reset;
+    // beyond a few buffers' worth the reset is what such a sender gets.
+    for (int i = 0; i < 4; i++) {
+      ssize_t n = recv(c->side[0].fd, peek_.data(), peek_.size(), MSG_DONTWAIT);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+    }
+  }
+  c->state = kEnded;
+  Disarm(c);
+  if (c->waitingForPipe) {
+    starved_.erase(std::find(starved_.begin(), starved_.end(), c));
+    c->waitingForPipe = false;
+  }
+  if (c->prev != nullptr) c->prev->next = c->next;
+  else all_ = c->next;
+  if (c->next != nullptr) c->next->prev = c->prev;
+  liveCount_--;
+  for (Flow& f : c->flow) pipes_.Put(&f.pipe, f.queued == 0, f.pipeGrown);
+  for (Side& s : c->side) CloseFd(&s.fd);
+  engine_->Release();
+  Emit(kEventEnd, c, end, err, syscall);
+  graveyard_.push_back(c);  // other events of this batch may still point at it
+}
+
+void Loop::Emit(EventType type, Conn* c, End end, int err, const char* syscall) {
+  EventRecord r{};
+  r.type = type;
+  r.kind = c->kind;
+  r.reason = c->reason;
+  r.end = end;
+  r.id = static_cast<double>(c->id);
+  r.err = err;
+  r.syscall = SyscallIndex(syscall);
+  r.inbound = c->inbound;
+  r.upstreamPort = c->upstreamPort;
+  r.peer = c->peer;
+  r.destination = c->destination;
+  r.client = c->client;
+  uint64_t toUpstream = c->flow[0].bytes;
+  r.bytesIn = static_cast<double>(toUpstream > c->headerInPipe ? toUpstream - c->headerInPipe : 0);
+  r.bytesOut = static_cast<double>(c->flow[1].bytes);
+  r.acceptedUs = c->acceptedUs;
+  r.decidedUs = c->decidedUs;
+  r.connectedUs = c->connectedUs;
+  r.endedUs = type == kEventEnd ? NowUs() : 0;
+  AppendEvent(&batch_, r, c->instanceId);
+}
+
+// Hands this iteration's events over, and wakes JavaScript at most once per kWakeIntervalMs:
+// under moderate load a wake-up per connection would cost the JavaScript thread more than the
+// events themselves (every wake-up is a uv_async round trip).
+void Loop::Flush() {
+  if (!batch_.empty()) {
+    bool wasEmpty;
+    {
+      std::lock_guard<std::mutex> lock(eventsMu_);
+      wasEmpty = events_.empty();
+      events_.append(batch_);
+    }
+    batch_.clear();
+    if (wasEmpty) wakePending_ = true;
+  }
+  if (wakePending_ && now_ - lastWakeMs_ >= kWakeIntervalMs) {
+    wakePending_ = false;
+    lastWakeMs_ = now_;
+    engine_->Wake();
+  }
+}
+
+}  // namespace tpi

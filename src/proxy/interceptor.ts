@@ -1,0 +1,162 @@
+// The data path's lifecycle, once: listeners for every loop thread, the engine, the decision
+// table kept current (registry changes, this host's addresses), the connections' events handed to
+// connections.ts, and drain/stop. Connections themselves never pass through here: each one runs on
+// the loop thread that accepted it (native/loop.cc).
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import { compileTable } from '../datapath/table.js';
+import type { DecisionSource } from '../datapath/source.js';
+import {
+  abortEngineConnections,
+  checkPipeSize,
+  engineStats,
+  setEngineTable,
+  shutdownEngine,
+  startEngine,
+  stopEngineAccepting,
+  takeEngineEvents,
+} from '../native/engine.js';
+import { closeFd, openTransparentListener } from '../native/sockets.js';
+import { createConnections, type Connections } from './connections.js';
+import { ALWAYS_LOCAL, hostAddresses } from './guard.js';
+
+export interface Interceptor {
+  readonly connections: Connections;
+  /** Opens the listeners and starts the threads; throws a system error (EPERM without CAP_NET_ADMIN, EADDRINUSE...). */
+  start(): Promise<void>;
+  /** Stops accepting, waits up to `drainMs` for live connections, then ends the rest. */
+  stop(drainMs: number): Promise<{ drained: number; aborted: number }>;
+}
+
+/** How often this host's addresses are re-read, and the over-capacity count summarised. */
+const REFRESH_MS = 1000;
+/** How often stop() looks whether the connections have ended. */
+const POLL_MS = 20;
+/** How long stop() waits for aborted connections to report. */
+const ABORT_WAIT_MS = 5000;
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+export function createInterceptor(opts: {
+  logger: Logger;
+  config: Config;
+  source: DecisionSource;
+  maxConnections: number;
+}): Interceptor {
+  const { config, logger, source } = opts;
+  const { listen, upstream, inboundPp } = config;
+  const connections = createConnections({ logger });
+  const listenAddresses = [listen.address, ...(listen.address6 ? [listen.address6] : [])];
+  let generation = 0;
+  let knownLocal = '';
+  let localAddresses: string[] = [];
+  let running = false;
+  let compileQueued = false;
+  let overCapacitySeen = 0;
+  let timer: NodeJS.Timeout | undefined;
+  let unsubscribe: (() => void) | undefined;
+
+  connections.onUnknownPolicy((id) => source.requestFetch(id));
+
+  const publish = (): void => {
+    compileQueued = false;
+    if (!running) return;
+    try {
+      setEngineTable(
+        compileTable({
+          generation: ++generation,
+          targets: config.intercept.targets,
+          localAddresses,
+          localNetworks: ALWAYS_LOCAL,
+          trustedSources: inboundPp.trustedSources,
+          entries: source.entries(),
+        }),
+      );
+    } catch (err) {
+      // The previous table stays in force: connections keep their last known decisions.
+      logger.error({ err }, 'decision table not updated');
+    }
+  };
+  // Changes come in bursts (a store load, a batch of registrations): one table per tick.
+  const schedule = (): void => {
+    if (compileQueued) return;
+    compileQueued = true;
+    setImmediate(publish);
+  };
+  const readLocal = (): boolean => {
+    const addresses = [...new Set([...hostAddresses(), ...listenAddresses])].sort();
+    const key = addresses.join(',');
+    if (key === knownLocal) return false;
+    knownLocal = key;
+    localAddresses = addresses;
+    return true;
+  };
+  const tick = (): void => {
+    if (readLocal()) schedule();
+    const stats = engineStats();
+    if (stats !== null && stats.overCapacity > overCapacitySeen) {
+      connections.onOverCapacity(stats.overCapacity - overCapacitySeen, opts.maxConnections);
+      overCapacitySeen = stats.overCapacity;
+    }
+  };
+
+  return {
+    connections,
+    async start() {
+      checkPipeSize(upstream.pipeSize);
+      const fds: number[][] = [];
+      try {
+        for (let i = 0; i < listen.threads; i++) fds.push(listenAddresses.map((a) => openTransparentListener(a, listen.port)));
+      } catch (err) {
+        for (const list of fds) for (const fd of list) closeFd(fd);
+        throw err;
+      }
+      startEngine(
+        {
+          pipeSize: upstream.pipeSize,
+          connectTimeoutMs: upstream.connectTimeoutMs,
+          idleTimeoutMs: upstream.idleTimeoutMs,
+          headerTimeoutMs: inboundPp.timeoutMs,
+          maxV2Length: inboundPp.maxV2Length,
+          ppVersion: upstream.ppVersion,
+          keepClientPort: upstream.keepClientPort,
+          maxConnections: opts.maxConnections,
+          reportOpen: logger.isLevelEnabled('debug'),
+        },
+        fds,
+        (batch) => connections.onBatch(batch),
+      );
+      running = true;
+      readLocal();
+      publish();
+      unsubscribe = source.subscribe(schedule);
+      timer = setInterval(tick, REFRESH_MS);
+      timer.unref();
+      for (const address of listenAddresses) logger.info({ address, port: listen.port, threads: listen.threads }, 'transparent listener ready');
+    },
+    async stop(drainMs) {
+      if (!running) return { drained: 0, aborted: 0 };
+      unsubscribe?.();
+      clearInterval(timer);
+      stopEngineAccepting();
+      const live = (): number => engineStats()?.live ?? 0;
+      const count = live();
+      if (count > 0) logger.info({ live: count, drainMs }, 'draining connections');
+      const deadline = Date.now() + drainMs;
+      while (live() > 0 && Date.now() < deadline) await sleep(POLL_MS);
+      const aborted = live();
+      if (aborted > 0) {
+        abortEngineConnections();
+        const until = Date.now() + ABORT_WAIT_MS;
+        while (live() > 0 && Date.now() < until) await sleep(POLL_MS);
+      }
+      running = false;
+      tick();
+      // What the threads still hold, then the threads themselves.
+      connections.onBatch(takeEngineEvents());
+      const unreported = shutdownEngine();
+      if (unreported > 0) logger.warn({ unreported }, 'connections closed without a report');
+      return { drained: count - aborted, aborted };
+    },
+  };
+}
