@@ -72,7 +72,6 @@ const CATALOGUE = {
   ERR_NFT_MISSING: { status: 500, level: 'error', description: 'the `nft` tool (nftables) is not installed' },
   ERR_NOT_FOUND: { status: 404, level: 'debug', description: 'no such admin route' },
   ERR_NO_CAP_NET_ADMIN: { status: 500, level: 'error', description: 'root or CAP_NET_ADMIN is needed' },
-  ERR_NO_SOCKET_FD: { status: 500, level: 'error', description: 'a socket has no file descriptor to hand to the relay' },
   ERR_NO_TARGETS: { status: 400, level: 'error', description: 'the configuration has no [[intercept.targets]]' },
   ERR_PIPE_SIZE: { status: 500, level: 'error', description: 'the kernel refused upstream.pipe_size' },
   ERR_POLICY_INVALID: { status: 400, level: 'debug', description: 'a port policy in JSON that does not have the expected shape' },
@@ -80,7 +79,6 @@ const CATALOGUE = {
   ERR_PP_INCOMPLETE: { status: 400, level: 'warn', description: 'a trusted source closed before its PROXY header was complete' },
   ERR_PP_TIMEOUT: { status: 408, level: 'warn', description: 'a trusted source sent no complete PROXY header in time' },
   ERR_REGISTRY_CLOSED: { status: 503, level: 'info', description: 'the registry is shutting down' },
-  ERR_SOCKET_CLOSED: { status: 500, level: 'warn', description: 'a socket closed before the splice hand-off' },
   ERR_STORE_AUTH: { status: 500, level: 'error', description: 'etcd refused the configured user, password or client certificate' },
   ERR_STORE_CONFLICT: { status: 409, level: 'warn', description: 'a registry write lost its compare-and-swap race too many times' },
   ERR_STORE_CORRUPT: { status: 500, level: 'error', description: 'the registry store holds a record that does not parse' },
@@ -91,11 +89,9 @@ const CATALOGUE = {
   ERR_STORE_UNREADABLE: { status: 500, level: 'error', description: 'the registry store cannot be read' },
   ERR_STORE_VERSION: { status: 500, level: 'error', description: 'the registry database was written by a newer, incompatible version' },
   ERR_STORE_WRITE: { status: 500, level: 'error', description: 'a registry store write failed' },
-  ERR_UNKNOWN: { status: 500, level: 'error', description: 'a failure that carried no code' },
+  ERR_TABLE: { status: 500, level: 'error', description: "the data path's decision table could not be compiled (two instances on one address, a bad entry: a bug)" },
   ERR_UNKNOWN_INSTANCE: { status: 404, level: 'debug', description: 'no instance is registered with this id' },
   ERR_USAGE: { status: 400, level: 'error', description: 'a command line that does not parse' },
-  ERR_WORKER_EXITED: { status: 500, level: 'error', description: 'a worker process exited before it was ready' },
-  ERR_WORKER_INIT: { status: 500, level: 'error', description: 'a worker process failed to start' },
 } as const satisfies Record<string, ErrorInfo>;
 
 export type ErrorCode = keyof typeof CATALOGUE;

@@ -50,7 +50,7 @@ describe('destination guard and connection cap', () => {
     await lab.exec(lab.ns.gateway, ['nft', '-f', '-'], {
       input: `table inet foreign {
   chain pre { type filter hook prerouting priority -150; policy accept;
-    ip daddr ${ADDR.backend} tcp dport 7777 tproxy ip to 127.0.0.1:15001 meta mark set 0x1 accept
+    ip daddr ${ADDR.backend} tcp dport 7777 tproxy ip to 127.0.0.1:15001 meta mark set 0x2000 accept
   }
 }
 `,
@@ -68,13 +68,16 @@ describe('destination guard and connection cap', () => {
     expect((await daemon.exited).code).toBe(0);
   });
 
-  it("an instance registered at the gateway's own address: one refusal, no loop", async () => {
+  it("the gateway's own address: no instance may be registered there, and a connection to it is one refusal, no loop", async () => {
     const config = await lab.writeConfig(CONFIG);
     const daemon = await lab.startDaemon(config);
     // 198.18.2.0/24 holds the gateway's own 198.18.2.1: start warns about it.
     expect(daemon.output()).toMatch(/"cidr":"198\.18\.2\.0\/24","addresses":\["198\.18\.2\.1"\].*a target contains addresses of this host/);
+    // The admin API refuses it (the fetcher would ask the daemon itself), and the data path's
+    // guard refuses the connection anyway, instance or not.
     const add = await lab.cli(['instances', 'add', 'self', '--app', 'app', '--ip', ADDR.gatewayBackendSide, '--policy', '8081', '--config', config], { allowFail: true });
-    expect(add.code).toBe(0);
+    expect(add.code).toBe(1);
+    expect(add.stderr).toMatch(/an address of this host/);
     const r = await lab.client(ADDR.gatewayBackendSide, 8081, { timeoutMs: 3000 });
     expect(r.error).toBe('ECONNRESET');
     await daemon.waitFor('"reason":"local_destination"');

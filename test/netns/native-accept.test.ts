@@ -91,7 +91,7 @@ backoff_max = "300ms"
     await writeFile(composeFile, appCompose);
     const hash = createHash('sha256').update(appCompose).digest('hex');
     const cli = async (...args: string[]): Promise<string> => (await lab.cli(['instances', ...args, '--config', config])).stdout;
-    await cli('add', 'inst-r', '--app', 'app-r', '--ip', ADDR.backend6, '--compose-hash', hash, '--restrict');
+    await cli('add', 'inst-r', '--app', 'app-r', '--ip', ADDR.backend6, '--compose-hash', hash);
     // No agent yet: the one fetch fails (no retries), and connections are refused meanwhile.
     for (let i = 0; i < 50; i++) {
       const shown = JSON.parse(await cli('show', 'inst-r', '--json')) as { fetch: { state: string } | null };
@@ -100,7 +100,7 @@ backoff_max = "300ms"
     }
     const refused = await lab.client(ADDR.backend6, 8081, { timeoutMs: 3000 });
     expect(refused.error).toBe('ECONNRESET');
-    await daemon.waitFor('"reason":"policy_unknown"');
+    await daemon.waitFor('"reason":"fetch_failed"');
     // The agent comes up. Nothing but the refused connections tells the daemon to try again.
     const agent = lab.spawn(lab.ns.backend, ['node', path.join(ROOT, 'test/netns/fixtures/fake-agent.mjs'), '8090', composeFile]);
     await agent.waitFor('ready');
