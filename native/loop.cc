@@ -54,6 +54,7 @@ struct alignas(8) Conn {
   Kind kind = kNoDecision;
   Reason reason = kUnregistered;
   uint8_t inbound = 0;
+  uint8_t ppVersion = 2;  // of our header, as the settings were when its connect started
   bool waitingForPipe = false;
   bool clientEnded = false;  // EOF or error on the client while its header was awaited
   uint16_t upstreamPort = 0;
@@ -440,6 +441,7 @@ void Loop::StartConnect(Conn* c) {
   socklen_t len = sizeof(local);
   if (getsockname(r.fd, reinterpret_cast<sockaddr*>(&local), &len) == 0) c->upstreamPort = FromSockaddr(local).port;
   ArmAfter(c, &connectDeadlines_, settings_.connectTimeoutMs);
+  c->ppVersion = static_cast<uint8_t>(settings_.ppVersion);
   if (settings_.reportOpen) Emit(kEventOpen, c, kEndDone, 0, nullptr);
 }
 
@@ -467,7 +469,7 @@ void Loop::OnConnected(Conn* c) {
   ArmAfter(c, &idleDeadlines_, c->idleMs);
   if (c->kind == kProxy) {
     std::string header;
-    if (!EncodeProxyHeader(settings_.ppVersion, c->client, c->destination, c->tlvs, &header)) {
+    if (!EncodeProxyHeader(c->ppVersion, c->client, c->destination, c->tlvs, &header)) {
       Fail(c, 1, EMSGSIZE, "send");
       return;
     }

@@ -30,8 +30,6 @@ export interface Daemon {
   readonly registry: RegistryService;
   /** Reads the config file again and applies what changed (see reload.ts); rejects with the reason when nothing was applied. */
   reload(): Promise<WireReload>;
-  /** Rules installed and listeners accepting, or what is missing. */
-  readiness(): Readiness;
   status(limitPerThread: number): Promise<WireDaemonStatus>;
   /** Where the metrics listener listens; null when [metrics] listen is not set. */
   readonly metricsAddress: { readonly address: string; readonly port: number } | null;
@@ -233,7 +231,6 @@ export async function startDaemon(opts: {
       interceptor,
       registry,
       reload: reloadWire,
-      readiness,
       status,
       metricsAddress: metricsServer?.address ?? null,
       stop(drainMs) {

@@ -35,15 +35,15 @@ export function runCommand(opts: { io: CliIo; code: { value: number } }): Comman
       }),
     )
     .addOption(new Option('--log-level <level>', 'log level at start, instead of log.level (until a reload changes log.level)').choices(LOG_LEVELS))
-    .action(async (o: { config: string; drain: number; logLevel?: LogLevel }) => {
-      opts.code.value = await runDaemon(o.config, o.drain, o.logLevel ?? null);
+    .action(async (o: { config: string; drain: number; logLevel?: LogLevel }, cmd: Command) => {
+      opts.code.value = await runDaemon(cmd, o.config, o.drain, o.logLevel ?? null);
     });
 }
 
-async function runDaemon(configPath: string, drainMs: number, logLevel: LogLevel | null): Promise<number> {
+async function runDaemon(cmd: Command, configPath: string, drainMs: number, logLevel: LogLevel | null): Promise<number> {
   const inspect = inspectorFlags(process.execArgv, process.env['NODE_OPTIONS']);
   if (inspect !== null) {
-    throw new UsageError(`refusing to start with ${inspect} (node flags or NODE_OPTIONS): the inspector lets any local user who reaches it run code with this daemon's privileges`);
+    throw new UsageError(`refusing to start with ${inspect} (node flags or NODE_OPTIONS): the inspector lets any local user who reaches it run code with this daemon's privileges`, cmd);
   }
   let logger: Logger | null = null;
   let daemon: Daemon | null = null;
