@@ -235,6 +235,8 @@ export async function startDaemon(opts: {
       metricsAddress: metricsServer?.address ?? null,
       stop(drainMs) {
         stopping ??= (async () => {
+          // A reload that would install rules after ours are removed must not run, nor still be running.
+          await reload.close();
           await attested?.close();
           await admin.close();
           const { drained, aborted } = await interceptor.stop(drainMs);

@@ -81,6 +81,7 @@ const CATALOGUE = {
   ERR_REGISTRY_CLOSED: { status: 503, level: 'info', description: 'the registry is shutting down' },
   ERR_RELOAD_RESTART_REQUIRED: { status: 409, level: 'warn', description: 'a reload changes keys only a restart applies (listen.*, the firewall identity, the store...): nothing was reloaded' },
   ERR_STATUS_TIMEOUT: { status: 504, level: 'error', description: 'a loop thread did not answer a status snapshot in time (a bug)' },
+  ERR_STOPPING: { status: 503, level: 'info', description: 'the daemon is stopping: a reload is not done' },
   ERR_STORE_AUTH: { status: 500, level: 'error', description: 'etcd refused the configured user, password or client certificate' },
   ERR_STORE_CONFLICT: { status: 409, level: 'warn', description: 'a registry write lost its compare-and-swap race too many times' },
   ERR_STORE_CORRUPT: { status: 500, level: 'error', description: 'the registry store holds a record that does not parse' },

@@ -34,6 +34,8 @@ export interface Reloader {
   /** The config in force. */
   current(): Config;
   counts(): { readonly ok: number; readonly failed: number };
+  /** From now on reloads are refused (ERR_STOPPING); resolves once the one in progress, if any, is done. */
+  close(): Promise<void>;
 }
 
 export function createReloader(opts: {
@@ -50,6 +52,7 @@ export function createReloader(opts: {
   let current = opts.initial;
   const counts = { ok: 0, failed: 0 };
   let tail: Promise<unknown> = Promise.resolve();
+  let closed = false;
 
   const apply = async (): Promise<ReloadResult> => {
     const next = await loadConfig(configPath);
@@ -102,6 +105,10 @@ export function createReloader(opts: {
 
   return {
     reload() {
+      if (closed) {
+        logger.info({ config: configPath }, 'reload not done: the daemon is stopping');
+        return Promise.reject(new InterceptorError('ERR_STOPPING', 'the daemon is stopping: nothing was reloaded'));
+      }
       const run = tail.then(apply, apply).then(
         (r) => {
           counts.ok++;
@@ -119,5 +126,9 @@ export function createReloader(opts: {
     },
     current: () => current,
     counts: () => ({ ...counts }),
+    async close() {
+      closed = true;
+      await tail;
+    },
   };
 }
