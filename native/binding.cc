@@ -182,6 +182,17 @@ uint32_t U32Option(const Napi::Object& o, const char* key, uint32_t fallback) {
   return d >= 0 && d <= 4294967295.0 ? static_cast<uint32_t>(d) : fallback;
 }
 
+tpi::EngineSettings SettingsOf(const Napi::Object& o) {
+  tpi::EngineSettings s;
+  s.connectTimeoutMs = U32Option(o, "connectTimeoutMs", 5000);
+  s.idleTimeoutMs = U32Option(o, "idleTimeoutMs", 300000);
+  s.headerTimeoutMs = U32Option(o, "headerTimeoutMs", 3000);
+  s.ppVersion = static_cast<int>(U32Option(o, "ppVersion", 2));
+  s.keepClientPort = o.Get("keepClientPort").ToBoolean().Value();
+  s.reportOpen = o.Get("reportOpen").ToBoolean().Value();
+  return s;
+}
+
 // engineStart(options, listenFds, onEvents) -> 0 or -errno. options: { pipeSize, connectTimeoutMs,
 // idleTimeoutMs, headerTimeoutMs, maxV2Length, ppVersion, keepClientPort, maxConnections,
 // reportOpen }; listenFds: one array of listening sockets per thread (taken over, also on
@@ -218,15 +229,10 @@ Napi::Value EngineStart(const Napi::CallbackInfo& info) {
   Napi::Object o = info[0].As<Napi::Object>();
   tpi::EngineConfig config;
   config.pipeSize = static_cast<int>(U32Option(o, "pipeSize", 0));
-  config.connectTimeoutMs = U32Option(o, "connectTimeoutMs", 5000);
-  config.idleTimeoutMs = U32Option(o, "idleTimeoutMs", 300000);
-  config.headerTimeoutMs = U32Option(o, "headerTimeoutMs", 3000);
   config.maxV2Length = U32Option(o, "maxV2Length", 4096);
-  config.ppVersion = static_cast<int>(U32Option(o, "ppVersion", 2));
-  config.keepClientPort = o.Get("keepClientPort").ToBoolean().Value();
   config.maxConnections = U32Option(o, "maxConnections", 1);
-  config.reportOpen = o.Get("reportOpen").ToBoolean().Value();
-  if (fds.empty() || config.maxV2Length > 65535 || config.pipeSize < 0 || (config.ppVersion != 1 && config.ppVersion != 2)) {
+  config.settings = SettingsOf(o);
+  if (fds.empty() || config.maxV2Length > 65535 || config.pipeSize < 0 || (config.settings.ppVersion != 1 && config.settings.ppVersion != 2)) {
     closeAll();
     return Napi::Number::New(env, -EINVAL);
   }
@@ -276,6 +282,30 @@ Napi::Value EngineAbortAll(const Napi::CallbackInfo& info) {
   if (g_binding == nullptr) return Napi::Number::New(info.Env(), -ENOENT);
   g_binding->engine->AbortAll();
   return Napi::Number::New(info.Env(), 0);
+}
+
+// engineSetSettings({ connectTimeoutMs, idleTimeoutMs, headerTimeoutMs, ppVersion, keepClientPort,
+// reportOpen }) -> 0, -ENOENT without an engine, -EINVAL for a PROXY version other than 1 or 2.
+// Connections accepted from each thread's next wake-up on use them; established ones keep theirs.
+Napi::Value EngineSetSettings(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (g_binding == nullptr) return Napi::Number::New(env, -ENOENT);
+  if (info.Length() < 1 || !info[0].IsObject()) return Napi::Number::New(env, -EINVAL);
+  tpi::EngineSettings s = SettingsOf(info[0].As<Napi::Object>());
+  if (s.ppVersion != 1 && s.ppVersion != 2) return Napi::Number::New(env, -EINVAL);
+  g_binding->engine->SetSettings(s);
+  return Napi::Number::New(env, 0);
+}
+
+// engineRequestSnapshot(limit) -> the request's number (> 0), or -ENOENT without an engine. The
+// answers arrive with the event batches: at most `limit` live records per thread, then one
+// snapshot-done record per thread (src/datapath/events.ts).
+Napi::Value EngineRequestSnapshot(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (g_binding == nullptr) return Napi::Number::New(env, -ENOENT);
+  int32_t limit = Int(info, 0);
+  if (limit < 0) return Napi::Number::New(env, -EINVAL);
+  return Napi::Number::New(env, g_binding->engine->RequestSnapshot(static_cast<uint32_t>(limit)) & 0x7fffffff);
 }
 
 // engineStats() -> { live, accepted, overCapacity, threads, pipesInUse, pipesPooled, pipePoolMax,
@@ -441,6 +471,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("engineStopAccepting", Napi::Function::New(env, EngineStopAccepting, "engineStopAccepting"));
   exports.Set("engineAbortAll", Napi::Function::New(env, EngineAbortAll, "engineAbortAll"));
   exports.Set("engineStats", Napi::Function::New(env, EngineStats, "engineStats"));
+  exports.Set("engineSetSettings", Napi::Function::New(env, EngineSetSettings, "engineSetSettings"));
+  exports.Set("engineRequestSnapshot", Napi::Function::New(env, EngineRequestSnapshot, "engineRequestSnapshot"));
   exports.Set("pipeSizeProbe", Napi::Function::New(env, PipeSizeProbe, "pipeSizeProbe"));
   exports.Set("engineTakeEvents", Napi::Function::New(env, EngineTakeEvents, "engineTakeEvents"));
   exports.Set("engineShutdown", Napi::Function::New(env, EngineShutdown, "engineShutdown"));

@@ -14,7 +14,7 @@ constexpr size_t kMaxThreads = 256;
 }  // namespace
 
 Engine::Engine(const EngineConfig& config, void (*wake)(void*), void* wakeContext)
-    : config_(config), wake_(wake), wakeContext_(wakeContext), seen_(new PaddedEpoch[kMaxThreads]) {
+    : config_(config), wake_(wake), wakeContext_(wakeContext), seen_(new PaddedEpoch[kMaxThreads]), settings_(config.settings) {
   for (size_t i = 0; i < kMaxThreads; i++) seen_[i].value.store(kOffline, std::memory_order_relaxed);
 }
 
@@ -80,6 +80,21 @@ void Engine::StopAccepting() {
 
 void Engine::AbortAll() {
   for (auto& loop : loops_) loop->Post(Loop::kAbortAll);
+}
+
+void Engine::SetSettings(const EngineSettings& settings) {
+  {
+    std::lock_guard<std::mutex> lock(settingsMu_);
+    settings_ = settings;
+  }
+  for (auto& loop : loops_) loop->Post(Loop::kSettings);
+}
+
+uint32_t Engine::RequestSnapshot(uint32_t limit) {
+  snapshotLimit_.store(limit, std::memory_order_seq_cst);
+  uint32_t seq = snapshotSeq_.fetch_add(1, std::memory_order_seq_cst) + 1;
+  for (auto& loop : loops_) loop->Post(Loop::kSnapshot);
+  return seq;
 }
 
 size_t Engine::Shutdown() {

@@ -16,16 +16,22 @@
 
 namespace tpi {
 
-struct EngineConfig {
-  int pipeSize = 0;                // bytes per splice pipe, 0: the kernel's default
+// What a reload may change: each thread takes a new copy at its next wake-up (Engine::SetSettings)
+// and applies it to the connections it accepts from then on; established ones keep theirs.
+struct EngineSettings {
   uint32_t connectTimeoutMs = 5000;
   uint32_t idleTimeoutMs = 300000; // 0: none
   uint32_t headerTimeoutMs = 3000; // inbound PROXY header from a trusted source
-  uint32_t maxV2Length = 4096;
   int ppVersion = 2;
   bool keepClientPort = false;
-  int64_t maxConnections = 1;
   bool reportOpen = false;         // an open event per connection (debug logs)
+};
+
+struct EngineConfig {
+  int pipeSize = 0;                // bytes per splice pipe, 0: the kernel's default
+  uint32_t maxV2Length = 4096;
+  int64_t maxConnections = 1;
+  EngineSettings settings;         // at start
 };
 
 class Loop;
@@ -58,6 +64,12 @@ class Engine {
 
   void StopAccepting();
   void AbortAll();
+  // From the JavaScript thread: settings for the connections accepted from now on.
+  void SetSettings(const EngineSettings& settings);
+  // Asks every thread for its live connections (at most `limit` each): each answers at its next
+  // wake-up with kEventLive records and one kEventSnapshotDone, through the event batches.
+  // Returns the request's number, which the answers carry.
+  uint32_t RequestSnapshot(uint32_t limit);
   // Stops and joins the threads; returns how many connections they still held (closed unreported).
   size_t Shutdown();
 
@@ -92,6 +104,14 @@ class Engine {
   }
   void Release() { live_.fetch_sub(1, std::memory_order_relaxed); }
   void Wake() { wake_(wakeContext_); }
+  EngineSettings Settings() {
+    std::lock_guard<std::mutex> lock(settingsMu_);
+    return settings_;
+  }
+  uint32_t SnapshotRequest(uint32_t* limit) const {
+    *limit = snapshotLimit_.load(std::memory_order_seq_cst);
+    return snapshotSeq_.load(std::memory_order_seq_cst);
+  }
 
  private:
   EngineConfig config_;
@@ -102,6 +122,11 @@ class Engine {
   std::atomic<const Table*> table_{nullptr};
   std::atomic<uint64_t> epoch_{1};
   std::atomic<int64_t> live_{0};
+  // Taken by the loops only when told to (a command), never per connection.
+  std::mutex settingsMu_;
+  EngineSettings settings_;
+  std::atomic<uint32_t> snapshotSeq_{0};
+  std::atomic<uint32_t> snapshotLimit_{0};
   // JavaScript thread only.
   std::vector<std::pair<const Table*, uint64_t>> retired_;
   bool started_ = false;

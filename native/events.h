@@ -14,6 +14,18 @@ enum EventType : uint8_t {
   kEventEnd = 1,      // a connection ended (every accepted connection but those over capacity)
   kEventOpen = 2,     // a connection's upstream connect started (only when asked for: debug logs)
   kEventUnknown = 3,  // an instance was refused for an unknown policy: fetch it (at most once a second per instance)
+  // A status snapshot (Engine::RequestSnapshot), answered by each thread at its next wake-up:
+  kEventLive = 4,          // a live connection: `end` is its state (LiveState), `err` the request's
+                           // number, `endedUs` when it was taken; bytes so far
+  kEventSnapshotDone = 5,  // the thread's answer is complete: `id` is the thread's index, `err` the
+                           // request's number, `bytesIn` how many connections the thread holds
+};
+
+// A live connection's state in a kEventLive record (its `end` byte).
+enum LiveState : uint8_t {
+  kLiveReadingHeader = 0,  // awaiting a trusted source's PROXY header
+  kLiveConnecting = 1,
+  kLiveRelaying = 2,
 };
 
 // How a connection ended.

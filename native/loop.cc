@@ -49,10 +49,12 @@ struct alignas(8) Conn {
   DeadlineList* timer = nullptr;
   int64_t deadline = 0;
   int64_t lastActive = 0;
+  uint32_t idleMs = 0;  // its idle timeout (0: none), as the settings were when it connected
   State state = kReadingHeader;
   Kind kind = kNoDecision;
   Reason reason = kUnregistered;
   uint8_t inbound = 0;
+  uint8_t ppVersion = 2;  // of our header, as the settings were when its connect started
   bool waitingForPipe = false;
   bool clientEnded = false;  // EOF or error on the client while its header was awaited
   uint16_t upstreamPort = 0;
@@ -72,6 +74,7 @@ Loop::Loop(Engine* engine, size_t index, std::vector<int> listenFds)
       index_(index),
       listenFds_(std::move(listenFds)),
       config_(engine->config()),
+      settings_(engine->config().settings),
       seen_(engine->SeenSlot(index)),
       pipes_(engine->config().pipeSize) {}
 
@@ -153,6 +156,8 @@ void Loop::Run() {
         while (read(wakefd_, &count, sizeof(count)) < 0 && errno == EINTR) {
         }
         uint64_t commands = commands_.exchange(0, std::memory_order_seq_cst);
+        if (commands & kSettings) settings_ = engine_->Settings();
+        if (commands & kSnapshot) Snapshot();
         if (commands & kStopAccepting) CloseListeners();
         if (commands & kAbortAll) {
           while (all_ != nullptr) Finish(all_, kEndAborted, 0, nullptr);
@@ -213,9 +218,10 @@ void Loop::Run() {
 
 int Loop::Timeout() const {
   int64_t wait = -1;
-  for (const DeadlineList* list : {&headerDeadlines_, &connectDeadlines_, &idleDeadlines_}) {
-    if (list->head == nullptr) continue;
-    int64_t w = list->head->deadline - NowMs();
+  for (const Deadlines* d : {&headerDeadlines_, &connectDeadlines_, &idleDeadlines_}) {
+    int64_t at = d->Earliest();
+    if (at < 0) continue;
+    int64_t w = at - NowMs();
     if (w < 0) w = 0;
     if (wait < 0 || w < wait) wait = w;
   }
@@ -329,7 +335,7 @@ void Loop::Admit(int fd, const sockaddr_storage& peer) {
   }
   if (table_ != nullptr && table_->IsTrusted(c->peer)) {
     c->state = kReadingHeader;
-    if (config_.headerTimeoutMs > 0) Arm(c, &headerDeadlines_, now_ + config_.headerTimeoutMs);
+    ArmAfter(c, &headerDeadlines_, settings_.headerTimeoutMs);
     // The header often arrived with the handshake: try at once rather than after a wake-up.
     c->side[0].canRead = true;
     ReadHeader(c);
@@ -416,7 +422,7 @@ void Loop::Decide(Conn* c) {
 void Loop::StartConnect(Conn* c) {
   Endpoint ours{};
   const Endpoint& source = c->kind == kTransparent ? c->client : ours;
-  UpstreamResult r = ConnectUpstream(c->destination, source, config_.keepClientPort ? c->client.port : 0);
+  UpstreamResult r = ConnectUpstream(c->destination, source, settings_.keepClientPort ? c->client.port : 0);
   if (r.fd < 0) {
     Finish(c, kEndConnectFailed, r.err, r.syscall);
     return;
@@ -434,8 +440,9 @@ void Loop::StartConnect(Conn* c) {
   sockaddr_storage local;
   socklen_t len = sizeof(local);
   if (getsockname(r.fd, reinterpret_cast<sockaddr*>(&local), &len) == 0) c->upstreamPort = FromSockaddr(local).port;
-  if (config_.connectTimeoutMs > 0) Arm(c, &connectDeadlines_, now_ + config_.connectTimeoutMs);
-  if (config_.reportOpen) Emit(kEventOpen, c, kEndDone, 0, nullptr);
+  ArmAfter(c, &connectDeadlines_, settings_.connectTimeoutMs);
+  c->ppVersion = static_cast<uint8_t>(settings_.ppVersion);
+  if (settings_.reportOpen) Emit(kEventOpen, c, kEndDone, 0, nullptr);
 }
 
 void Loop::OnUpstreamEvent(Conn* c, uint32_t ev) {
@@ -458,10 +465,11 @@ void Loop::OnConnected(Conn* c) {
   c->side[1].canWrite = true;
   Disarm(c);
   c->lastActive = now_;
-  if (config_.idleTimeoutMs > 0) Arm(c, &idleDeadlines_, now_ + config_.idleTimeoutMs);
+  c->idleMs = settings_.idleTimeoutMs;
+  ArmAfter(c, &idleDeadlines_, c->idleMs);
   if (c->kind == kProxy) {
     std::string header;
-    if (!EncodeProxyHeader(config_.ppVersion, c->client, c->destination, c->tlvs, &header)) {
+    if (!EncodeProxyHeader(c->ppVersion, c->client, c->destination, c->tlvs, &header)) {
       Fail(c, 1, EMSGSIZE, "send");
       return;
     }
@@ -544,19 +552,84 @@ void Loop::RetryStarved() {
 
 void Loop::Expire() {
   if (acceptPausedUntil_ != 0 && acceptPausedUntil_ <= now_) ResumeAccepting();
-  while (headerDeadlines_.head != nullptr && headerDeadlines_.head->deadline <= now_) {
-    Finish(headerDeadlines_.head, kEndPpRejected, kPpTimeout, nullptr);
+  for (const auto& list : headerDeadlines_.lists()) {
+    while (list->head != nullptr && list->head->deadline <= now_) Finish(list->head, kEndPpRejected, kPpTimeout, nullptr);
   }
-  while (connectDeadlines_.head != nullptr && connectDeadlines_.head->deadline <= now_) {
-    Finish(connectDeadlines_.head, kEndConnectFailed, ETIMEDOUT, "connect");
+  for (const auto& list : connectDeadlines_.lists()) {
+    while (list->head != nullptr && list->head->deadline <= now_) Finish(list->head, kEndConnectFailed, ETIMEDOUT, "connect");
   }
-  while (idleDeadlines_.head != nullptr && idleDeadlines_.head->deadline <= now_) {
-    Conn* c = idleDeadlines_.head;
-    // Activity only moves lastActive; the deadline moves when it comes due.
-    int64_t due = c->lastActive + config_.idleTimeoutMs;
-    if (due > now_) Arm(c, &idleDeadlines_, due);
-    else Finish(c, kEndIdleTimeout, 0, nullptr);
+  for (const auto& list : idleDeadlines_.lists()) {
+    DeadlineList* l = list.get();
+    while (l->head != nullptr && l->head->deadline <= now_) {
+      Conn* c = l->head;
+      // Activity only moves lastActive; the deadline moves when it comes due.
+      int64_t due = c->lastActive + c->idleMs;
+      if (due > now_) Arm(c, l, due);
+      else Finish(c, kEndIdleTimeout, 0, nullptr);
+    }
   }
+  for (Deadlines* d : {&headerDeadlines_, &connectDeadlines_, &idleDeadlines_}) d->Prune();
+}
+
+// A status request, answered here: between two events, where each of this thread's connections
+// is at rest, and by the thread that owns them, so the snapshot reads plain fields with no lock
+// and nothing on the per-connection path is counted, shared or slowed for it. The cost is paid
+// only when asked: one record per connection (up to the request's limit, newest first).
+void Loop::Snapshot() {
+  uint32_t limit = 0;
+  uint32_t seq = engine_->SnapshotRequest(&limit);
+  int32_t tag = static_cast<int32_t>(seq & 0x7fffffff);
+  uint32_t n = 0;
+  for (Conn* c = all_; c != nullptr && n < limit; c = c->next) {
+    if (c->state == kEnded) continue;
+    uint8_t state = c->state == kReadingHeader ? kLiveReadingHeader : c->state == kConnecting ? kLiveConnecting : kLiveRelaying;
+    Emit(kEventLive, c, static_cast<End>(state), tag, nullptr);
+    n++;
+  }
+  EventRecord done{};
+  done.type = kEventSnapshotDone;
+  done.kind = kNoDecision;
+  done.id = static_cast<double>(index_);
+  done.err = tag;
+  done.bytesIn = static_cast<double>(liveCount_);
+  done.endedUs = NowUs();
+  AppendEvent(&batch_, done, std::string());
+}
+
+// Arms a deadline `ms` from now in the list for that duration; 0: none.
+void Loop::ArmAfter(Conn* c, Deadlines* deadlines, uint32_t ms) {
+  if (ms == 0) {
+    Disarm(c);
+    return;
+  }
+  Arm(c, deadlines->For(ms), now_ + ms);
+}
+
+DeadlineList* Deadlines::For(uint32_t durationMs) {
+  if (!lists_.empty() && lists_.back()->durationMs == durationMs) return lists_.back().get();
+  for (size_t i = 0; i < lists_.size(); i++) {
+    if (lists_[i]->durationMs != durationMs) continue;
+    // Used again (a reload back to an earlier timeout): it becomes the newest.
+    std::rotate(lists_.begin() + static_cast<std::ptrdiff_t>(i), lists_.begin() + static_cast<std::ptrdiff_t>(i) + 1, lists_.end());
+    return lists_.back().get();
+  }
+  lists_.push_back(std::make_unique<DeadlineList>());
+  lists_.back()->durationMs = durationMs;
+  return lists_.back().get();
+}
+
+int64_t Deadlines::Earliest() const {
+  int64_t at = -1;
+  for (const auto& list : lists_) {
+    if (list->head != nullptr && (at < 0 || list->head->deadline < at)) at = list->head->deadline;
+  }
+  return at;
+}
+
+void Deadlines::Prune() {
+  if (lists_.size() < 2) return;
+  auto last = lists_.end() - 1;
+  lists_.erase(std::remove_if(lists_.begin(), last, [](const std::unique_ptr<DeadlineList>& l) { return l->head == nullptr; }), last);
 }
 
 // Inserted in deadline order, searching from the tail: new deadlines are almost always the
@@ -647,7 +720,7 @@ void Loop::Emit(EventType type, Conn* c, End end, int err, const char* syscall) 
   r.acceptedUs = c->acceptedUs;
   r.decidedUs = c->decidedUs;
   r.connectedUs = c->connectedUs;
-  r.endedUs = type == kEventEnd ? NowUs() : 0;
+  r.endedUs = type == kEventOpen ? 0 : NowUs();
   AppendEvent(&batch_, r, c->instanceId);
 }
 

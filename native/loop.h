@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -26,6 +27,25 @@ struct Conn;
 struct DeadlineList {
   Conn* head = nullptr;
   Conn* tail = nullptr;
+  uint32_t durationMs = 0;
+};
+
+// One DeadlineList per duration in use. A reload that changes a timeout gives the connections
+// after it a new list (a single list would then no longer be in time order, and inserting in
+// order would scan past every older connection); the old list drains as its connections end, and
+// is dropped once empty. Almost always one list, two for a while after a reload.
+class Deadlines {
+ public:
+  // The list for `durationMs` (the newest first: the one new connections use).
+  DeadlineList* For(uint32_t durationMs);
+  // The earliest deadline, or -1 when no connection has one.
+  int64_t Earliest() const;
+  // Drops empty lists other than the newest.
+  void Prune();
+  const std::vector<std::unique_ptr<DeadlineList>>& lists() const { return lists_; }
+
+ private:
+  std::vector<std::unique_ptr<DeadlineList>> lists_;
 };
 
 class Loop {
@@ -37,7 +57,7 @@ class Loop {
 
   int Open();
   void Start();
-  enum Command : uint64_t { kStopAccepting = 1, kAbortAll = 2, kStop = 4 };
+  enum Command : uint64_t { kStopAccepting = 1, kAbortAll = 2, kStop = 4, kSettings = 8, kSnapshot = 16 };
   // From any thread.
   void Post(Command command);
   // Returns how many connections were still open.
@@ -68,10 +88,12 @@ class Loop {
   void Pump(Conn* c);
   void RetryStarved();
   void Expire();
+  void Snapshot();
   void Fail(Conn* c, int side, int err, const char* syscall);
   void Finish(Conn* c, End end, int err, const char* syscall);
   void Emit(EventType type, Conn* c, End end, int err, const char* syscall);
   void Arm(Conn* c, DeadlineList* list, int64_t at);
+  void ArmAfter(Conn* c, Deadlines* deadlines, uint32_t ms);
   void Disarm(Conn* c);
   void Flush();
 
@@ -79,6 +101,7 @@ class Loop {
   size_t index_;
   std::vector<int> listenFds_;
   const EngineConfig& config_;
+  EngineSettings settings_;  // loop thread only: a copy taken at start and at each kSettings
   int epfd_ = -1;
   int wakefd_ = -1;
   // Given up to accept (and reset) one connection when the process is out of descriptors, so
@@ -97,9 +120,9 @@ class Loop {
   uint64_t nextId_ = 0;
   Conn* all_ = nullptr;           // every live connection (for abort)
   size_t liveCount_ = 0;
-  DeadlineList headerDeadlines_;
-  DeadlineList connectDeadlines_;
-  DeadlineList idleDeadlines_;
+  Deadlines headerDeadlines_;
+  Deadlines connectDeadlines_;
+  Deadlines idleDeadlines_;
   std::vector<Conn*> starved_;    // waiting for a pipe
   std::vector<Conn*> graveyard_;  // ended in this iteration: freed after it
   std::vector<uint8_t> peek_;     // an inbound header's bytes

@@ -4,7 +4,8 @@
 //
 //   1. decision: ns per table lookup on a loop thread, with 1,000 and 100,000 instances;
 //   2. JavaScript: µs per connection the JavaScript thread spends on its end event (decoding,
-//      counters; and with the log line at info), the only per-connection work left there;
+//      counters; with the metrics' tally when [metrics] is on; and with the log line at info), the
+//      only per-connection work left there;
 //   3. accept path (root): CPU µs one loop thread spends per connection it accepts, guards,
 //      decides and resets (no upstream), from its own schedstat, on loopback.
 //
@@ -20,6 +21,7 @@ const dist = (p) => import(new URL(`../dist/${p}`, import.meta.url).href);
 const { compileTable } = await dist('datapath/table.js');
 const { encodeEvent } = await dist('datapath/events.js');
 const { createConnections } = await dist('proxy/connections.js');
+const { createTally } = await dist('metrics/tally.js');
 const { parseConfig } = await dist('config-parse.js');
 const { ipKey } = await dist('net/ip.js');
 const { ALWAYS_LOCAL } = await dist('proxy/guard.js');
@@ -60,9 +62,14 @@ function decisionNs(instances) {
 
 // ---- 2. JavaScript per connection end -------------------------------------------------------------
 
-function jsUs(level) {
+function jsUs(level, { metrics = false } = {}) {
   const logger = pino({ level }, pino.destination({ dest: openSync('/dev/null', 'w'), sync: true }));
   const connections = createConnections({ logger });
+  if (metrics) {
+    // As the daemon wires it with [metrics] listen set: the tally counts each batch in place.
+    const tally = createTally();
+    connections.events.on('batch', (b) => tally.add(b));
+  }
   const record = (i) =>
     encodeEvent({
       type: 'end', id: (i << 8) | 1, kind: i % 3 === 0 ? 'proxy' : 'transparent', reason: 'policy', end: 'done', errno: 0, syscall: '', ppFailure: null,
@@ -144,7 +151,7 @@ async function acceptPathUs() {
 const small = decisionNs(1000);
 const large = decisionNs(100_000);
 console.log(`decision on a loop thread: ${small.ns.toFixed(0)} ns with 1,000 instances (table ${small.tableKiB.toFixed(0)} KiB), ${large.ns.toFixed(0)} ns with 100,000 (table ${(large.tableKiB / 1024).toFixed(1)} MiB)`);
-console.log(`JavaScript per connection end: ${jsUs('warn').toFixed(3)} µs counted (log level warn), ${jsUs('info').toFixed(2)} µs with its log line (info, to /dev/null)`);
+console.log(`JavaScript per connection end: ${jsUs('warn').toFixed(3)} µs counted (log level warn), ${jsUs('warn', { metrics: true }).toFixed(3)} µs with the metrics' tally, ${jsUs('info').toFixed(2)} µs with its log line (info, to /dev/null)`);
 if (process.getuid?.() === 0) {
   const a = await acceptPathUs();
   console.log(`one loop thread, accept + guard + decision + reset: ${a.us.toFixed(1)} µs CPU per connection (${a.accepted} connections, loopback)`);

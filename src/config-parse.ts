@@ -17,6 +17,7 @@ import type {
   ListenConfig,
   LogConfig,
   LogLevel,
+  MetricsConfig,
   PortRange,
   RegistryConfig,
   StoreKind,
@@ -653,6 +654,14 @@ function parseInboundPp(root: Table): InboundPpConfig {
   };
 }
 
+function parseMetrics(root: Table): MetricsConfig {
+  const path = 'metrics';
+  const t = subTable(root, '', path, ['listen']);
+  if (t['listen'] === undefined) return { listen: null };
+  const form = 'an address and port like "127.0.0.1:9464" or "[::1]:9464"';
+  return { listen: hostPort(string(t, path, 'listen', '', form), child(path, 'listen'), form) };
+}
+
 function deepFreeze<T>(value: T): T {
   if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
     for (const v of Object.values(value)) deepFreeze(v);
@@ -678,7 +687,7 @@ export function parseConfig(tomlText: string, source = '<config>'): Config {
     }
     throw err;
   }
-  checkKeys(root, '', ['listen', 'intercept', 'upstream', 'log', 'registry', 'inbound_pp']);
+  checkKeys(root, '', ['listen', 'intercept', 'upstream', 'log', 'registry', 'inbound_pp', 'metrics']);
   const listen = parseListen(root);
   const config: Config = {
     listen,
@@ -687,6 +696,7 @@ export function parseConfig(tomlText: string, source = '<config>'): Config {
     log: parseLog(root),
     registry: parseRegistry(root),
     inboundPp: parseInboundPp(root),
+    metrics: parseMetrics(root),
   };
   return deepFreeze(config);
 }

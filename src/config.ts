@@ -136,6 +136,11 @@ export interface InboundPpConfig {
   readonly maxV2Length: number; // default 4096
 }
 
+export interface MetricsConfig {
+  /** Where the Prometheus endpoint (/metrics) and the health checks (/healthz, /readyz) listen; null (the default) = off. */
+  readonly listen: { readonly address: string; readonly port: number } | null;
+}
+
 export interface Config {
   readonly listen: ListenConfig;
   readonly intercept: InterceptConfig;
@@ -143,4 +148,5 @@ export interface Config {
   readonly log: LogConfig;
   readonly registry: RegistryConfig;
   readonly inboundPp: InboundPpConfig;
+  readonly metrics: MetricsConfig;
 }

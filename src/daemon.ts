@@ -1,8 +1,10 @@
 // Lifecycle. Start: store (a corrupt store stops us before any rule is touched) → listeners
-// (EPERM surfaces before any rule exists) → routing → rules → admin API → attested registration
-// listener. Stop: attested registration → admin API →
-// stop accepting and drain → rules → routing → store. Rules go last on stop because draining
-// connections still need the `socket transparent` rule and the policy route for their replies.
+// (EPERM surfaces before any rule exists) → metrics listener (a taken port, too) → routing → rules
+// → admin API → attested registration listener. Stop: attested registration → admin API → stop
+// accepting and drain → rules → routing → store → metrics listener. Rules go last on stop because
+// draining connections still need the `socket transparent` rule and the policy route for their
+// replies; the metrics listener answers /readyz (not ready) and /healthz until the end.
+// Reload (reload.ts) and status are the daemon's, reached by SIGHUP and the admin API.
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import { InterceptorError } from './errors.js';
@@ -15,11 +17,22 @@ import { createInterceptor, type Interceptor } from './proxy/interceptor.js';
 import { openRegistryStore } from './registry/store.js';
 import { createRegistryService, type RegistryService } from './registry/service.js';
 import { createAdminServer } from './admin/server.js';
+import type { WireDaemonStatus, WireReload } from './admin/wire.js';
 import { createAttestedServer } from './attested/server.js';
+import { createMetricsRegistry } from './metrics/metrics.js';
+import { startMetricsServer, type MetricsServer, type Readiness } from './metrics/server.js';
+import { createTally } from './metrics/tally.js';
+import { createPolicyFetcher } from './registry/fetcher.js';
+import { createReloader, type Reloader } from './reload.js';
 
 export interface Daemon {
   readonly interceptor: Interceptor;
   readonly registry: RegistryService;
+  /** Reads the config file again and applies what changed (see reload.ts); rejects with the reason when nothing was applied. */
+  reload(): Promise<WireReload>;
+  status(limitPerThread: number): Promise<WireDaemonStatus>;
+  /** Where the metrics listener listens; null when [metrics] listen is not set. */
+  readonly metricsAddress: { readonly address: string; readonly port: number } | null;
   stop(drainMs: number): Promise<void>;
 }
 
@@ -46,11 +59,14 @@ export function routingSpec(config: Config) {
 
 export async function startDaemon(opts: {
   config: Config;
+  /** The file `config` was read from: what a reload reads again. */
+  configPath: string;
   logger: Logger;
   firewall?: Firewall;
   routing?: Routing;
 }): Promise<Daemon> {
   const { config, logger } = opts;
+  const startedAt = Date.now();
   if (config.intercept.targets.length === 0) {
     throw new InterceptorError('ERR_NO_TARGETS', 'config: intercept.targets: at least one [[intercept.targets]] entry is required to run');
   }
@@ -83,17 +99,60 @@ export async function startDaemon(opts: {
 
   try {
     const store = await openRegistryStore(config.registry, logger);
+    // Fetch outcomes for the metrics, counted where the fetcher reports them.
+    const fetches = { learned: 0, failed: 0 };
     const registry = await createRegistryService({
       logger,
       config: config.registry,
       store,
       allowLoopback: config.intercept.localBackends,
+      fetcherFactory: (deps) =>
+        createPolicyFetcher({
+          ...deps,
+          onLearned: async (id, composeHash, policy) => {
+            fetches.learned++;
+            await deps.onLearned(id, composeHash, policy);
+          },
+          onFailed: (id, record) => {
+            fetches.failed++;
+            deps.onFailed?.(id, record);
+          },
+        }),
     });
     undo.push(() => registry.close());
 
     const interceptor = createInterceptor({ logger, config, source: registrySource(registry), maxConnections });
     await interceptor.start();
     undo.push(() => interceptor.stop(0));
+
+    let rulesInstalled = false;
+    let reloader: Reloader | null = null;
+    let metricsServer: MetricsServer | null = null;
+    const readiness = (): Readiness => {
+      const missing: string[] = [];
+      if (!rulesInstalled) missing.push('firewall rules and policy routing not installed');
+      if (!interceptor.accepting) missing.push('listeners not accepting');
+      return { ready: missing.length === 0, missing };
+    };
+    if (config.metrics.listen !== null) {
+      const tally = createTally();
+      // Once per event batch, counted in place: nothing per connection on the loop threads.
+      interceptor.connections.events.on('batch', (batch: Buffer) => tally.add(batch));
+      const metrics = createMetricsRegistry({
+        tally,
+        engine: () => interceptor.stats(),
+        instances: () => registry.registry.size,
+        fetches: () => fetches,
+        store: () => registry.storeStatus(),
+        storeKind: config.registry.store,
+        rulesInstalled: () => rulesInstalled,
+        backend: config.intercept.backend,
+        reloads: () => reloader?.counts() ?? { ok: 0, failed: 0 },
+      });
+      const server = await startMetricsServer({ listen: config.metrics.listen, registry: metrics, readiness, logger });
+      metricsServer = server;
+      undo.push(() => server.close());
+    }
 
     const rSpec = routingSpec(config);
     // The undo goes in first: an install that fails half-way leaves what it did, and removal
@@ -103,12 +162,63 @@ export async function startDaemon(opts: {
     const fSpec = firewallSpec(config);
     undo.push(() => firewall.remove(fSpec));
     await firewall.install(fSpec);
+    rulesInstalled = true;
     logger.info({ backend: config.intercept.backend, table: config.intercept.table, targets: config.intercept.targets.length }, 'rules installed');
+
+    const reload = createReloader({ configPath: opts.configPath, initial: config, logger, interceptor, firewall, firewallSpec });
+    reloader = reload;
+    const status = async (limitPerThread: number): Promise<WireDaemonStatus> => {
+      const snapshot = await interceptor.snapshot(limitPerThread);
+      const stats = interceptor.stats();
+      const c = interceptor.connections.counters();
+      return {
+        config: opts.configPath,
+        pid: process.pid,
+        started_at: startedAt,
+        uptime_ms: Date.now() - startedAt,
+        backend: config.intercept.backend,
+        rules_installed: rulesInstalled,
+        accepting: interceptor.accepting,
+        engine: {
+          threads: stats?.threads ?? 0,
+          live: stats?.live ?? 0,
+          accepted: stats?.accepted ?? 0,
+          over_capacity: stats?.overCapacity ?? 0,
+          pipes_in_use: stats?.pipesInUse ?? 0,
+          pipes_pooled: stats?.pipesPooled ?? 0,
+          table_generation: stats?.generation ?? 0,
+        },
+        counters: { transparent: c.transparent, proxy: c.proxy, refused: c.refused, over_capacity: c.overCapacity, bytes_in: c.bytesIn, bytes_out: c.bytesOut, closed: { ...c.closed } },
+        registry: { instances: registry.registry.size, store: registry.storeStatus() },
+        reloads: reload.counts(),
+        connections: snapshot.connections.map((l) => ({
+          id: l.id,
+          thread: l.thread,
+          peer: l.peer,
+          client: l.client,
+          destination: l.destination,
+          path: l.path,
+          decision: l.decision,
+          instance: l.instanceId,
+          state: l.state,
+          upstream_port: l.upstreamPort,
+          bytes_in: l.bytesIn,
+          bytes_out: l.bytesOut,
+          age_ms: l.ageMs,
+        })),
+        live: snapshot.live,
+      };
+    };
+    const reloadWire = async (): Promise<WireReload> => {
+      const r = await reload.reload();
+      return { config: r.config, changed: [...r.changed], firewall: r.firewall };
+    };
 
     const admin = await createAdminServer({
       logger,
       socketPath: config.registry.adminSocket,
       service: registry,
+      daemon: { reload: reloadWire, status },
     });
     undo.push(() => admin.close());
 
@@ -120,14 +230,22 @@ export async function startDaemon(opts: {
     return {
       interceptor,
       registry,
+      reload: reloadWire,
+      status,
+      metricsAddress: metricsServer?.address ?? null,
       stop(drainMs) {
         stopping ??= (async () => {
+          // A reload that would install rules after ours are removed must not run, nor still be running.
+          await reload.close();
           await attested?.close();
           await admin.close();
           const { drained, aborted } = await interceptor.stop(drainMs);
-          await firewall.remove(fSpec);
+          // The rules in force are those of the last reload (same table, chain and mark).
+          await firewall.remove(firewallSpec(reload.current()));
+          rulesInstalled = false;
           await routing.remove(rSpec);
           await registry.close();
+          await metricsServer?.close();
           logger.info({ drained, aborted }, 'stopped; rules removed');
         })();
         return stopping;

@@ -31,10 +31,16 @@ export function inspectorFlags(execArgv: readonly string[], nodeOptions: string 
 
 /**
  * SIGHUP, the usual "reload your config" signal: its default action would end the daemon without
- * a log line and leave its rules in place (target traffic dropped until a restart). Until live
- * reload exists, it is logged and ignored; the daemon keeps running with its rules.
- * (Live reload replaces this function.)
+ * a log line and leave its rules in place (target traffic dropped until a restart). `run` installs
+ * this before anything else can take a signal: while the daemon starts, SIGHUP is logged and
+ * ignored; once it runs, `reload` is given and each SIGHUP reloads the config file (src/reload.ts;
+ * reload logs its outcome, a refused reload leaves the running config in force).
  */
-export function onSighup(logger: Logger): void {
-  logger.warn({ signal: 'SIGHUP' }, 'SIGHUP: live reload is not available yet; still running with the config and rules loaded at start (restart to apply a new config)');
+export function onSighup(logger: Logger, reload: (() => Promise<unknown>) | null): void {
+  if (reload === null) {
+    logger.warn({ signal: 'SIGHUP' }, 'SIGHUP while starting: ignored; send it again once the daemon runs');
+    return;
+  }
+  logger.info({ signal: 'SIGHUP' }, 'SIGHUP: reloading the config');
+  reload().catch(() => {});
 }

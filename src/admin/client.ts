@@ -15,6 +15,8 @@ import {
   registrationToWire,
   type InstanceDetails,
   type PortPolicyView,
+  type WireDaemonStatus,
+  type WireReload,
 } from './wire.js';
 
 export type { InstanceDetails, PortPolicyView };
@@ -50,6 +52,10 @@ export interface AdminClient {
   setInstancePortPolicy(instanceId: string, policy: PortPolicy): Promise<void>;
   clearInstancePortPolicy(instanceId: string): Promise<void>;
   getInstancePortPolicy(instanceId: string): Promise<PortPolicyView>;
+  /** Makes the daemon reload its config file; rejects with the daemon's reason when nothing was applied. */
+  reload(): Promise<WireReload>;
+  /** The daemon's state, counters and live connections (at most `limitPerThread` per loop thread). */
+  status(limitPerThread?: number): Promise<WireDaemonStatus>;
 }
 
 const UNREACHABLE_CODES = new Set(['ENOENT', 'ECONNREFUSED', 'EACCES', 'ENOTDIR', 'ENOTSOCK', 'EPERM']);
@@ -156,6 +162,16 @@ export function createAdminClient(socketPath: string, opts: { timeoutMs?: number
     },
     async getInstancePortPolicy(instanceId) {
       return portPolicyViewFromWire(await request('POST', PATHS.getInstancePortPolicy, { instance_id: instanceId }));
+    },
+    async reload() {
+      const json = await request('POST', PATHS.reload);
+      if (typeof field(json, 'config') !== 'string' || !Array.isArray(field(json, 'changed'))) throw protocolError('not a reload result');
+      return json as WireReload;
+    },
+    async status(limitPerThread) {
+      const json = await request('GET', limitPerThread === undefined ? PATHS.status : `${PATHS.status}?limit=${limitPerThread}`);
+      if (!Array.isArray(field(json, 'connections')) || typeof field(json, 'engine') !== 'object') throw protocolError('not a daemon status');
+      return json as WireDaemonStatus;
     },
   };
 }

@@ -17,7 +17,9 @@ import {
   type EffectiveSource,
   type InstanceDetails,
   type PortPolicyView,
+  type WireDaemonStatus,
   type WirePortDecision,
+  type WireReload,
 } from './wire.js';
 
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -31,8 +33,18 @@ interface Route {
 
 const ID = '([^/]+)';
 
-export function createAdminRoutes(opts: { service: RegistryService; logger: Logger }): http.RequestListener {
-  const { service, logger } = opts;
+/** What the admin API asks of the daemon itself (absent: those routes answer 404). */
+export interface AdminDaemon {
+  reload(): Promise<WireReload>;
+  /** At most `limitPerThread` live connections per loop thread. */
+  status(limitPerThread: number): Promise<WireDaemonStatus>;
+}
+
+/** GET /v1/status: live connections listed per loop thread, by default and at most. */
+export const STATUS_LIMIT = { default: 1000, max: 100_000 } as const;
+
+export function createAdminRoutes(opts: { service: RegistryService; logger: Logger; daemon?: AdminDaemon }): http.RequestListener {
+  const { service, logger, daemon } = opts;
 
   const record = (id: string): InstanceRecord => {
     const r = service.get(id);
@@ -93,6 +105,24 @@ export function createAdminRoutes(opts: { service: RegistryService; logger: Logg
       },
     },
   ];
+  if (daemon !== undefined) {
+    routes.push(
+      {
+        pattern: new RegExp(`^${PATHS.reload}/?$`),
+        methods: {
+          POST: async ({ req }) => {
+            // No body is needed; whatever came is read and ignored.
+            req.resume();
+            return { body: await daemon.reload() };
+          },
+        },
+      },
+      {
+        pattern: new RegExp(`^${PATHS.status}/?$`),
+        methods: { GET: async ({ req }) => ({ body: await daemon.status(statusLimit(req)) }) },
+      },
+    );
+  }
 
   return (req, res) => {
     const url = new URL(req.url ?? '/', 'http://admin');
@@ -123,6 +153,16 @@ export function createAdminRoutes(opts: { service: RegistryService; logger: Logg
       sendJson(res, info.status, { error: { code, message } });
     });
   };
+}
+
+function statusLimit(req: http.IncomingMessage): number {
+  const raw = new URL(req.url ?? '/', 'http://admin').searchParams.get('limit');
+  if (raw === null) return STATUS_LIMIT.default;
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || n > STATUS_LIMIT.max) {
+    throw new InterceptorError('ERR_BAD_REQUEST', `limit must be an integer 0..${STATUS_LIMIT.max}, got ${JSON.stringify(raw)}`);
+  }
+  return n;
 }
 
 function decodeId(raw: string): string {

@@ -3,7 +3,7 @@
 // schema.ts, and the JSON shapes shared with the client and the CLI in wire.ts.
 import type { Logger } from 'pino';
 import type { RegistryService } from '../registry/service.js';
-import { createAdminRoutes } from './routes.js';
+import { createAdminRoutes, type AdminDaemon } from './routes.js';
 import { listenAdminSocket, type AdminSocket, type AdminSocketLimits } from './socket.js';
 
 export type AdminServer = AdminSocket;
@@ -12,6 +12,8 @@ export interface AdminServerOptions {
   logger: Logger;
   socketPath: string;
   service: RegistryService;
+  /** The daemon's own routes (reload, status); absent in tests of the registry routes. */
+  daemon?: AdminDaemon;
   limits?: Partial<AdminSocketLimits>;
 }
 
@@ -20,7 +22,7 @@ export async function createAdminServer(opts: AdminServerOptions): Promise<Admin
   return listenAdminSocket({
     socketPath: opts.socketPath,
     logger,
-    handler: createAdminRoutes({ service: opts.service, logger }),
+    handler: createAdminRoutes({ service: opts.service, logger, ...(opts.daemon ? { daemon: opts.daemon } : {}) }),
     ...(opts.limits ? { limits: opts.limits } : {}),
   });
 }

@@ -16,6 +16,9 @@ export const PATHS = {
   setInstancePortPolicy: '/prpc/Admin.SetInstancePortPolicy',
   clearInstancePortPolicy: '/prpc/Admin.ClearInstancePortPolicy',
   getInstancePortPolicy: '/prpc/Admin.GetInstancePortPolicy',
+  // The daemon itself: `tproxy-interceptor reload` and `status`.
+  reload: '/v1/reload',
+  status: '/v1/status',
 } as const;
 
 export type WireInstance = SerializedInstance;
@@ -192,4 +195,64 @@ export function portPolicyViewToWire(v: PortPolicyView): WirePortPolicyView {
     admin_override: p(v.adminOverride),
     refuse_all: v.refuseAll,
   };
+}
+
+/** POST /v1/reload: what the reload applied (errors answer like every other route). */
+export interface WireReload {
+  config: string;
+  changed: string[];
+  firewall: boolean;
+}
+
+/** One live connection in GET /v1/status. */
+export interface WireLiveConnection {
+  id: number;
+  thread: number;
+  peer: string;
+  client: string;
+  destination: string;
+  path: 'transparent' | 'proxy' | 'refuse' | null;
+  decision: string | null;
+  instance: string | null;
+  state: 'reading-header' | 'connecting' | 'relaying';
+  upstream_port: number;
+  bytes_in: number;
+  bytes_out: number;
+  age_ms: number;
+}
+
+/** GET /v1/status[?limit=N] (`tproxy-interceptor status --json`). */
+export interface WireDaemonStatus {
+  config: string;
+  pid: number;
+  started_at: number;
+  uptime_ms: number;
+  backend: string;
+  rules_installed: boolean;
+  accepting: boolean;
+  engine: {
+    threads: number;
+    live: number;
+    accepted: number;
+    over_capacity: number;
+    pipes_in_use: number;
+    pipes_pooled: number;
+    table_generation: number;
+  };
+  /** Ended connections since start (counted from the loop threads' reports). */
+  counters: {
+    transparent: number;
+    proxy: number;
+    refused: number;
+    over_capacity: number;
+    bytes_in: number;
+    bytes_out: number;
+    closed: Record<string, number>;
+  };
+  registry: { instances: number; store: { kind: string; state: string; since: number; error: string | null } | null };
+  reloads: { ok: number; failed: number };
+  /** Live connections, oldest first: at most `limit` per loop thread. */
+  connections: WireLiveConnection[];
+  /** Connections held when the threads answered (more than `connections` holds when limited). */
+  live: number;
 }

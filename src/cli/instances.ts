@@ -1,13 +1,15 @@
 // `tproxy-interceptor instances ...`: manage the registry of a running daemon through its admin
 // socket. Input is validated here, before anything is sent; exit codes: 0 ok, 1 the daemon (or
-// reaching it) failed, 2 bad usage.
-import { parseArgs } from 'node:util';
+// reaching it) failed, 2 bad usage. The commands are commander's (parsing, --help); what each
+// one checks and sends is plan()'s.
+import { Command } from 'commander';
 import { createAdminClient } from '../admin/client.js';
 import { detailsToWire, instanceToWire, portPolicyViewToWire, type InstanceDetails, type PortPolicyView } from '../admin/wire.js';
 import { InterceptorError } from '../errors.js';
 import { formatPolicy, parsePolicyString } from '../registry/policy.js';
 import { RegistrationError, validateRegistration, type RegistrationInput } from '../registry/registration.js';
 import type { InstanceRecord, PortPolicy } from '../registry/types.js';
+import { commandPath, runTree, setUp, UsageError, type CliIo } from './common.js';
 
 export interface InstancesCommandDeps {
   socketPath: string;
@@ -17,166 +19,173 @@ export interface InstancesCommandDeps {
 
 const PROG = 'tproxy-interceptor instances';
 
-const USAGE: Record<string, string> = {
-  add: `${PROG} add <instance_id> --app <app_id> --ip <addr> [--compose-hash <hex>] [--policy "8080:pp,8081" [--restrict]]`,
-  list: `${PROG} list [--json]`,
-  show: `${PROG} show <instance_id> [--json]`,
-  remove: `${PROG} remove <instance_id>`,
-  override: `${PROG} override <instance_id> --policy "8080:pp,8081" [--restrict] | --clear`,
-  'set-port-policy': `${PROG} set-port-policy <instance_id> --policy "8080:pp,8081" [--restrict]`,
-  'clear-port-policy': `${PROG} clear-port-policy <instance_id>`,
-  'get-port-policy': `${PROG} get-port-policy <instance_id> [--json]`,
-};
+const POLICY_HELP = 'ports, comma-separated, ":pp" for a PROXY header: "8080:pp,8081" ("" reports an empty policy)';
 
-const COMMAND_OPTIONS = {
+/** Each command: its arguments after the name, and its options as commander declares them. */
+const COMMANDS = {
   add: {
-    app: { type: 'string' },
-    ip: { type: 'string' },
-    'compose-hash': { type: 'string' },
-    policy: { type: 'string' },
-    restrict: { type: 'boolean' },
-    help: { type: 'boolean', short: 'h' },
+    summary: 'register an instance (its policy reported, or learned from its guest agent)',
+    usage: '<instance_id> --app <app_id> --ip <addr> [--compose-hash <hex>] [--policy "8080:pp,8081" [--restrict]]',
+    positionals: ['instance_id'],
+    options: [
+      ['--app <app_id>', 'the app the instance belongs to (required)'],
+      ['--ip <addr>', 'the address the interceptor reaches it at (required)'],
+      ['--compose-hash <hex>', "the instance's attested compose hash (SHA-256 of its app-compose.json)"],
+      ['--policy <ports>', `its reported port policy: ${POLICY_HELP}; absent: learned from its guest agent`],
+      ['--restrict', "the policy's restrict_mode: only listed ports are admitted"],
+    ],
   },
-  list: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
-  show: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
-  remove: { help: { type: 'boolean', short: 'h' } },
+  list: { summary: 'list the registered instances', usage: '[--json]', positionals: [], options: [['--json', 'machine-readable output']] },
+  show: {
+    summary: "one instance: record, each port's decision, why, what to do, fetch status",
+    usage: '<instance_id> [--json]',
+    positionals: ['instance_id'],
+    options: [['--json', 'machine-readable output']],
+  },
+  remove: { summary: 'remove an instance', usage: '<instance_id>', positionals: ['instance_id'], options: [] },
   override: {
-    policy: { type: 'string' },
-    restrict: { type: 'boolean' },
-    clear: { type: 'boolean' },
-    help: { type: 'boolean', short: 'h' },
+    summary: 'set or clear the operator override (the older name of set-/clear-port-policy)',
+    usage: '<instance_id> --policy "8080:pp,8081" [--restrict] | --clear',
+    positionals: ['instance_id'],
+    options: [
+      ['--policy <ports>', POLICY_HELP],
+      ['--restrict', "the policy's restrict_mode"],
+      ['--clear', 'remove the override'],
+    ],
   },
-  'set-port-policy': { policy: { type: 'string' }, restrict: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
-  'clear-port-policy': { help: { type: 'boolean', short: 'h' } },
-  'get-port-policy': { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
-} as const;
+  'set-port-policy': {
+    summary: "set the operator override (dstack gateway's SetInstancePortPolicy)",
+    usage: '<instance_id> --policy "8080:pp,8081" [--restrict]',
+    positionals: ['instance_id'],
+    options: [
+      ['--policy <ports>', `${POLICY_HELP} (required)`],
+      ['--restrict', "the policy's restrict_mode"],
+    ],
+  },
+  'clear-port-policy': { summary: 'clear the operator override (ClearInstancePortPolicy)', usage: '<instance_id>', positionals: ['instance_id'], options: [] },
+  'get-port-policy': {
+    summary: 'the effective policy and where it comes from (GetInstancePortPolicy)',
+    usage: '<instance_id> [--json]',
+    positionals: ['instance_id'],
+    options: [['--json', 'machine-readable output']],
+  },
+} as const satisfies Record<string, { summary: string; usage: string; positionals: readonly string[]; options: ReadonlyArray<readonly [string, string]> }>;
 
-type Command = keyof typeof COMMAND_OPTIONS;
-
-/** Bad command-line input: reported with the usage line, exit code 2, nothing sent. */
-class UsageError extends Error {
-  constructor(
-    message: string,
-    readonly command: Command | null,
-  ) {
-    super(message);
-  }
-}
+type CommandName = keyof typeof COMMANDS;
 
 type Values = Record<string, string | boolean | undefined>;
 
+/**
+ * Adds the instances commands under `parent` (the CLI's `instances`, or a root of their own).
+ * `socketPath` names the admin socket once the command line is valid; `code` receives each
+ * command's exit code.
+ */
+export function addInstancesCommands(parent: Command, opts: { io: CliIo; socketPath: (cmd: Command) => Promise<string>; code: { value: number } }): Command {
+  const { io } = opts;
+  const out = (s: string): void => void io.stdout.write(`${s}\n`);
+  parent
+    .description('manage the port-policy registry of a running daemon, through its admin socket')
+    .usage('<command> [options]')
+    .argument('[command]')
+    .addHelpText('after', `\n${usageText()}`)
+    // Reached only without a known command.
+    .action((name: string | undefined, _o: unknown, cmd: Command) => {
+      throw new UsageError(name === undefined ? 'missing command' : `unknown command "${name}"`, cmd);
+    });
+  for (const [name, spec] of Object.entries(COMMANDS) as Array<[CommandName, (typeof COMMANDS)[CommandName]]>) {
+    const sub = parent.command(name).summary(spec.summary).description(spec.summary).usage(spec.usage);
+    for (const p of spec.positionals) sub.argument(`[${p}]`);
+    for (const [flags, description] of spec.options) sub.option(flags, description);
+    // plan() checks the positionals itself: "missing <instance_id>", `unexpected argument "x"`.
+    sub.allowExcessArguments(true);
+    sub.action(async (...args: unknown[]) => {
+      const cmd = args[args.length - 1] as Command;
+      const values: Values = {};
+      for (const o of cmd.options) values[o.long!.slice(2)] = cmd.getOptionValue(o.attributeName()) as string | boolean | undefined;
+      let action: () => Promise<void>;
+      try {
+        action = plan(name, values, cmd.args, () => opts.socketPath(cmd), out);
+      } catch (e) {
+        if (e instanceof UsageError) throw new UsageError(e.message, cmd);
+        throw e;
+      }
+      try {
+        await action();
+        opts.code.value = 0;
+      } catch (e) {
+        if (e instanceof InterceptorError && !(e instanceof UsageError)) {
+          io.stderr.write(`${commandPath(cmd)}: ${e.code}: ${e.message}\n`);
+          opts.code.value = 1;
+          return;
+        }
+        throw e;
+      }
+    });
+  }
+  return parent;
+}
+
+/** The instances commands on their own (the socket given): what `tproxy-interceptor instances` runs. */
 export async function runInstancesCommand(argv: string[], deps: InstancesCommandDeps): Promise<number> {
-  const out = (s: string): void => void deps.stdout.write(`${s}\n`);
-  const err = (s: string): void => void deps.stderr.write(`${s}\n`);
-
-  const [name, ...rest] = argv;
-  if (name === '--help' || name === '-h' || name === 'help') {
-    out(usageText());
-    return 0;
-  }
-
-  let action: () => Promise<void>;
-  try {
-    if (name === undefined) throw new UsageError('missing command', null);
-    if (!Object.hasOwn(COMMAND_OPTIONS, name)) throw new UsageError(`unknown command "${name}"`, null);
-    const command = name as Command;
-    const { values, positionals } = parse(command, rest);
-    if (values.help) {
-      out(`usage: ${USAGE[command]}`);
-      return 0;
-    }
-    action = plan(command, values, positionals, deps.socketPath, out);
-  } catch (e) {
-    if (e instanceof UsageError) {
-      err(`${PROG}: ${e.message}`);
-      err(e.command ? `usage: ${USAGE[e.command]}` : usageText());
-      return 2;
-    }
-    throw e;
-  }
-
-  try {
-    await action();
-    return 0;
-  } catch (e) {
-    if (e instanceof InterceptorError) {
-      err(`${PROG} ${name}: ${e.code}: ${e.message}`);
-      return 1;
-    }
-    err(`${PROG} ${name}: ${e instanceof Error ? e.message : String(e)}`);
-    return 1;
-  }
+  const io = { stdout: deps.stdout, stderr: deps.stderr };
+  const code = { value: 0 };
+  const root = addInstancesCommands(new Command(PROG), { io, socketPath: async () => deps.socketPath, code });
+  return runTree(setUp(root, io), argv, io, code);
 }
 
 function usageText(): string {
-  return ['usage:', ...Object.values(USAGE).map((u) => `  ${u}`)].join('\n');
+  return ['commands in full:', ...Object.entries(COMMANDS).map(([name, spec]) => `  ${PROG} ${name} ${spec.usage}`)].join('\n');
 }
 
-function parse(command: Command, args: string[]): { values: Values; positionals: string[] } {
-  try {
-    const { values, positionals } = parseArgs({
-      args,
-      options: COMMAND_OPTIONS[command],
-      allowPositionals: true,
-      strict: true,
-    });
-    return { values: values as Values, positionals };
-  } catch (e) {
-    // parseArgs throws TypeErrors with ERR_PARSE_ARGS_* codes and messages that name the option.
-    throw new UsageError((e as Error).message, command);
-  }
-}
-
-function wantPositionals(command: Command, positionals: string[], names: string[]): string[] {
+function wantPositionals(positionals: readonly string[], names: readonly string[]): readonly string[] {
   if (positionals.length < names.length) {
-    throw new UsageError(`missing <${names[positionals.length]}>`, command);
+    throw new UsageError(`missing <${names[positionals.length]}>`);
   }
   if (positionals.length > names.length) {
-    throw new UsageError(`unexpected argument "${positionals[names.length]}"`, command);
+    throw new UsageError(`unexpected argument "${positionals[names.length]}"`);
   }
   for (const [i, p] of positionals.entries()) {
-    if (p === '') throw new UsageError(`<${names[i]}> must not be empty`, command);
+    if (p === '') throw new UsageError(`<${names[i]}> must not be empty`);
   }
   return positionals;
 }
 
-function stringOpt(command: Command, values: Values, key: string, required: true): string;
-function stringOpt(command: Command, values: Values, key: string, required: false): string | undefined;
-function stringOpt(command: Command, values: Values, key: string, required: boolean): string | undefined {
+function stringOpt(values: Values, key: string, required: true): string;
+function stringOpt(values: Values, key: string, required: false): string | undefined;
+function stringOpt(values: Values, key: string, required: boolean): string | undefined {
   const v = values[key];
   if (v === undefined) {
-    if (required) throw new UsageError(`missing required --${key}`, command);
+    if (required) throw new UsageError(`missing required --${key}`);
     return undefined;
   }
   return v as string;
 }
 
-function policyOpt(command: Command, text: string, restrict: boolean): PortPolicy {
+function policyOpt(text: string, restrict: boolean): PortPolicy {
   try {
     return parsePolicyString(text, restrict);
   } catch (e) {
     // The message names the offending item, e.g. `port policy: "80:foo": flag must be ...`.
-    throw new UsageError(`--policy: ${(e as Error).message}`, command);
+    throw new UsageError(`--policy: ${(e as Error).message}`);
   }
 }
 
 /** Validates everything and returns what to do; throws UsageError before anything is sent. */
-function plan(command: Command, values: Values, positionals: string[], socketPath: string, out: (s: string) => void): () => Promise<void> {
-  const client = () => createAdminClient(socketPath);
+function plan(command: CommandName, values: Values, positionals: readonly string[], socketPath: () => Promise<string>, out: (s: string) => void): () => Promise<void> {
+  const client = async () => createAdminClient(await socketPath());
   switch (command) {
     case 'add': {
-      const [instanceId] = wantPositionals(command, positionals, ['instance_id']) as [string];
-      const input: RegistrationInput = { instanceId, appId: stringOpt(command, values, 'app', true), ip: stringOpt(command, values, 'ip', true) };
-      const hashText = stringOpt(command, values, 'compose-hash', false);
+      const [instanceId] = wantPositionals(positionals, ['instance_id']) as [string];
+      const input: RegistrationInput = { instanceId, appId: stringOpt(values, 'app', true), ip: stringOpt(values, 'ip', true) };
+      const hashText = stringOpt(values, 'compose-hash', false);
       if (hashText !== undefined) input.composeHash = hashText;
-      const policyText = stringOpt(command, values, 'policy', false);
+      const policyText = stringOpt(values, 'policy', false);
       if (policyText !== undefined) {
         // --restrict is the reported policy's restrict_mode.
-        input.policy = policyOpt(command, policyText, values.restrict === true);
+        input.policy = policyOpt(policyText, values.restrict === true);
       } else if (values.restrict === true) {
         throw new UsageError(
           '--restrict goes with --policy (it is the policy\'s restrict_mode); without --policy every port is refused until the policy is learned anyway',
-          command,
         );
       }
       // The daemon validates again (and checks the address against this host's): this catches
@@ -184,11 +193,11 @@ function plan(command: Command, values: Values, positionals: string[], socketPat
       try {
         validateRegistration(input);
       } catch (e) {
-        if (e instanceof RegistrationError) throw new UsageError(`${FLAG_OF[e.field] ?? e.field}: ${e.problem}`, command);
+        if (e instanceof RegistrationError) throw new UsageError(`${FLAG_OF[e.field] ?? e.field}: ${e.problem}`);
         throw e;
       }
       return async () => {
-        const record = await client().addInstance(input);
+        const record = await (await client()).addInstance(input);
         out(`registered ${record.instanceId} (app ${record.appId}, ip ${record.ip}, policy ${policyText_(record.reportedPolicy)})`);
         if (record.composeHash === null && record.reportedPolicy === null) {
           out(`note: no --compose-hash: every port of ${record.instanceId} is refused until its policy is set (see \`instances show ${record.instanceId}\`)`);
@@ -196,10 +205,10 @@ function plan(command: Command, values: Values, positionals: string[], socketPat
       };
     }
     case 'list': {
-      wantPositionals(command, positionals, []);
+      wantPositionals(positionals, []);
       const json = values.json === true;
       return async () => {
-        const { instances: records, store } = await client().listWithStore();
+        const { instances: records, store } = await (await client()).listWithStore();
         if (json) out(JSON.stringify({ instances: records.map(instanceToWire), store }, null, 2));
         else {
           if (store !== null && store.state !== 'ok') {
@@ -210,59 +219,59 @@ function plan(command: Command, values: Values, positionals: string[], socketPat
       };
     }
     case 'show': {
-      const [instanceId] = wantPositionals(command, positionals, ['instance_id']) as [string];
+      const [instanceId] = wantPositionals(positionals, ['instance_id']) as [string];
       const json = values.json === true;
       return async () => {
-        const details = await client().getInstance(instanceId);
+        const details = await (await client()).getInstance(instanceId);
         out(json ? JSON.stringify(detailsToWire(details), null, 2) : renderDetails(details));
       };
     }
     case 'remove': {
-      const [instanceId] = wantPositionals(command, positionals, ['instance_id']) as [string];
+      const [instanceId] = wantPositionals(positionals, ['instance_id']) as [string];
       return async () => {
-        await client().removeInstance(instanceId);
+        await (await client()).removeInstance(instanceId);
         out(`removed ${instanceId}`);
       };
     }
     case 'override': {
-      const [instanceId] = wantPositionals(command, positionals, ['instance_id']) as [string];
-      const policyText = stringOpt(command, values, 'policy', false);
+      const [instanceId] = wantPositionals(positionals, ['instance_id']) as [string];
+      const policyText = stringOpt(values, 'policy', false);
       const clear = values.clear === true;
-      if (clear && policyText !== undefined) throw new UsageError('--clear and --policy exclude each other', command);
-      if (clear && values.restrict) throw new UsageError('--restrict goes with --policy, not --clear', command);
-      if (!clear && policyText === undefined) throw new UsageError('missing --policy (or --clear)', command);
+      if (clear && policyText !== undefined) throw new UsageError('--clear and --policy exclude each other');
+      if (clear && values.restrict) throw new UsageError('--restrict goes with --policy, not --clear');
+      if (!clear && policyText === undefined) throw new UsageError('missing --policy (or --clear)');
       if (clear) {
         return async () => {
-          await client().clearOverride(instanceId);
+          await (await client()).clearOverride(instanceId);
           out(`override of ${instanceId} cleared`);
         };
       }
-      const policy = policyOpt(command, policyText!, values.restrict === true);
+      const policy = policyOpt(policyText!, values.restrict === true);
       return async () => {
-        const record = await client().setOverride(instanceId, policy);
+        const record = await (await client()).setOverride(instanceId, policy);
         out(`override of ${record.instanceId} set: ${policyText_(record.override)}`);
       };
     }
     case 'set-port-policy': {
-      const [instanceId] = wantPositionals(command, positionals, ['instance_id']) as [string];
-      const policy = policyOpt(command, stringOpt(command, values, 'policy', true), values.restrict === true);
+      const [instanceId] = wantPositionals(positionals, ['instance_id']) as [string];
+      const policy = policyOpt(stringOpt(values, 'policy', true), values.restrict === true);
       return async () => {
-        await client().setInstancePortPolicy(instanceId, policy);
+        await (await client()).setInstancePortPolicy(instanceId, policy);
         out(`port policy of ${instanceId} set: ${policyText_(policy)}`);
       };
     }
     case 'clear-port-policy': {
-      const [instanceId] = wantPositionals(command, positionals, ['instance_id']) as [string];
+      const [instanceId] = wantPositionals(positionals, ['instance_id']) as [string];
       return async () => {
-        await client().clearInstancePortPolicy(instanceId);
+        await (await client()).clearInstancePortPolicy(instanceId);
         out(`port policy of ${instanceId} cleared: the reported or learned policy decides again`);
       };
     }
     case 'get-port-policy': {
-      const [instanceId] = wantPositionals(command, positionals, ['instance_id']) as [string];
+      const [instanceId] = wantPositionals(positionals, ['instance_id']) as [string];
       const json = values.json === true;
       return async () => {
-        const view = await client().getInstancePortPolicy(instanceId);
+        const view = await (await client()).getInstancePortPolicy(instanceId);
         out(json ? JSON.stringify(portPolicyViewToWire(view), null, 2) : renderPortPolicyView(view));
       };
     }

@@ -3,7 +3,8 @@
 import { formatKey, ipKey } from '../net/ip.js';
 import { KINDS, REASON_CODES, type DecisionKind, type DecisionReasonCode } from './table.js';
 
-export type EventType = 'end' | 'open' | 'unknown-policy';
+/** native/events.h `EventType`: `live` and `snapshot-done` answer a status snapshot. */
+export type EventType = 'end' | 'open' | 'unknown-policy' | 'live' | 'snapshot-done';
 
 /** How a connection ended, as the loop saw it (connections.ts turns it into the close reason). */
 export type EndCode =
@@ -17,7 +18,7 @@ export type EndCode =
   | 'pp-rejected';
 
 const END_CODES: readonly EndCode[] = ['done', 'client-error', 'upstream-error', 'idle-timeout', 'aborted', 'connect-failed', 'refused', 'pp-rejected'];
-const TYPES: Readonly<Record<number, EventType>> = { 1: 'end', 2: 'open', 3: 'unknown-policy' };
+const TYPES: Readonly<Record<number, EventType>> = { 1: 'end', 2: 'open', 3: 'unknown-policy', 4: 'live', 5: 'snapshot-done' };
 /** native/events.h `Syscall`. */
 const SYSCALLS = ['', 'splice', 'socket', 'bind', 'setsockopt', 'connect', 'send', 'epoll_ctl', 'write', 'pipe2', 'getsockopt', 'recv'] as const;
 /** native/pp.h `PpError`: the codec's codes (src/pp/errors.ts), then the connection's own two. */
@@ -94,13 +95,29 @@ export function nextRecord(buf: Buffer, at: number): number {
 }
 
 // What counters need, read in place: no object per connection when nothing logs or listens.
-export const recordType = (buf: Buffer, at: number): EventType => TYPES[buf[at + 4]!] ?? 'end';
+export const recordType = (buf: Buffer, at: number): EventType | null => TYPES[buf[at + 4]!] ?? null;
 export const recordKind = (buf: Buffer, at: number): DecisionKind | null => KINDS[buf[at + 5]!] ?? null;
 export const recordReason = (buf: Buffer, at: number): DecisionReasonCode | null => (buf[at + 5] === 255 ? null : (REASON_CODES.get(buf[at + 6]!) ?? null));
 export const recordEnd = (buf: Buffer, at: number): EndCode => END_CODES[buf[at + 7]!] ?? 'aborted';
 export const recordErrno = (buf: Buffer, at: number): number => (buf[at + 7] === 7 ? 0 : buf.readInt32LE(at + 16));
 export const recordBytesIn = (buf: Buffer, at: number): number => buf.readDoubleLE(at + 88);
 export const recordBytesOut = (buf: Buffer, at: number): number => buf.readDoubleLE(at + 96);
+export const recordSyscall = (buf: Buffer, at: number): string => SYSCALLS[buf[at + 20]!] ?? '';
+/** The inbound PROXY header's version (0: none). */
+export const recordInbound = (buf: Buffer, at: number): number => buf[at + 21]! & 3;
+export const recordAcceptedUs = (buf: Buffer, at: number): number => buf.readDoubleLE(at + 104);
+export const recordDecidedUs = (buf: Buffer, at: number): number => buf.readDoubleLE(at + 112);
+export const recordConnectedUs = (buf: Buffer, at: number): number => buf.readDoubleLE(at + 120);
+export const recordEndedUs = (buf: Buffer, at: number): number => buf.readDoubleLE(at + 128);
+/** pp-rejected: the PROXY failure code (the record's errno field carries its index). */
+export const recordPpFailure = (buf: Buffer, at: number): string => PP_FAILURES[buf.readInt32LE(at + 16)] || 'PP_ERR_NOT_PROXY';
+
+/** A live connection's state in a `live` record (native/events.h `LiveState`, in the `end` byte). */
+export type LiveState = 'reading-header' | 'connecting' | 'relaying';
+const LIVE_STATES: readonly LiveState[] = ['reading-header', 'connecting', 'relaying'];
+export const recordLiveState = (buf: Buffer, at: number): LiveState => LIVE_STATES[buf[at + 7]!] ?? 'relaying';
+/** live and snapshot-done: the number of the snapshot request they answer (in the errno field). */
+export const recordSnapshotSeq = (buf: Buffer, at: number): number => buf.readInt32LE(at + 16);
 
 /** The record at `at`, whole. */
 export function decodeEvent(buf: Buffer, at: number): ConnectionEvent {
@@ -143,7 +160,7 @@ export function decodeEvents(buf: Buffer): ConnectionEvent[] {
 }
 
 const END_INDEX = new Map(END_CODES.map((c, i) => [c, i]));
-const TYPE_INDEX: Readonly<Record<EventType, number>> = { end: 1, open: 2, 'unknown-policy': 3 };
+const TYPE_INDEX: Readonly<Record<EventType, number>> = { end: 1, open: 2, 'unknown-policy': 3, live: 4, 'snapshot-done': 5 };
 const REASON_INDEX = new Map([...REASON_CODES].map(([n, r]) => [r, n]));
 
 /**

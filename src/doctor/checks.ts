@@ -6,6 +6,8 @@ import { cidrContains, parseCidr, type Cidr } from '../net/cidr.js';
 import { renderRoutingPlan, routeReplaceArgv, ruleMatches, type RuleSpec } from '../routing/render.js';
 import { hex, knownUsersOverlapping, ownerOf, parseIptablesSave, parseNftRuleset, iptablesTables, suggestMarkBit, type MarkUse } from './marks.js';
 import { CAP_NET_ADMIN, CAP_NET_RAW, hasCap } from './proc.js';
+import { iptablesProgram } from '../firewall/iptables.js';
+import { parseChainState } from '../firewall/iptables-render.js';
 import type { BackendProbe, CheckId, DoctorFacts, Failure, Finding, Ipv4Conf, KernelProbe, Outcome, Severity } from './types.js';
 
 type Json = Record<string, unknown>;
@@ -31,7 +33,8 @@ export function checkConfig(config: Config): Finding[] {
   if (n === 0) {
     return [finding('config', 'error', 'intercept.targets is empty: `run` needs at least one [[intercept.targets]] entry', ['add a [[intercept.targets]] section with cidr and ports (see examples/config.toml)'])];
   }
-  return [finding('config', 'ok', `${n} target${n === 1 ? '' : 's'}; mark ${hex(config.intercept.mark)}/${hex(config.intercept.mask)}, route table ${config.intercept.routeTable}, listener port ${config.listen.port}`)];
+  const backend = config.intercept.backend === 'iptables' ? `iptables (${config.intercept.iptablesVariant}), chain ${config.intercept.table}` : `nftables, table inet ${config.intercept.table}`;
+  return [finding('config', 'ok', `${n} target${n === 1 ? '' : 's'}; ${backend}; mark ${hex(config.intercept.mark)}/${hex(config.intercept.mask)}, route table ${config.intercept.routeTable}, listener port ${config.listen.port}`)];
 }
 
 export function checkCapabilities(capEff: bigint | null): Finding[] {
@@ -53,7 +56,15 @@ const KERNEL_FIX: Record<'socket' | 'tproxy', string> = {
   tproxy: 'modprobe nft_tproxy (a kernel built with CONFIG_NFT_TPROXY)',
 };
 
-export function checkKernel(probes: readonly KernelProbe[]): Finding[] {
+const XT_FIX: Record<'socket' | 'tproxy', string> = {
+  socket: 'modprobe xt_socket (a kernel built with CONFIG_NETFILTER_XT_MATCH_SOCKET)',
+  tproxy: 'modprobe xt_TPROXY (a kernel built with CONFIG_NETFILTER_XT_TARGET_TPROXY)',
+};
+
+const XT_WHAT: Record<'socket' | 'tproxy', string> = { socket: 'the `socket` match', tproxy: 'the `TPROXY` target' };
+
+export function checkKernel(probes: readonly KernelProbe[], config?: Config): Finding[] {
+  if (probes.some((p) => p.backend === 'iptables')) return checkIptablesKernel(probes, config);
   const failed = probes.flatMap((p) => (p.outcome.ok ? [] : [{ feature: p.feature, ...p.outcome }]));
   if (failed.length === 0) {
     return [finding('kernel', 'ok', 'nftables accepts the `socket` and `tproxy` expressions and this config\'s ruleset (nft --check: the kernel saw the rules in a transaction that was aborted; nothing was applied)')];
@@ -64,6 +75,44 @@ export function checkKernel(probes: readonly KernelProbe[]): Finding[] {
   return failed.map((f) => {
     if (f.feature === 'ruleset') return finding('kernel', 'error', `nftables rejects this config's ruleset: ${f.message}`, ['tproxy-interceptor rules --config FILE shows the ruleset; fix the config or the kernel']);
     return finding('kernel', 'error', `the kernel rejects an nftables \`${f.feature}\` expression: ${f.message}`, [KERNEL_FIX[f.feature]]);
+  });
+}
+
+/** backend = "iptables": the variant's restore program, per family, with each extension and the ruleset. */
+function checkIptablesKernel(probes: readonly KernelProbe[], config: Config | undefined): Finding[] {
+  const variant = config?.intercept.iptablesVariant ?? 'auto';
+  const other = variant === 'legacy' ? 'nft' : 'legacy';
+  const failed = probes.flatMap((p) => (p.outcome.ok || p.backend !== 'iptables' ? [] : [{ feature: p.feature, family: p.family, tool: p.tool, ...p.outcome }]));
+  const tools = [...new Set(probes.map((p) => (p.backend === 'iptables' ? p.tool : '')))].join(' and ');
+  if (failed.length === 0) {
+    return [finding('kernel', 'ok', `${tools} (intercept.iptables_variant = "${variant}") accept the \`socket\` match, the \`TPROXY\` target and this config's rules (--test: each extension loaded and checked, nothing applied)`)];
+  }
+  const missing = failed.find((f) => f.reason === 'missing');
+  if (missing !== undefined) {
+    return [
+      finding('kernel', 'error', `${missing.message} (intercept.iptables_variant = "${variant}" runs ${missing.tool})`, [
+        'apt-get install iptables',
+        `or set intercept.iptables_variant = "${other}" if that variant is installed`,
+      ]),
+    ];
+  }
+  if (failed.some((f) => f.reason === 'permission')) {
+    return [finding('kernel', 'skip', 'cannot test the kernel without CAP_NET_ADMIN (iptables-restore --test asks the kernel for each extension); run doctor as root')];
+  }
+  // The legacy variant needs the x_tables mangle table itself.
+  const noTable = failed.find((f) => /Table does not exist|can't initialize ip6?tables table/i.test(f.message));
+  if (noTable !== undefined) {
+    return [
+      finding('kernel', 'error', `${noTable.tool}: the kernel has no legacy (x_tables) mangle table: ${noTable.message}`, [
+        `modprobe ${noTable.family === 4 ? 'iptable_mangle' : 'ip6table_mangle'} (a kernel built with CONFIG_IP${noTable.family === 4 ? '' : '6'}_NF_IPTABLES_LEGACY and CONFIG_IP${noTable.family === 4 ? '' : '6'}_NF_MANGLE)`,
+        'or set intercept.iptables_variant = "nft"',
+      ]),
+    ];
+  }
+  return failed.map((f) => {
+    const at = `${f.tool} (IPv${f.family})`;
+    if (f.feature === 'ruleset') return finding('kernel', 'error', `${at} rejects this config's rules: ${f.message}`, ['tproxy-interceptor rules --config FILE shows them; fix the config or the kernel']);
+    return finding('kernel', 'error', `${at} cannot use ${XT_WHAT[f.feature]}: ${f.message}`, [XT_FIX[f.feature]]);
   });
 }
 
@@ -262,13 +311,17 @@ export function checkIpRules(facts: DoctorFacts, config: Config): Finding[] {
 export function markUses(facts: DoctorFacts, config: Config): MarkUse[] {
   const uses: MarkUse[] = [];
   const skip = new Set<string>([`inet ${config.intercept.table}`]);
+  // With backend = "iptables", our own chain in mangle sets our mark: not someone else's use
+  // (iptables-nft's rules show in nftables too, as table ip/ip6 mangle).
+  const chain = config.intercept.backend === 'iptables' ? config.intercept.table : null;
+  const notOurs = (u: MarkUse, tool: string): boolean => chain === null || (u.where !== `${tool} mangle ${chain}` && u.where !== `nft ip mangle ${chain}` && u.where !== `nft ip6 mangle ${chain}`);
   for (const [tool, o] of facts.iptablesSave) {
     if (!o.ok) continue;
-    uses.push(...parseIptablesSave(o.value, tool));
+    uses.push(...parseIptablesSave(o.value, tool).filter((u) => notOurs(u, tool)));
     // iptables-nft tables show up in `nft list ruleset` too, with their targets opaque.
     if (/\(nf_tables\)/.test(o.value)) for (const t of iptablesTables(o.value, tool.startsWith('ip6') ? 'ip6' : 'ip')) skip.add(t);
   }
-  if (facts.nftRuleset.ok) uses.push(...parseNftRuleset(facts.nftRuleset.value, skip));
+  if (facts.nftRuleset.ok) uses.push(...parseNftRuleset(facts.nftRuleset.value, skip).filter((u) => notOurs(u, 'nft')));
   return uses;
 }
 
@@ -424,8 +477,24 @@ export function checkIpv6(ipv6: DoctorFacts['ipv6'], config: Config): Finding[] 
 // ---------------------------------------------------------------------------------------------
 // our route table
 
-/** Is our nftables table installed? null when the ruleset could not be read. */
-export function ourTableInstalled(facts: DoctorFacts, config: Config): boolean | null {
+/**
+ * Are our firewall rules installed: our nftables table, or with backend = "iptables" our chain
+ * and its PREROUTING jump (for every family), as the configured variant shows them? null when
+ * that could not be read.
+ */
+export function ourRulesInstalled(facts: DoctorFacts, config: Config): boolean | null {
+  if (config.intercept.backend === 'iptables') {
+    const saves = facts.ourIptables;
+    if (saves === null) return null;
+    let installed = true;
+    for (const o of [saves[4], saves[6]]) {
+      if (o === null) continue;
+      if (!o.ok) return null;
+      const state = parseChainState(o.value, config.intercept.table);
+      installed &&= state.chain && state.jumps > 0;
+    }
+    return installed;
+  }
   if (!facts.nftRuleset.ok) return null;
   const doc = facts.nftRuleset.value as { nftables?: unknown[] };
   return (doc.nftables ?? []).some((e) => {
@@ -436,7 +505,7 @@ export function ourTableInstalled(facts: DoctorFacts, config: Config): boolean |
 
 export function checkRouteTable(facts: DoctorFacts, config: Config): Finding[] {
   const table = config.intercept.routeTable;
-  const installed = ourTableInstalled(facts, config);
+  const installed = ourRulesInstalled(facts, config);
   const out: Finding[] = [];
   const replace = renderRoutingPlan(routingSpec(config)).routes.map(routeReplaceArgv);
   for (const family of families(config)) {
@@ -468,9 +537,9 @@ export function checkRouteTable(facts: DoctorFacts, config: Config): Finding[] {
 
 /** Why the active probe cannot run now, or null. Its reply reaches us only through our rules. */
 export function probeBlocker(facts: DoctorFacts, config: Config): string | null {
-  const installed = ourTableInstalled(facts, config);
+  const installed = ourRulesInstalled(facts, config);
   const why = 'the probe\'s reply reaches it only through the daemon\'s `socket transparent` rule and policy route: start `tproxy-interceptor run` and run doctor again';
-  if (installed === null) return `cannot tell whether the daemon's rules are installed (nft list ruleset failed); ${why}`;
+  if (installed === null) return `cannot tell whether the daemon's rules are installed (${config.intercept.backend === 'iptables' ? `${iptablesProgram(4, config.intercept.iptablesVariant, 'save')} failed` : 'nft list ruleset failed'}); ${why}`;
   if (!installed) return `the daemon's rules are not installed; ${why}`;
   const plan = renderRoutingPlan(routingSpec(config));
   for (const family of families(config)) {
@@ -516,7 +585,7 @@ export function runChecks(facts: DoctorFacts, config: Config): Finding[] {
   return [
     ...checkConfig(config),
     ...checkCapabilities(facts.capEff),
-    ...checkKernel(facts.kernel),
+    ...checkKernel(facts.kernel, config),
     ...checkIpRules(facts, config),
     ...checkFwmark(facts, config),
     ...checkRpFilter(facts.ipv4Conf, config),

@@ -8,6 +8,8 @@ import { basename, resolve } from 'node:path';
 import type { Config } from '../config.js';
 import { firewallSpec } from '../daemon.js';
 import { execFileDefault, type ExecFailure, type ExecFileFn } from '../firewall/exec-file.js';
+import { iptablesProgram } from '../firewall/iptables.js';
+import { renderIptablesInstall } from '../firewall/iptables-render.js';
 import { renderRuleset } from '../firewall/render.js';
 import { tablesAheadOfOurs } from './checks.js';
 import { parseCapEff, parsePortRange, parseProcNetTcp, parseReservedPorts, type ListeningSocket } from './proc.js';
@@ -37,16 +39,17 @@ export function defaultGatherDeps(selfScripts: readonly string[]): GatherDeps {
 }
 
 const PACKAGES: Record<string, string> = { nft: 'nftables', ip: 'iproute2' };
+const packageOf = (tool: string): string => PACKAGES[tool] ?? (/^ip6?tables/.test(tool) ? 'iptables' : tool);
 
 /** Runs a tool; its failure is an Outcome, never an exception. */
-async function tool(exec: ExecFileFn, argv: readonly string[], input?: string): Promise<Outcome<string>> {
+async function tool_(exec: ExecFileFn, argv: readonly string[], input?: string): Promise<Outcome<string>> {
   try {
     const { stdout } = await exec(argv[0]!, argv.slice(1), input === undefined ? {} : { input });
     return { ok: true, value: stdout };
   } catch (err) {
     const f = err as ExecFailure;
     const stderr = (f.stderr ?? '').trim();
-    if (f.code === 'ENOENT') return { ok: false, reason: 'missing', message: `${argv[0]} not found: install the ${PACKAGES[argv[0]!] ?? argv[0]} package` };
+    if (f.code === 'ENOENT') return { ok: false, reason: 'missing', message: `${argv[0]} not found: install the ${packageOf(argv[0]!)} package` };
     if (/Operation not permitted|Permission denied/.test(stderr) || f.code === 'EPERM' || f.code === 'EACCES') {
       return { ok: false, reason: 'permission', message: `\`${argv.join(' ')}\`: ${stderr || 'Operation not permitted'}` };
     }
@@ -70,17 +73,46 @@ function probeRuleset(rule: string): string {
   return `table inet ${PROBE_TABLE} {\n\tchain pre {\n\t\ttype filter hook prerouting priority -150; policy accept;\n\t\t${rule}\n\t}\n}\n`;
 }
 
+/** Our chain's name with a suffix: a chain that never exists (`--test` only), within 28 characters. */
+const IPTABLES_PROBE_CHAIN = 'tproxy_interceptor_doctor';
+
+async function gatherIptablesKernel(exec: ExecFileFn, config: Config): Promise<KernelProbe[]> {
+  const { address, address6, port } = config.listen;
+  const { mark, mask, iptablesVariant } = config.intercept;
+  const markMask = `0x${mark.toString(16)}/0x${mask.toString(16)}`;
+  const probes: KernelProbe[] = [];
+  for (const family of address6 === null ? ([4] as const) : ([4, 6] as const)) {
+    const tool = iptablesProgram(family, iptablesVariant, 'restore');
+    const test = async (input: string): Promise<Outcome<null>> => {
+      // --test: parsed and checked extension by extension (each loaded and asked of the kernel), never committed.
+      const o = await tool_(exec, [tool, '--test', '--noflush'], input);
+      return o.ok ? { ok: true, value: null } : o;
+    };
+    const probe = (rule: string): string => `*mangle\n:${IPTABLES_PROBE_CHAIN} - [0:0]\n-A ${IPTABLES_PROBE_CHAIN} ${rule}\nCOMMIT\n`;
+    const socket = await test(probe(`-p tcp -m socket --transparent -j MARK --set-xmark ${markMask}`));
+    const tproxy = await test(probe(`-p tcp -j TPROXY --on-ip ${family === 4 ? address : address6} --on-port ${port} --tproxy-mark ${markMask}`));
+    const ruleset = await test(renderIptablesInstall(firewallSpec(config), family));
+    probes.push(
+      { backend: 'iptables', feature: 'socket', family, tool, outcome: socket },
+      { backend: 'iptables', feature: 'tproxy', family, tool, outcome: tproxy },
+      { backend: 'iptables', feature: 'ruleset', family, tool, outcome: ruleset },
+    );
+  }
+  return probes;
+}
+
 async function gatherKernel(exec: ExecFileFn, config: Config): Promise<KernelProbe[]> {
+  if (config.intercept.backend === 'iptables') return gatherIptablesKernel(exec, config);
   const { address, address6, port } = config.listen;
   const tproxy = [`meta l4proto tcp tproxy ip to ${address}:${port} accept`];
   if (address6 !== null) tproxy.push(`meta l4proto tcp tproxy ip6 to [${address6}]:${port} accept`);
   const check = async (text: string): Promise<Outcome<null>> => {
-    const o = await tool(exec, ['nft', '--check', '-f', '-'], text);
+    const o = await tool_(exec, ['nft', '--check', '-f', '-'], text);
     return o.ok ? { ok: true, value: null } : o;
   };
   const socket = await check(probeRuleset('meta l4proto tcp socket transparent 1 socket wildcard 0 accept'));
   const tproxyOutcome = await check(probeRuleset(tproxy.join('\n\t\t')));
-  const ruleset = await tool(exec, ['nft', '--check', '-j', '-f', '-'], JSON.stringify(renderRuleset(firewallSpec(config))));
+  const ruleset = await tool_(exec, ['nft', '--check', '-j', '-f', '-'], JSON.stringify(renderRuleset(firewallSpec(config))));
   return [
     { backend: 'nftables', feature: 'socket', outcome: socket },
     { backend: 'nftables', feature: 'tproxy', outcome: tproxyOutcome },
@@ -90,7 +122,7 @@ async function gatherKernel(exec: ExecFileFn, config: Config): Promise<KernelPro
 
 /** `ip route show table T`: a table that was never created is an empty one. */
 async function routeTable(exec: ExecFileFn, family: 4 | 6, table: number): Promise<Outcome<unknown[]>> {
-  const o = await tool(exec, ['ip', `-${family}`, '-j', 'route', 'show', 'table', String(table)]);
+  const o = await tool_(exec, ['ip', `-${family}`, '-j', 'route', 'show', 'table', String(table)]);
   if (!o.ok && /FIB table does not exist/.test(o.message)) return { ok: true, value: [] };
   return json<unknown[]>(o, []);
 }
@@ -145,13 +177,22 @@ async function gatherListeners(deps: GatherDeps, port: number): Promise<OwnedLis
   });
 }
 
+/**
+ * The tables as the configured variant shows them: where our chain and jump live. Without `-t
+ * mangle`, which would make the legacy variant create the table in the kernel.
+ */
+async function gatherOurIptables(exec: ExecFileFn, config: Config): Promise<NonNullable<DoctorFacts['ourIptables']>> {
+  const save = (family: 4 | 6): Promise<Outcome<string>> => tool_(exec, [iptablesProgram(family, config.intercept.iptablesVariant, 'save')]);
+  return { 4: await save(4), 6: config.listen.address6 === null ? null : await save(6) };
+}
+
 export async function gatherFacts(config: Config, deps: GatherDeps): Promise<DoctorFacts> {
   const { exec } = deps;
   const ipv6On = config.listen.address6 !== null;
-  const rules = async (family: 4 | 6): Promise<Outcome<unknown[]>> => json<unknown[]>(await tool(exec, ['ip', `-${family}`, '-N', '-j', 'rule', 'show']), []);
+  const rules = async (family: 4 | 6): Promise<Outcome<unknown[]>> => json<unknown[]>(await tool_(exec, ['ip', `-${family}`, '-N', '-j', 'rule', 'show']), []);
   const iptablesSave = new Map<string, Outcome<string>>();
   for (const name of IPTABLES_DUMPS) {
-    const o = await tool(exec, [name]);
+    const o = await tool_(exec, [name]);
     if (o.ok || o.reason !== 'missing') iptablesSave.set(name, o);
   }
   const disable6 = await deps.readText('/proc/sys/net/ipv6/conf/lo/disable_ipv6');
@@ -162,13 +203,14 @@ export async function gatherFacts(config: Config, deps: GatherDeps): Promise<Doc
     kernel: await gatherKernel(exec, config),
     ipRules: { 4: await rules(4), 6: ipv6On ? await rules(6) : null },
     routeTables: new Map(),
-    nftRuleset: json<unknown>(await tool(exec, ['nft', '-j', 'list', 'ruleset']), { nftables: [] }),
+    nftRuleset: json<unknown>(await tool_(exec, ['nft', '-j', 'list', 'ruleset']), { nftables: [] }),
     iptablesSave,
     ipv4Conf: await gatherIpv4Conf(deps),
     portRange: range === null ? null : parsePortRange(range),
     reservedPorts: reserved === null ? [] : parseReservedPorts(reserved),
     ipv6: disable6 === null ? 'absent' : disable6.trim() === '0' ? 'enabled' : 'disabled',
     listeners: await gatherListeners(deps, config.listen.port),
+    ourIptables: config.intercept.backend === 'iptables' ? await gatherOurIptables(exec, config) : null,
     backend: null,
     backendSkipped: null,
   };

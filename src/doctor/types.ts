@@ -36,13 +36,20 @@ export type Failure = Extract<Outcome<unknown>, { ok: false }>;
 
 /**
  * Kernel support, per firewall backend. nftables: `nft --check` of a rule with each expression
- * and of this config's ruleset. (An iptables backend adds its own probes: xt_socket, xt_TPROXY.)
+ * and of this config's ruleset. iptables: `iptables-restore --test` (the variant
+ * intercept.iptables_variant names, per family) of the `socket` match, the `TPROXY` target and
+ * this config's ruleset: the tool loads each extension and asks the kernel for it.
  */
-export interface KernelProbe {
-  readonly backend: 'nftables';
-  readonly feature: 'socket' | 'tproxy' | 'ruleset';
-  readonly outcome: Outcome<null>;
-}
+export type KernelProbe =
+  | { readonly backend: 'nftables'; readonly feature: 'socket' | 'tproxy' | 'ruleset'; readonly outcome: Outcome<null> }
+  | {
+      readonly backend: 'iptables';
+      readonly feature: 'socket' | 'tproxy' | 'ruleset';
+      readonly family: 4 | 6;
+      /** The restore program that ran (e.g. iptables-legacy-restore). */
+      readonly tool: string;
+      readonly outcome: Outcome<null>;
+    };
 
 /** net.ipv4.conf.<name>.* values doctor looks at; <name> includes "all" and "default". */
 export interface Ipv4Conf {
@@ -86,6 +93,11 @@ export interface DoctorFacts {
   readonly nftRuleset: Outcome<unknown>;
   /** `iptables-save` and friends, by tool name; tools that are not installed are left out. */
   readonly iptablesSave: ReadonlyMap<string, Outcome<string>>;
+  /**
+   * backend = "iptables": the tables as the configured variant's save program shows them
+   * (`iptables-<variant>-save`), per family (6: null with IPv6 off); null for nftables.
+   */
+  readonly ourIptables: { readonly 4: Outcome<string>; readonly 6: Outcome<string> | null } | null;
   readonly ipv4Conf: ReadonlyMap<string, Ipv4Conf>;
   readonly portRange: { readonly from: number; readonly to: number } | null;
   readonly reservedPorts: ReadonlyArray<{ readonly from: number; readonly to: number }>;

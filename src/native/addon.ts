@@ -42,6 +42,9 @@ export interface NativeAddon {
   engineStart(options: Record<string, number | boolean>, listenFds: number[][], onEvents: (batch: Buffer) => void): number;
   engineSetTable(table: Buffer): number;
   engineStopAccepting(): number;
+  engineSetSettings(settings: Record<string, number | boolean>): number;
+  /** The request's number (> 0), or -errno. */
+  engineRequestSnapshot(limitPerThread: number): number;
   engineAbortAll(): number;
   /** Events the threads hold that were not delivered yet. */
   engineTakeEvents(): Buffer;

@@ -6,20 +6,24 @@ import { InterceptorError, systemError } from '../errors.js';
 import { loadAddon } from './addon.js';
 import { invalidArg, isFd } from './args.js';
 
-export interface EngineOptions {
-  /** Bytes per splice pipe; 0 for the kernel's default (64 KiB). */
-  readonly pipeSize: number;
+/** What a reload may change (setEngineSettings): connections accepted from then on use it. */
+export interface EngineSettings {
   readonly connectTimeoutMs: number;
   /** 0: no idle timeout. */
   readonly idleTimeoutMs: number;
   /** Time for a trusted source's PROXY header. */
   readonly headerTimeoutMs: number;
-  readonly maxV2Length: number;
   readonly ppVersion: 1 | 2;
   readonly keepClientPort: boolean;
-  readonly maxConnections: number;
   /** An `open` event per connection (for debug logs). */
   readonly reportOpen: boolean;
+}
+
+export interface EngineOptions extends EngineSettings {
+  /** Bytes per splice pipe; 0 for the kernel's default (64 KiB). */
+  readonly pipeSize: number;
+  readonly maxV2Length: number;
+  readonly maxConnections: number;
 }
 
 export interface EngineStats {
@@ -64,18 +68,44 @@ export function startEngine(opts: EngineOptions, listenFds: readonly (readonly n
     }
     if (typeof onEvents !== 'function') throw invalidArg('onEvents', onEvents, 'a function');
     checkInt('pipeSize', opts.pipeSize, 0, 0x7fffffff);
-    checkInt('connectTimeoutMs', opts.connectTimeoutMs, 0, MAX_MS);
-    checkInt('idleTimeoutMs', opts.idleTimeoutMs, 0, MAX_MS);
-    checkInt('headerTimeoutMs', opts.headerTimeoutMs, 0, MAX_MS);
     checkInt('maxV2Length', opts.maxV2Length, 0, 65535);
     checkInt('maxConnections', opts.maxConnections, 1, MAX_MS);
-    if (opts.ppVersion !== 1 && opts.ppVersion !== 2) throw invalidArg('ppVersion', opts.ppVersion, '1 or 2');
+    checkSettings(opts);
   } catch (err) {
     closeAll();
     throw err;
   }
   const rc = addon.engineStart({ ...opts }, listenFds.map((l) => [...l]), onEvents);
   if (rc < 0) throw systemError(rc, 'engineStart');
+}
+
+function checkSettings(s: EngineSettings): void {
+  checkInt('connectTimeoutMs', s.connectTimeoutMs, 0, MAX_MS);
+  checkInt('idleTimeoutMs', s.idleTimeoutMs, 0, MAX_MS);
+  checkInt('headerTimeoutMs', s.headerTimeoutMs, 0, MAX_MS);
+  if (s.ppVersion !== 1 && s.ppVersion !== 2) throw invalidArg('ppVersion', s.ppVersion, '1 or 2');
+}
+
+/**
+ * New settings for the connections each thread accepts from its next wake-up on (a reload);
+ * established connections keep the ones they started with.
+ */
+export function setEngineSettings(settings: EngineSettings): void {
+  checkSettings(settings);
+  const { connectTimeoutMs, idleTimeoutMs, headerTimeoutMs, ppVersion, keepClientPort, reportOpen } = settings;
+  const rc = loadAddon().engineSetSettings({ connectTimeoutMs, idleTimeoutMs, headerTimeoutMs, ppVersion, keepClientPort, reportOpen });
+  if (rc < 0) throw systemError(rc, 'engineSetSettings');
+}
+
+/**
+ * Asks every thread for its live connections, at most `limitPerThread` each; the answers come
+ * with the event batches (`live` and `snapshot-done` records carrying the returned number).
+ */
+export function requestEngineSnapshot(limitPerThread: number): number {
+  checkInt('limitPerThread', limitPerThread, 0, 0x7fffffff);
+  const rc = loadAddon().engineRequestSnapshot(limitPerThread);
+  if (rc < 0) throw systemError(rc, 'engineRequestSnapshot');
+  return rc;
 }
 
 /** Publishes a compiled table (src/datapath/table.ts) for every connection accepted from now on. */

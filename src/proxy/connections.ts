@@ -12,7 +12,9 @@ import {
   recordEnd,
   recordErrno,
   recordKind,
+  recordPpFailure,
   recordReason,
+  recordSyscall,
   recordType,
   type ConnectionEvent,
   type EndCode,
@@ -67,7 +69,11 @@ export interface ConnectionCounters {
 }
 
 export interface Connections {
-  /** 'open' (ConnectionEnd-shaped, at connect start, only with debug logs), 'end' (ConnectionEnd), 'over-capacity' (count). */
+  /**
+   * 'open' (ConnectionEnd-shaped, at connect start, only with debug logs), 'end' (ConnectionEnd),
+   * 'over-capacity' (count), 'batch' (each event batch as the engine delivered it, once, before
+   * its records are handled: for counting in place, src/metrics/tally.ts).
+   */
   readonly events: EventEmitter;
   /** Decodes and handles one batch from the engine. */
   onBatch(batch: Buffer): void;
@@ -75,6 +81,8 @@ export interface Connections {
   onOverCapacity(count: number, maxConnections: number): void;
   /** Instances refused for an unknown policy are passed here (at most once a second each). */
   onUnknownPolicy(handler: (instanceId: string) => void): void;
+  /** The records that answer a status snapshot (`live`, `snapshot-done`) are passed here. */
+  onSnapshotRecord(handler: (batch: Buffer, at: number) => void): void;
   counters(): ConnectionCounters;
 }
 
@@ -108,9 +116,38 @@ function closeReasonOf(end: EndCode, errno: number, reason: DecisionReasonCode |
 
 const levelOf = (reason: CloseReason): 'info' | 'warn' => (reason === 'done' || reason === 'client-reset' || reason === 'shutdown' ? 'info' : 'warn');
 
+const errnoNames = new Map<number, string>();
+
+/**
+ * The error code of an ended connection (null: none): its PROXY failure, ERR_CONNECT_TIMEOUT, or
+ * the errno's name. The one mapping, for the log line and for counting in place (metrics).
+ */
+function errorCodeOf(end: EndCode, errno: number, syscall: string, ppFailure: string | null): string | null {
+  if (end === 'pp-rejected') return ppFailure ?? 'PP_ERR_NOT_PROXY';
+  if (errno === 0) return null;
+  if (end === 'connect-failed' && errno === 110 /* ETIMEDOUT */ && syscall === 'connect') return 'ERR_CONNECT_TIMEOUT';
+  let name = errnoNames.get(errno);
+  if (name === undefined) {
+    name = systemError(-errno, syscall || 'splice').code;
+    errnoNames.set(errno, name);
+  }
+  return name;
+}
+
+/** The close reason of the `end` record at `at` of a batch, read in place. */
+export function recordCloseReason(batch: Buffer, at: number): CloseReason {
+  return closeReasonOf(recordEnd(batch, at), recordErrno(batch, at), recordReason(batch, at));
+}
+
+/** The error code of the `end` record at `at` of a batch (null: it ended without one), read in place. */
+export function recordErrorCode(batch: Buffer, at: number): string | null {
+  const end = recordEnd(batch, at);
+  return errorCodeOf(end, recordErrno(batch, at), recordSyscall(batch, at), end === 'pp-rejected' ? recordPpFailure(batch, at) : null);
+}
+
 function errorOf(e: ConnectionEvent): { code: string; message: string } | null {
   if (e.end === 'pp-rejected') {
-    const code = e.ppFailure ?? 'PP_ERR_NOT_PROXY';
+    const code = errorCodeOf(e.end, e.errno, e.syscall, e.ppFailure)!;
     const message =
       code === 'ERR_PP_TIMEOUT' ? 'no complete PROXY header in time from a trusted source'
       : code === 'ERR_PP_INCOMPLETE' ? 'the connection ended inside its PROXY header'
@@ -165,6 +202,7 @@ export function createConnections(opts: { logger: Logger }): Connections {
   const closed: Record<string, number> = {};
   const c = { transparent: 0, proxy: 0, refused: 0, overCapacity: 0, bytesIn: 0, bytesOut: 0 };
   let unknownPolicy: (id: string) => void = () => {};
+  let snapshotRecord: (batch: Buffer, at: number) => void = () => {};
 
   const fields = (e: ConnectionEvent, end: ConnectionEnd): Record<string, unknown> => {
     const f: Record<string, unknown> = { conn: end.id, peer: end.peer, dst: end.destination };
@@ -214,16 +252,18 @@ export function createConnections(opts: { logger: Logger }): Connections {
   return {
     events,
     onBatch(batch) {
+      if (events.listenerCount('batch') > 0) events.emit('batch', batch);
       for (let at = 0; at < batch.length; at = nextRecord(batch, at)) {
         const type = recordType(batch, at);
         if (type === 'end') {
           onEnd(batch, at);
-          continue;
-        }
-        const e = decodeEvent(batch, at);
-        if (type === 'unknown-policy') {
+        } else if (type === 'live' || type === 'snapshot-done') {
+          snapshotRecord(batch, at);
+        } else if (type === 'unknown-policy') {
+          const e = decodeEvent(batch, at);
           if (e.instanceId !== null) unknownPolicy(e.instanceId);
-        } else {
+        } else if (type === 'open') {
+          const e = decodeEvent(batch, at);
           const open = endOf(e);
           log.debug({ ...fields(e, open) }, 'connection open');
           events.emit('open', open);
@@ -240,6 +280,9 @@ export function createConnections(opts: { logger: Logger }): Connections {
     },
     onUnknownPolicy(handler) {
       unknownPolicy = handler;
+    },
+    onSnapshotRecord(handler) {
+      snapshotRecord = handler;
     },
     counters: () => ({ ...c, closed: { ...closed } }),
   };

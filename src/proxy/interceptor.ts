@@ -10,15 +10,20 @@ import {
   abortEngineConnections,
   checkPipeSize,
   engineStats,
+  requestEngineSnapshot,
+  setEngineSettings,
   setEngineTable,
   shutdownEngine,
   startEngine,
   stopEngineAccepting,
   takeEngineEvents,
+  type EngineSettings,
+  type EngineStats,
 } from '../native/engine.js';
 import { closeFd, openTransparentListener } from '../native/sockets.js';
 import { createConnections, type Connections } from './connections.js';
 import { ALWAYS_LOCAL, hostAddresses } from './guard.js';
+import { createSnapshots, type Snapshot } from './snapshot.js';
 
 export interface Interceptor {
   readonly connections: Connections;
@@ -26,6 +31,19 @@ export interface Interceptor {
   start(): Promise<void>;
   /** Stops accepting, waits up to `drainMs` for live connections, then ends the rest. */
   stop(drainMs: number): Promise<{ drained: number; aborted: number }>;
+  /** Started and not stopping: the listeners accept. */
+  readonly accepting: boolean;
+  /**
+   * A reload: a new decision table (the config's targets and trusted sources) now, and its
+   * timeouts, PROXY version and source-port rule for the connections accepted from now on
+   * (established ones keep theirs). Throws, with nothing changed, when the table cannot be built.
+   * The keys only a restart changes (listen.*, upstream.pipe_size, ...) are not read.
+   */
+  reconfigure(config: Config): void;
+  /** The live connections, at most `limitPerThread` per loop thread (ERR_STATUS_TIMEOUT if a thread does not answer). */
+  snapshot(limitPerThread: number): Promise<Snapshot>;
+  /** null before start and after stop. */
+  stats(): EngineStats | null;
 }
 
 /** How often this host's addresses are re-read, and the over-capacity count summarised. */
@@ -43,14 +61,18 @@ export function createInterceptor(opts: {
   source: DecisionSource;
   maxConnections: number;
 }): Interceptor {
-  const { config, logger, source } = opts;
+  const { logger, source } = opts;
+  let config = opts.config;
   const { listen, upstream, inboundPp } = config;
   const connections = createConnections({ logger });
+  const snapshots = createSnapshots({ request: requestEngineSnapshot, threads: () => engineStats()?.threads ?? 0 });
+  connections.onSnapshotRecord((batch, at) => snapshots.onRecord(batch, at));
   const listenAddresses = [listen.address, ...(listen.address6 ? [listen.address6] : [])];
   let generation = 0;
   let knownLocal = '';
   let localAddresses: string[] = [];
   let running = false;
+  let stopping = false;
   let compileQueued = false;
   let overCapacitySeen = 0;
   let timer: NodeJS.Timeout | undefined;
@@ -58,20 +80,20 @@ export function createInterceptor(opts: {
 
   connections.onUnknownPolicy((id) => source.requestFetch(id));
 
+  const table = (c: Config): Buffer =>
+    compileTable({
+      generation: ++generation,
+      targets: c.intercept.targets,
+      localAddresses,
+      localNetworks: ALWAYS_LOCAL,
+      trustedSources: c.inboundPp.trustedSources,
+      entries: source.entries(),
+    });
   const publish = (): void => {
     compileQueued = false;
     if (!running) return;
     try {
-      setEngineTable(
-        compileTable({
-          generation: ++generation,
-          targets: config.intercept.targets,
-          localAddresses,
-          localNetworks: ALWAYS_LOCAL,
-          trustedSources: inboundPp.trustedSources,
-          entries: source.entries(),
-        }),
-      );
+      setEngineTable(table(config));
     } catch (err) {
       // The previous table stays in force: connections keep their last known decisions.
       logger.error({ err }, 'decision table not updated');
@@ -100,8 +122,28 @@ export function createInterceptor(opts: {
     }
   };
 
+  const settings = (c: Config): EngineSettings => ({
+    connectTimeoutMs: c.upstream.connectTimeoutMs,
+    idleTimeoutMs: c.upstream.idleTimeoutMs,
+    headerTimeoutMs: c.inboundPp.timeoutMs,
+    ppVersion: c.upstream.ppVersion,
+    keepClientPort: c.upstream.keepClientPort,
+    reportOpen: logger.isLevelEnabled('debug'),
+  });
+
   return {
     connections,
+    get accepting() {
+      return running && !stopping;
+    },
+    reconfigure(next) {
+      if (!running) throw new Error('reconfigure: the interceptor is not running');
+      setEngineTable(table(next));
+      setEngineSettings(settings(next));
+      config = next;
+    },
+    snapshot: (limitPerThread) => snapshots.take(limitPerThread),
+    stats: () => engineStats(),
     async start() {
       checkPipeSize(upstream.pipeSize);
       const fds: number[][] = [];
@@ -113,15 +155,10 @@ export function createInterceptor(opts: {
       }
       startEngine(
         {
+          ...settings(config),
           pipeSize: upstream.pipeSize,
-          connectTimeoutMs: upstream.connectTimeoutMs,
-          idleTimeoutMs: upstream.idleTimeoutMs,
-          headerTimeoutMs: inboundPp.timeoutMs,
           maxV2Length: inboundPp.maxV2Length,
-          ppVersion: upstream.ppVersion,
-          keepClientPort: upstream.keepClientPort,
           maxConnections: opts.maxConnections,
-          reportOpen: logger.isLevelEnabled('debug'),
         },
         fds,
         (batch) => connections.onBatch(batch),
@@ -136,6 +173,7 @@ export function createInterceptor(opts: {
     },
     async stop(drainMs) {
       if (!running) return { drained: 0, aborted: 0 };
+      stopping = true;
       unsubscribe?.();
       clearInterval(timer);
       stopEngineAccepting();

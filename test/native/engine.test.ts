@@ -4,12 +4,14 @@
 // header, refusals, the cap, table swaps and stop. One engine per process (this file's).
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeEvents, type ConnectionEvent } from '../../src/datapath/events.js';
+import { decodeEvents, nextRecord, recordLiveState, recordSnapshotSeq, recordType, type ConnectionEvent } from '../../src/datapath/events.js';
 import { compileTable, type TableSpec } from '../../src/datapath/table.js';
 import { parseConfig } from '../../src/config-parse.js';
 import {
   abortEngineConnections,
   engineStats,
+  requestEngineSnapshot,
+  setEngineSettings,
   setEngineTable,
   shutdownEngine,
   startEngine,
@@ -22,6 +24,8 @@ import { ALWAYS_LOCAL } from '../../src/proxy/guard.js';
 const HOST = '127.0.0.1';
 const TRUSTED = '127.0.0.2';
 const events: ConnectionEvent[] = [];
+/** Every batch as delivered, for what only the raw records tell (a snapshot's live state). */
+const batches: Buffer[] = [];
 let port = 0;
 let nextPort = Math.floor(Math.random() * 20000);
 
@@ -69,7 +73,10 @@ beforeAll(() => {
       startEngine(
         { pipeSize: 0, connectTimeoutMs: 1000, idleTimeoutMs: 0, headerTimeoutMs: 1000, maxV2Length: 4096, ppVersion: 2, keepClientPort: false, maxConnections: 2, reportOpen: false },
         [[fd]],
-        (batch) => events.push(...decodeEvents(batch)),
+        (batch) => {
+          batches.push(batch);
+          events.push(...decodeEvents(batch));
+        },
       );
       return;
     } catch (err) {
@@ -136,6 +143,44 @@ describe('engine on loopback', () => {
     expect(events.find((e) => e.peer.port === r.localPort)).toBeUndefined();
     for (const h of held) h.socket.destroy();
     await until(() => (engineStats()!.live === 0 ? true : undefined));
+  });
+
+  it('a snapshot: each thread lists its live connections when asked, at a quiescent point, through the event batches', async () => {
+    const held = [await exchange({ localAddress: TRUSTED, hold: true }), await exchange({ localAddress: TRUSTED, hold: true })];
+    await until(() => (engineStats()!.live === 2 ? true : undefined));
+    const seq = requestEngineSnapshot(10);
+    const done = await until(() => events.find((e) => e.type === 'snapshot-done' && e.errno === seq));
+    expect(done).toMatchObject({ id: 0, bytesIn: 2 });
+    const live = events.filter((e) => e.type === 'live' && e.errno === seq);
+    expect(live.map((e) => e.peer.port).sort()).toEqual(held.map((h) => h.localPort).sort());
+    for (const e of live) {
+      expect(e).toMatchObject({ peer: { address: TRUSTED }, destination: { address: HOST, port }, kind: null });
+      expect(e.endedUs).toBeGreaterThanOrEqual(e.acceptedUs);
+    }
+    // Their state: awaiting the trusted source's header.
+    const states: string[] = [];
+    for (const b of batches) {
+      for (let at = 0; at < b.length; at = nextRecord(b, at)) {
+        if (recordType(b, at) === 'live' && recordSnapshotSeq(b, at) === seq) states.push(recordLiveState(b, at));
+      }
+    }
+    expect(states).toEqual(['reading-header', 'reading-header']);
+    // A limit of one per thread: one listed, both counted.
+    const one = requestEngineSnapshot(1);
+    expect(await until(() => events.find((e) => e.type === 'snapshot-done' && e.errno === one))).toMatchObject({ bytesIn: 2 });
+    expect(events.filter((e) => e.type === 'live' && e.errno === one)).toHaveLength(1);
+    for (const h of held) h.socket.destroy();
+    await until(() => (engineStats()!.live === 0 ? true : undefined));
+  });
+
+  it('new settings apply to the connections accepted after them (here the header timeout)', async () => {
+    setEngineSettings({ connectTimeoutMs: 1000, idleTimeoutMs: 0, headerTimeoutMs: 200, ppVersion: 2, keepClientPort: false, reportOpen: false });
+    const r = await exchange({ localAddress: TRUSTED });
+    expect(r.ended).toBe(true);
+    expect(r.ms).toBeLessThan(900);
+    expect(await endOf(r.localPort)).toMatchObject({ end: 'pp-rejected', ppFailure: 'ERR_PP_TIMEOUT' });
+    setEngineSettings({ connectTimeoutMs: 1000, idleTimeoutMs: 0, headerTimeoutMs: 1000, ppVersion: 2, keepClientPort: false, reportOpen: false });
+    expect(() => setEngineSettings({ connectTimeoutMs: 1000, idleTimeoutMs: 0, headerTimeoutMs: 1000, ppVersion: 3 as 2, keepClientPort: false, reportOpen: false })).toThrow(/ppVersion/);
   });
 
   it('swaps tables under traffic and frees the old ones once no thread can hold them', async () => {

@@ -1,6 +1,7 @@
-// The CLI as an operator meets it: config errors stop `run` before any rule is touched, `rules`
-// needs no privileges, and an unreadable config names its path.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+// The CLI as an operator meets it: --help on every command, config errors stop `run` before any
+// rule is touched (and are logged as a JSON line with their code), `rules` and `check` need no
+// privileges, exit codes 0 / 1 / 2, and an unreadable config names its path.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { chmod, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -25,6 +26,7 @@ describe('cli', () => {
   beforeAll(async () => {
     lab = await Lab.create();
   });
+  afterEach(async () => lab?.stopDaemons());
   afterAll(async () => lab?.destroy());
 
   it('run with an invalid config exits 2 naming the key, and installs nothing', async () => {
@@ -109,6 +111,100 @@ describe('cli', () => {
     const unknown = await lab.cli(['rules', '--config', iptConfig, '--format', 'yaml'], { allowFail: true });
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toMatch(/--format must be one of nft, json, iptables, ip6tables/);
+  });
+
+  it('--help on every command and subcommand: exit 0, its usage on stdout', async () => {
+    const commands = [
+      [], ['run'], ['rules'], ['check'], ['doctor'], ['reload'], ['status'], ['instances'],
+      ...['add', 'list', 'show', 'remove', 'override', 'set-port-policy', 'clear-port-policy', 'get-port-policy'].map((c) => ['instances', c]),
+    ];
+    for (const argv of commands) {
+      const r = await run([...NOBODY, 'node', CLI, ...argv, '--help']);
+      expect({ argv, code: r.code, stderr: r.stderr }).toEqual({ argv, code: 0, stderr: '' });
+      expect(r.stdout).toMatch(new RegExp(`^usage: tproxy-interceptor${argv.map((a) => ` ${a}`).join('')} `));
+    }
+    const top = await run(['node', CLI, '--help']);
+    for (const c of ['run', 'rules', 'check', 'doctor', 'reload', 'status', 'instances']) expect(top.stdout).toMatch(new RegExp(`^  ${c} `, 'm'));
+    expect((await run(['node', CLI, 'run', '--help'])).stdout).toMatch(/--log-level <level>/);
+  });
+
+  it('bad usage exits 2 with the command\'s usage; no command at all too', async () => {
+    const none = await run(['node', CLI]);
+    expect(none.code).toBe(2);
+    expect(none.stderr).toMatch(/^usage: tproxy-interceptor <command> \[options\]/);
+    for (const [argv, problem] of [
+      [['frobnicate'], /unknown command 'frobnicate'/],
+      [['rules'], /rules: required option '--config <file>' not specified/],
+      [['run', '--config', 'x.toml', '--log-level', 'loud'], /argument 'loud' is invalid\. Allowed choices are trace, debug/],
+      [['status', '--config', 'x.toml', '--limit', 'many'], /--limit must be an integer/],
+      [['instances', 'list'], /instances: required option '--config <file>' not specified/],
+      [['instances', 'frob', '--config', 'x.toml'], /instances: unknown command "frob"/],
+    ] as const) {
+      const r = await run(['node', CLI, ...argv]);
+      expect({ argv, code: r.code, stdout: r.stdout }).toEqual({ argv, code: 2, stdout: '' });
+      expect(r.stderr).toMatch(problem);
+      expect(r.stderr).toMatch(/^usage: tproxy-interceptor/m);
+    }
+  });
+
+  it('check: a valid config and what run would install (exit 0), an invalid one and why (exit 2), without privileges', async () => {
+    const good = path.join(lab.dir, 'check-good.toml');
+    await writeFile(good, BASE_CONFIG.replace('[upstream]', '[metrics]\nlisten = "127.0.0.1:9464"\n\n[upstream]'));
+    await chmod(lab.dir, 0o755);
+    await chmod(good, 0o644);
+    const r = await run([...NOBODY, 'node', CLI, 'check', '--config', good]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`^${good.replace(/[.]/g, '\\.')}: valid; \`run\` would:$`, 'm'));
+    expect(r.stdout).toMatch(/^  listen +127\.0\.0\.1:15001, \[::1\]:15001 /m);
+    expect(r.stdout).toMatch(/^  firewall +nftables: table inet tproxy_interceptor, chain pre \(prerouting, priority -150\); 5 rules/m);
+    expect(r.stdout).toMatch(/^  intercept +198\.18\.2\.0\/24 ports 8080-8081,9000-9010$/m);
+    expect(r.stdout).toMatch(/^ +ip -4 rule add fwmark 0x2000\/0x2000 lookup 4511 priority 9000$/m);
+    expect(r.stdout).toMatch(/^  metrics +http:\/\/127\.0\.0\.1:9464\/metrics/m);
+    const json = JSON.parse((await run([...NOBODY, 'node', CLI, 'check', '--config', good, '--json'])).stdout);
+    expect(json).toMatchObject({ valid: true, summary: { firewall: { backend: 'nftables', rules: 5 }, metrics: '127.0.0.1:9464' } });
+
+    const bad = path.join(lab.dir, 'check-bad.toml');
+    await writeFile(bad, BASE_CONFIG.replace('table = "tproxy_interceptor"', 'table = "tproxy_interceptor"\nmark = 0x3\nmask = 0x1'));
+    await chmod(bad, 0o644);
+    const b = await run([...NOBODY, 'node', CLI, 'check', '--config', bad]);
+    expect(b.code).toBe(2);
+    expect(b.stdout).toBe('');
+    expect(b.stderr).toMatch(/config: intercept\.mark: .* \[ERR_CONFIG\]/);
+    const bj = await run([...NOBODY, 'node', CLI, 'check', '--config', bad, '--json']);
+    expect(bj.code).toBe(2);
+    expect(JSON.parse(bj.stdout)).toMatchObject({ valid: false, error: { code: 'ERR_CONFIG', key: 'intercept.mark' } });
+    const empty = path.join(lab.dir, 'check-empty.toml');
+    await writeFile(empty, '[log]\nlevel = "info"\n');
+    await chmod(empty, 0o644);
+    const e = await run([...NOBODY, 'node', CLI, 'check', '--config', empty]);
+    expect(e.code).toBe(2);
+    expect(e.stderr).toMatch(/intercept\.targets: at least one \[\[intercept\.targets\]\] entry is required to run \[ERR_NO_TARGETS\]/);
+  });
+
+  it('a fatal start-up error is also a JSON line with its code; a runtime failure exits 1', async () => {
+    const config = await lab.writeConfig(BASE_CONFIG.replace('table = "tproxy_interceptor"', 'table = "tproxy_interceptor"\nmark = 0x3\nmask = 0x1'), 'fatal.toml');
+    const r = await lab.cli(['run', '--config', config], { allowFail: true });
+    expect(r.code).toBe(2);
+    const line = JSON.parse(r.stdout.trim().split('\n').pop()!) as { level: number; msg: string; code: string; err: { message: string } };
+    expect(line).toMatchObject({ level: 60, msg: 'start failed', code: 'ERR_CONFIG' });
+    expect(line.err.message).toMatch(/intercept\.mark/);
+    // The listener's port taken: a runtime failure (exit 1), logged the same way with its code, nothing installed.
+    const squatter = lab.spawn(lab.ns.gateway, ['node', '-e', "require('net').createServer().listen(15001, '127.0.0.1', () => console.log('listening'))"]);
+    await squatter.waitFor('listening');
+    const taken = await lab.cli(['run', '--config', await lab.writeConfig(BASE_CONFIG, 'taken.toml')], { allowFail: true });
+    squatter.child.kill('SIGKILL');
+    expect(taken.code).toBe(1);
+    expect(taken.stderr).toMatch(/EADDRINUSE/);
+    expect(JSON.parse(taken.stdout.trim().split('\n').pop()!)).toMatchObject({ level: 60, msg: 'start failed', code: 'EADDRINUSE' });
+    expect((await lab.exec(lab.ns.gateway, ['nft', 'list', 'tables'])).stdout).not.toMatch(/tproxy_interceptor/);
+  });
+
+  it('run --log-level debug logs at debug, whatever log.level says', async () => {
+    const daemon = await lab.startDaemon(await lab.writeConfig(`${BASE_CONFIG}\n[log]\nlevel = "warn"\n`, 'level.toml'), ['--log-level', 'debug']);
+    expect(daemon.output()).toMatch(/"level":30,.*"msg":"running"/);
+    daemon.child.kill('SIGTERM');
+    expect((await daemon.exited).code).toBe(0);
   });
 
   it('an unreadable config names the path', async () => {

@@ -89,6 +89,13 @@ admin_socket = "${path.join(runtime, 'admin.sock')}"
     const list = await lab.cli(['instances', 'list', '--json', '--config', config]);
     expect(JSON.parse(list.stdout)).toMatchObject({ instances: [], store: { kind: 'sqlite', state: 'ok' } });
 
+    // ExecReload=: `reload` as the service user, and the daemon replaces its rules with only those capabilities.
+    await writeFile(config, (await readFile(config, 'utf8')).replace('ports = [8080]', 'ports = [8080, 8443]'));
+    const reload = await lab.exec(lab.ns.gateway, [...prefix.slice(prefix.indexOf('setpriv')), 'node', CLI, 'reload', '--config', config], { allowFail: true });
+    expect(reload.stderr).toBe('');
+    expect(reload.stdout).toMatch(/reloaded; changed intercept\.targets \(firewall rules replaced\)/);
+    expect((await lab.exec(lab.ns.gateway, ['nft', 'list', 'table', 'inet', 'tproxy_interceptor'])).stdout).toMatch(/8443/);
+
     daemon.child.kill('SIGTERM');
     expect((await daemon.exited).code).toBe(0);
     expect(daemon.output()).toMatch(/"msg":"stopped; rules removed"/);

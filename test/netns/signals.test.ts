@@ -1,6 +1,7 @@
 // Signals an operator sends must do no harm: SIGUSR1 never opens Node's inspector (a root shell
-// for any local user), SIGHUP does not end the daemon or drop its rules, SIGTERM still stops it
-// cleanly. Each signal goes to a real daemon in the lab's gateway namespace.
+// for any local user), SIGHUP reloads the config (reload.test.ts covers what a reload changes)
+// without ending the daemon or dropping its rules, SIGTERM still stops it cleanly. Each signal
+// goes to a real daemon in the lab's gateway namespace.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Lab, ADDR, BASE_CONFIG, CLI, sawAddress, type Proc } from './helpers/lab.js';
 
@@ -40,7 +41,7 @@ describe('signals', () => {
     expect(await inspectorOpen()).toBe(false);
   });
 
-  it('SIGUSR1 is logged and opens nothing; SIGHUP is logged and keeps the daemon and its rules; SIGTERM stops cleanly', async () => {
+  it('SIGUSR1 is logged and opens nothing; SIGHUP reloads and keeps the daemon and its rules; SIGTERM stops cleanly', async () => {
     const daemon = await lab.startDaemon(config);
     daemon.child.kill('SIGUSR1');
     await daemon.waitFor('SIGUSR1: nothing to reopen (logs go to stdout)');
@@ -51,7 +52,8 @@ describe('signals', () => {
     await intercepts();
 
     daemon.child.kill('SIGHUP');
-    await daemon.waitFor('SIGHUP: live reload is not available yet');
+    await daemon.waitFor('"msg":"SIGHUP: reloading the config"');
+    await daemon.waitFor('"msg":"config reloaded: nothing changed"');
     await new Promise((r) => setTimeout(r, 300));
     expect(daemon.child.exitCode).toBeNull();
     expect(daemon.child.signalCode).toBeNull();

@@ -37,6 +37,7 @@ describe('parseConfig defaults', () => {
         attested: null,
       },
       inboundPp: { trustedSources: [], timeoutMs: 3000, maxV2Length: 4096 },
+      metrics: { listen: null },
     });
     expect(DEFAULT_CONFIG).toEqual(parseConfig(''));
   });
@@ -52,6 +53,12 @@ describe('parseConfig defaults', () => {
 });
 
 describe('parseConfig values', () => {
+  it('[metrics] listen: an IPv4 or bracketed IPv6 address and a port; absent: off', () => {
+    expect(parseConfig('[metrics]\nlisten = "127.0.0.1:9464"\n').metrics).toEqual({ listen: { address: '127.0.0.1', port: 9464 } });
+    expect(parseConfig('[metrics]\nlisten = "[::1]:9464"\n').metrics).toEqual({ listen: { address: '::1', port: 9464 } });
+    expect(parseConfig('[metrics]\n').metrics).toEqual({ listen: null });
+  });
+
   it('parses targets: CIDR normalised, adjacent ports merged and sorted, interface', () => {
     const c = parseConfig(`
 [[intercept.targets]]
@@ -237,7 +244,7 @@ describe('parseConfig errors name the key, the problem and the accepted form', (
     ['[intercept]\nmrak = 1\n', 'intercept.mrak', /unknown key `intercept.mrak` \(did you mean `intercept.mark`\?\)/],
     ['[intercept]\nfail_closd = false\n', 'intercept.fail_closd', /did you mean `intercept.fail_closed`/],
     ['[lisen]\nport = 1\n', 'lisen', /did you mean `listen`/],
-    ['[foo]\n', 'foo', /unknown key `foo` \(known keys: listen, intercept, upstream, log, registry, inbound_pp\)/],
+    ['[foo]\n', 'foo', /unknown key `foo` \(known keys: listen, intercept, upstream, log, registry, inbound_pp, metrics\)/],
     ['[listen]\nzzzzzzzz = 1\n', 'listen.zzzzzzzz', /known keys in \[listen\]: address, address6, port/],
     ['[registry.fetch]\nretries = 3\n', 'registry.fetch.retries', /did you mean `registry.fetch.max_retries`/],
     [`${TARGET}iface = "eth0"\n`, 'intercept.targets[0].iface', /did you mean `intercept.targets\[0\].interface`/],
@@ -325,6 +332,11 @@ describe('parseConfig errors name the key, the problem and the accepted form', (
     ['[inbound_pp]\nmax_v2_length = 15\n', 'inbound_pp.max_v2_length', /out of range; expected an integer 16..65535/],
     ['[inbound_pp]\nmax_v2_length = 65536\n', 'inbound_pp.max_v2_length', /out of range/],
     ['[inbound_pp]\ntimeout = 1979-05-27\n', 'inbound_pp.timeout', /got a date/],
+    ['[metrics]\nlisten = "9464"\n', 'metrics.listen', /not an IP address and port; expected an address and port like "127.0.0.1:9464"/],
+    ['[metrics]\nlisten = "localhost:9464"\n', 'metrics.listen', /not an IP address and port/],
+    ['[metrics]\nlisten = "127.0.0.1:0"\n', 'metrics.listen', /out of range/],
+    ['[metrics]\nlisten = 9464\n', 'metrics.listen', /expected an address and port/],
+    ['[metrics]\nlisen = "127.0.0.1:9464"\n', 'metrics.lisen', /did you mean `metrics.listen`/],
   ])('%j → %s', (toml, key, problem) => {
     const err = configError(toml);
     expect(err.code).toBe('ERR_CONFIG');

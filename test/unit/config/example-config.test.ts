@@ -23,7 +23,7 @@ describe('examples/config.toml', () => {
       'store', 'endpoints', 'prefix', 'ca', 'cert', 'key', 'username', 'password',
     ];
     for (const key of keys) expect(text, key).toMatch(new RegExp(`^#? ?${key} = `, 'm'));
-    for (const section of ['[listen]', '[intercept]', '[[intercept.targets]]', '[upstream]', '[log]', '[registry]', '[registry.etcd]', '[registry.fetch]', '[registry.attested]', '[[registry.attested.address_map]]', '[inbound_pp]']) {
+    for (const section of ['[listen]', '[intercept]', '[[intercept.targets]]', '[upstream]', '[log]', '[registry]', '[registry.etcd]', '[registry.fetch]', '[registry.attested]', '[[registry.attested.address_map]]', '[inbound_pp]', '[metrics]']) {
       expect(text).toContain(section);
     }
   });

@@ -12,6 +12,7 @@ import {
   checkRouteLocalnet,
   checkRouteTable,
   checkRpFilter,
+  ourRulesInstalled,
   probeBlocker,
   runChecks,
   tablesAheadOfOurs,
@@ -49,6 +50,7 @@ function facts(over: Partial<DoctorFacts> = {}): DoctorFacts {
     routeTables: new Map([['4:4511', ok([])], ['6:4511', ok([])]]),
     nftRuleset: ok({ nftables: [] }),
     iptablesSave: new Map(),
+    ourIptables: null,
     ipv4Conf: new Map([['all', conf()], ['default', conf()], ['lo', conf()], ['eth0', conf()], ['eth1', conf()]]),
     portRange: { from: 32768, to: 60999 },
     reservedPorts: [],
@@ -125,6 +127,69 @@ describe('kernel', () => {
 
   it('without CAP_NET_ADMIN the kernel cannot be asked', () => {
     expect(severities(checkKernel(failing('socket', { ok: false, reason: 'permission', message: 'Operation not permitted' })))).toEqual(['skip']);
+  });
+});
+
+describe('backend = "iptables"', () => {
+  const IPT = parseConfig(`
+[intercept]
+backend = "iptables"
+iptables_variant = "legacy"
+
+[[intercept.targets]]
+cidr = "198.18.2.0/24"
+ports = [8080]
+`);
+  const probes = (outcome: (tool: string, feature: string) => Outcome<null>): KernelProbe[] =>
+    ([4, 6] as const).flatMap((family) =>
+      (['socket', 'tproxy', 'ruleset'] as const).map((feature) => {
+        const tool = `ip${family === 4 ? '' : '6'}tables-legacy-restore`;
+        return { backend: 'iptables' as const, feature, family, tool, outcome: outcome(tool, feature) };
+      }),
+    );
+  const MANGLE_OURS = '*mangle\n:PREROUTING ACCEPT [0:0]\n:tproxy_interceptor - [0:0]\n-A PREROUTING -j tproxy_interceptor\n-A tproxy_interceptor -p tcp -m socket --transparent -j MARK --set-xmark 0x2000/0x2000\nCOMMIT\n';
+  const MANGLE_EMPTY = '*mangle\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n';
+
+  it('kernel: the variant\'s restore program accepts the socket match, the TPROXY target and the rules', () => {
+    const f = only(checkKernel(probes(() => ok(null)), IPT), 'ok');
+    expect(f.summary).toMatch(/^iptables-legacy-restore and ip6tables-legacy-restore \(intercept\.iptables_variant = "legacy"\) accept the `socket` match, the `TPROXY` target/);
+  });
+
+  it('kernel: the variant missing names the package and the other variant', () => {
+    const f = only(checkKernel(probes((tool) => ({ ok: false, reason: 'missing', message: `${tool} not found: install the iptables package` })), IPT), 'error');
+    expect(f.summary).toMatch(/iptables-legacy-restore not found: install the iptables package \(intercept\.iptables_variant = "legacy" runs iptables-legacy-restore\)/);
+    expect(f.fix).toEqual(['apt-get install iptables', 'or set intercept.iptables_variant = "nft" if that variant is installed']);
+  });
+
+  it('kernel: an extension the kernel lacks names its module; no legacy mangle table names that', () => {
+    const fs = checkKernel(probes((tool, feature) => (feature === 'tproxy' && tool.startsWith('iptables') ? { ok: false, reason: 'failed', message: "Couldn't load target `TPROXY'" } : ok(null))), IPT);
+    const f = only(fs, 'error');
+    expect(f.summary).toMatch(/iptables-legacy-restore \(IPv4\) cannot use the `TPROXY` target: Couldn't load target/);
+    expect(f.fix).toEqual([expect.stringMatching(/^modprobe xt_TPROXY/)]);
+    const legacy = only(checkKernel(probes(() => ({ ok: false, reason: 'failed', message: "iptables-restore: can't initialize iptables table `mangle': Table does not exist (do you need to insmod?)" })), IPT), 'error');
+    expect(legacy.fix).toEqual([expect.stringMatching(/^modprobe iptable_mangle/), 'or set intercept.iptables_variant = "nft"']);
+    expect(severities(checkKernel(probes(() => ({ ok: false, reason: 'permission', message: 'Permission denied' })), IPT))).toEqual(['skip']);
+  });
+
+  it('recognises our chain and jump as installed rules (every family), and not our table in nftables', () => {
+    const installed = (v4: string, v6: string | null): boolean | null => ourRulesInstalled(facts({ ourIptables: { 4: ok(v4), 6: v6 === null ? null : ok(v6) } }), IPT);
+    expect(installed(MANGLE_OURS, MANGLE_OURS)).toBe(true);
+    expect(installed(MANGLE_OURS, MANGLE_EMPTY)).toBe(false);
+    expect(installed(MANGLE_EMPTY, null)).toBe(false);
+    expect(ourRulesInstalled(facts({ ourIptables: { 4: { ok: false, reason: 'failed', message: 'x' }, 6: null } }), IPT)).toBeNull();
+    // Our nft table does not count for this backend.
+    expect(ourRulesInstalled(facts({ nftRuleset: ok(OUR_TABLE), ourIptables: { 4: ok(MANGLE_EMPTY), 6: ok(MANGLE_EMPTY) } }), IPT)).toBe(false);
+    // With the chain installed, the backend probe may run; without it, it is skipped.
+    const routes = running().ipRules;
+    expect(probeBlocker(running({ ourIptables: { 4: ok(MANGLE_OURS), 6: ok(MANGLE_OURS) }, ipRules: routes }), IPT)).toBeNull();
+    expect(probeBlocker(running({ ourIptables: { 4: ok(MANGLE_EMPTY), 6: ok(MANGLE_EMPTY) } }), IPT)).toMatch(/rules are not installed/);
+  });
+
+  it('fwmark: our own chain setting our bit is not a conflict; someone else\'s is', () => {
+    const save = new Map([['iptables-legacy-save', ok(MANGLE_OURS)]]);
+    expect(checkFwmark(facts({ iptablesSave: save }), IPT).filter((f) => f.severity === 'error')).toEqual([]);
+    // With the nftables backend the same chain is someone else's.
+    expect(checkFwmark(facts({ iptablesSave: save }), CONFIG).filter((f) => f.severity === 'error')).toHaveLength(1);
   });
 });
 

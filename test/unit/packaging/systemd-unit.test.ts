@@ -21,6 +21,10 @@ describe('packaging/tproxy-interceptor.service', () => {
     expect(get('Service.NoNewPrivileges')).toBe('yes');
   });
 
+  it('reloads with `reload` (its exit status tells systemctl whether the config was applied)', () => {
+    expect(get('Service.ExecReload')).toBe(get('Service.ExecStart').replace(' run ', ' reload '));
+  });
+
   it('gives the service user the default registry and admin socket directories', () => {
     expect(`/var/lib/${get('Service.StateDirectory')}`).toBe(DEFAULT_CONFIG.registry.path);
     expect(`/run/${get('Service.RuntimeDirectory')}`).toBe(path.dirname(DEFAULT_CONFIG.registry.adminSocket));
