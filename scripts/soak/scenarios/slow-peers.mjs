@@ -1,0 +1,98 @@
+// Odd peers beside the load, in rounds until it ends: slow writers (a few bytes every 50-70 ms
+// each way), slow readers (2 MiB read 64 KiB at a time with pauses), half-open peers (the client
+// ends its side, the backend goes on sending 1 MiB), and a backend that never reads while the
+// client writes as fast as it can: the client must be held back (backpressure through the
+// daemon) and the daemon's memory must not grow with what is held.
+import { sleep } from '../../bench/procs.mjs';
+import { LAB, PORTS } from '../plan.mjs';
+import { PLANS } from '../wire.mjs';
+import { makeSpec, TARGETS } from '../specs.mjs';
+import { describeProblems } from '../reconcile.mjs';
+import { formatBytes, mib } from '../figures.mjs';
+import { runGroup, uniqueGroup } from './common.mjs';
+
+const SINK_CONNECTIONS = 8;
+const SINK_MS = 3000;
+/** Far above what kernel buffers along the path hold (a few MiB each side): more means a buffer grew somewhere. */
+const SINK_MAX_BYTES = 64 * 1024 * 1024;
+
+function peersRound(ctx) {
+  const group = uniqueGroup('slow');
+  const specs = [];
+  const add = (kind, target, plan) => specs.push(makeSpec(ctx.seed, `${group}-${kind}-${specs.length}`, target, plan));
+  for (const t of [TARGETS.v4, TARGETS.v4pp]) {
+    add('writer', t, PLANS.slowWriter());
+    add('reader', t, PLANS.slowReader());
+    add('halfopen', t, PLANS.halfOpen());
+  }
+  return runGroup(ctx, group, specs, { timeoutMs: 60_000 });
+}
+
+/** The never-reading backend: how much each client got into the kernel, and the daemon's RSS meanwhile. */
+async function sinkRound(ctx) {
+  const group = uniqueGroup('sink');
+  const plan = { up: { chunk: 65536, intervalMs: 0, total: 2 ** 40 }, down: { chunk: 1, intervalMs: 1000, total: null, afterEof: 0 } };
+  const specs = Array.from({ length: SINK_CONNECTIONS }, (_, i) => makeSpec(ctx.seed, `${group}-${i}`, { host: LAB.backend, port: PORTS.sink, pp: false }, plan));
+  const before = ctx.daemons.sample(ctx.main);
+  await ctx.client.request('open', { group, specs }, 30_000);
+  let peakRssKiB = before.rssKiB;
+  const until = Date.now() + SINK_MS;
+  let oneSecondBefore = null;
+  while (Date.now() < until) {
+    await sleep(250);
+    peakRssKiB = Math.max(peakRssKiB, ctx.daemons.sample(ctx.main).rssKiB);
+    if (oneSecondBefore === null && until - Date.now() <= 1000) oneSecondBefore = (await ctx.client.request('progress', { group })).inKernel;
+  }
+  const end = (await ctx.client.request('progress', { group })).inKernel;
+  await ctx.client.request('cut', { group }, 15_000);
+  await ctx.server.request('sinks-close');
+  const moving = end.filter((b, i) => oneSecondBefore && b > (oneSecondBefore[i] ?? 0)).length;
+  return { before, peakRssKiB, end, moving };
+}
+
+/** @param {import('./common.mjs').SoakContext} ctx */
+export async function run(ctx, result) {
+  const peers = { connections: 0, whole: 0, bytesVerified: 0, problems: [] };
+  const sink = { rounds: 0, maxBytes: 0, totalBytes: 0, stillMoving: 0, maxGrowthKiB: 0 };
+  let rounds = 0;
+  do {
+    const [p, s] = await Promise.all([peersRound(ctx), sinkRound(ctx)]);
+    peers.connections += p.result.connections;
+    peers.whole += p.result.whole;
+    peers.bytesVerified += p.result.bytesVerified;
+    peers.problems.push(...p.result.problems);
+    sink.rounds++;
+    sink.maxBytes = Math.max(sink.maxBytes, ...s.end);
+    sink.totalBytes += s.end.reduce((a, b) => a + b, 0);
+    sink.stillMoving += s.moving;
+    sink.maxGrowthKiB = Math.max(sink.maxGrowthKiB, s.peakRssKiB - s.before.rssKiB);
+    rounds++;
+  } while (Date.now() < ctx.loadEndsAt && !ctx.stopping() && ctx.daemons.alive(ctx.main));
+
+  const kinds = ['writer', 'reader', 'halfopen'];
+  const labels = {
+    writer: 'slow writers (7 bytes every 50 ms up, 5 every 70 ms down): every byte arrived',
+    reader: 'slow readers (2 MiB down, 64 KiB at a time with 100 ms pauses): every byte arrived',
+    halfopen: 'half-open peers (client ends its side, backend sends 1 MiB more): every byte arrived',
+  };
+  for (const k of kinds) {
+    const mine = peers.problems.filter((p) => p.id.includes(`-${k}-`));
+    const n = (peers.connections / kinds.length) | 0;
+    result.check(labels[k], mine.length === 0, `${n - mine.length} of ${n} whole over ${rounds} rounds${mine.length ? `; ${describeProblems(mine)}` : ''}`);
+  }
+  result.check(
+    `backend that never reads: every client held back (at most ${formatBytes(SINK_MAX_BYTES)} taken, nothing more in the last second)`,
+    sink.maxBytes <= SINK_MAX_BYTES && sink.stillMoving === 0,
+    `${SINK_CONNECTIONS} connections × ${sink.rounds} rounds writing as fast as they could for ${SINK_MS} ms: at most ${formatBytes(sink.maxBytes)} each went into the kernel; ${sink.stillMoving} still moving in the last second`,
+  );
+  result.check(
+    `backend that never reads: daemon memory bounded (RSS grew at most ${ctx.opts.rssMarginMiB} MiB)`,
+    sink.maxGrowthKiB <= ctx.opts.rssMarginMiB * 1024,
+    `RSS grew at most ${mib(Math.max(0, sink.maxGrowthKiB))} MiB while ${formatBytes(sink.totalBytes / sink.rounds)} per round were held`,
+  );
+  result.figure('rounds', rounds);
+  result.figure('connections', peers.connections);
+  result.figure('bytesVerified', peers.bytesVerified);
+  result.figure('sink', sink);
+  result.figure('faults', { injected: peers.connections + sink.rounds * SINK_CONNECTIONS, handled: peers.whole + (sink.stillMoving === 0 ? sink.rounds * SINK_CONNECTIONS : 0) });
+}
