@@ -90,7 +90,9 @@ let listening = 0;
 for (const { behaviour, address } of plan) {
   const st = stats[behaviour];
   net
-    .createServer({ allowHalfOpen: true }, (socket) => {
+    // Not half-open: when the fetcher closes its side, so do we, and `open` counts only what
+    // the fetcher left open.
+    .createServer({ allowHalfOpen: false }, (socket) => {
       st.connections++;
       st.open++;
       socket.on('error', () => {});

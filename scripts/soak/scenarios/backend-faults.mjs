@@ -31,7 +31,7 @@ async function resetProbes(ctx, name, port, n, t, minMs, maxMs) {
   const specs = Array.from({ length: n }, (_, i) =>
     makeSpec(ctx.seed, `${group}-${i}`, { host: i % 2 ? LAB.backend6 : LAB.backend, port, pp: false }, PLANS.short(0), { connectTimeoutMs: 5000 }),
   );
-  const { clients } = await runGroup(ctx, group, specs, { timeoutMs: maxMs + 10_000 });
+  const { clients } = await runGroup(ctx, group, specs, { timeoutMs: maxMs + 10_000, backend: false });
   for (const c of clients) {
     const o = outcomeOf(c);
     const ok = o === 'reset' && c.ms >= minMs && c.ms <= maxMs;
@@ -52,7 +52,7 @@ async function flapRound(ctx, t) {
   await Promise.all(opened);
   await flapping;
   const { records: clients } = await ctx.client.request('wait', { group, timeoutMs: 15_000 }, 30_000);
-  const { records: servers } = await takeServerRecords(ctx, group);
+  const { records: servers } = await takeServerRecords(ctx, group, clients);
   const byId = new Map(servers.map((s) => [s.id, s]));
   for (const c of clients) {
     const whole = reconcile([c], byId.has(c.id) ? [byId.get(c.id)] : []).whole === 1;

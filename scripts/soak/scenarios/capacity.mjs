@@ -30,7 +30,7 @@ async function holdPastCap(ctx, result, daemon, cap) {
   await sleep(Math.max(2000, ctx.opts.promptMs + 500));
   const peak = ctx.daemons.sample(daemon);
   const { records: clients } = await ctx.client.request('finish', { group, timeoutMs: 30_000 }, 60_000);
-  const { records: servers } = await takeServerRecords(ctx, group);
+  const { records: servers } = await takeServerRecords(ctx, group, clients);
   const byId = new Map(servers.map((s) => [s.id, s]));
   let whole = 0;
   let shed = 0;
@@ -61,7 +61,8 @@ async function ramp(ctx, result, daemon, cap) {
     { group, host: TARGETS.v4.host, port: TARGETS.v4.port, pp: false, rates, stepMs, spec: { ...PLANS.short(holdMs), connectTimeoutMs: 5000 }, seedOf: ctx.seed, extraSteps: 1, settleMs: holdMs + 20_000 },
     rates.length * (stepMs + holdMs + 40_000),
   );
-  const { records: servers } = await takeServerRecords(ctx, `${group}`);
+  await sleep(500);
+  const { records: servers } = await takeServerRecords(ctx, group);
   const corrupt = servers.filter((s) => s.upMismatchAt !== null).length;
   const a = analyzeRamp(r.steps, ctx.opts.promptMs);
   const stepText = a.steps.map((s) => `${s.rate}/s: ${s.attempted - s.failed}/${s.attempted} completed${s.failed ? ` ${JSON.stringify(s.counts)}` : ''}`).join('; ');

@@ -47,7 +47,7 @@ export async function startLoad(ctx, result) {
 export async function finishLoad(ctx, result, load) {
   const t0 = Date.now();
   const { records: clients } = await ctx.client.request('finish', { group: load.group, timeoutMs: 60_000 + load.n * 20 }, 180_000 + load.n * 20);
-  const { records: servers, strays } = await takeServerRecords(ctx, load.group);
+  const { records: servers, strays } = await takeServerRecords(ctx, load.group, clients);
   const r = reconcile(clients, servers);
   const v6 = clients.filter((c) => c.host.includes(':')).length;
   const pp = clients.filter((c) => c.pp).length;

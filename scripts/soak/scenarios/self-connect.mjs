@@ -18,6 +18,7 @@ const WATCH_MS = 3000;
 /** Descriptor growth that is a loop, not noise (a loop nests thousands within seconds). */
 const LOOP_GROWTH = 50;
 const WILD = { table: 'tpi_soak_wild', mark: 0x2, routeTable: 102 };
+const GUARD = 'a destination guard (issue 10, item 1)';
 
 /**
  * One connection from `agent` to host:port; the daemon's descriptors watched meanwhile.
@@ -37,7 +38,7 @@ async function aimAt(ctx, agent, daemon, label, host, port) {
   const growth = Math.max(0, ...series) - before;
   const alive = ctx.daemons.alive(daemon);
   const ok = outcome === 'reset' && rec.ms <= ctx.opts.promptMs && growth < LOOP_GROWTH && alive;
-  const text = `${label}: ${outcome} after ${rec.ms} ms, daemon descriptors +${growth} within ${WATCH_MS} ms${alive ? '' : ', the daemon died'}`;
+  const text = `${outcome} after ${rec.ms} ms, daemon descriptors +${growth} within ${WATCH_MS} ms${alive ? '' : ', the daemon died'}`;
   return { outcome, ms: rec.ms, growth, ok, looped: growth >= LOOP_GROWTH || !alive, text };
 }
 
@@ -67,14 +68,14 @@ export async function run(ctx, result) {
   const local = linkAgent(proc);
   try {
     const aims = [
-      ['the listener, 127.0.0.1', local, '127.0.0.1', LISTEN_PORT],
-      ['the listener, ::1', local, '::1', LISTEN_PORT],
-      [`the gateway's own address in a target, ${LAB.gatewayBackendSide}:${PORTS.verify}`, ctx.client, LAB.gatewayBackendSide, PORTS.verify],
-      [`the gateway's own IPv6 address in a target, [${LAB.gatewayBackendSide6}]:${PORTS.verify}`, ctx.client, LAB.gatewayBackendSide6, PORTS.verify],
+      ['listener4', `the listener itself (127.0.0.1:${LISTEN_PORT}, from the gateway)`, local, '127.0.0.1', LISTEN_PORT],
+      ['listener6', `the listener itself ([::1]:${LISTEN_PORT}, from the gateway)`, local, '::1', LISTEN_PORT],
+      ['gateway4', `the gateway's own address in a target (${LAB.gatewayBackendSide}:${PORTS.verify})`, ctx.client, LAB.gatewayBackendSide, PORTS.verify],
+      ['gateway6', `the gateway's own IPv6 address in a target ([${LAB.gatewayBackendSide6}]:${PORTS.verify})`, ctx.client, LAB.gatewayBackendSide6, PORTS.verify],
     ];
-    for (const [label, agent, host, port] of aims) {
-      const a = await aimAt(ctx, agent, ctx.main, label.split(',')[0].replace(/ /g, '-'), host, port);
-      result.check(`a connection to ${label} is reset at once, no loop`, a.ok, a.text);
+    for (const [slug, label, agent, host, port] of aims) {
+      const a = await aimAt(ctx, agent, ctx.main, slug, host, port);
+      result.check(`a connection to ${label} is reset at once, no loop`, a.ok, a.text, a.ok ? null : GUARD);
       if (a.looped) await recover(ctx, `a connection to ${label} looped`);
     }
 
@@ -85,7 +86,7 @@ export async function run(ctx, result) {
       result.check("an instance at the gateway's own address cannot be registered (no PROXY loop through it)", true, `refused: ${self.stderr.trim().slice(0, 200)}`);
     } else {
       const a = await aimAt(ctx, ctx.client, ctx.main, 'gateway-instance', LAB.gatewayBackendSide, PORTS.verify);
-      result.check(`with an instance registered at the gateway's own address (pp=true), a connection to it is reset at once, no loop`, a.ok, `the registration was accepted; ${a.text}`);
+      result.check(`with an instance registered at the gateway's own address (pp=true), a connection to it is reset at once, no loop`, a.ok, `the registration was accepted; ${a.text}`, a.ok ? null : GUARD);
       if (a.looped) await recover(ctx, 'a connection to an instance at the gateway looped');
       await ctx.daemons.instances(ctx.main, ['remove', 'soak-self']);
       ctx.acked.delete('soak-self');
@@ -102,7 +103,7 @@ async function wildcard(ctx, result) {
   const refused = await ctx.daemons.tryStart('wildcard (not allowed)', ctx.daemons.writeConfig('wild-plain', base), { timeoutMs: 20_000 });
   if (refused.started) {
     daemon = refused.daemon;
-    result.check('a wildcard listen address (0.0.0.0) is refused unless the config allows it', false, 'the daemon started listening on 0.0.0.0 without a word');
+    result.missing('a wildcard listen address (0.0.0.0) is refused unless the config allows it', 'listen.allow_wildcard', 'the daemon started listening on 0.0.0.0 without a word');
   } else {
     const names = /listen\.address|allow_wildcard|wildcard/.test(refused.output);
     result.check('a wildcard listen address (0.0.0.0) is refused unless the config allows it', refused.code === 2 && names, `exit ${refused.code}: ${lastLine(refused.output)}`);
@@ -113,7 +114,7 @@ async function wildcard(ctx, result) {
   if (!daemon) return;
   try {
     const a = await aimAt(ctx, ctx.client, daemon, 'wildcard-direct', LAB.gatewayClientSide, WILDCARD_PORT);
-    result.check(`with a wildcard listener, a client connecting straight to the gateway (${LAB.gatewayClientSide}:${WILDCARD_PORT}) is reset at once, no loop`, a.ok, a.text);
+    result.check(`with a wildcard listener, a client connecting straight to the gateway (${LAB.gatewayClientSide}:${WILDCARD_PORT}) is reset at once, no loop`, a.ok, a.text, a.ok ? null : GUARD);
   } finally {
     const stopped = ctx.daemons.alive(daemon) ? await ctx.daemons.stop(daemon, 5000) : null;
     if (!stopped || stopped.signal === 'SIGKILL' || stopped.code !== 0) await removeWildRules(ctx);
