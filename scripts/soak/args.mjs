@@ -2,7 +2,7 @@
 import { SCENARIO_NAMES } from './plan.mjs';
 
 export const USAGE = `usage: npm run soak -- [--duration DUR] [--connections N] [--cap N] [--scenarios LIST]
-                     [--json FILE] [--seed TEXT] [--set SECTION.KEY=VALUE]...
+                     [--json FILE] [--out DIR] [--seed TEXT] [--set SECTION.KEY=VALUE]...
                      [--fd-margin N] [--rss-margin MIB] [--prompt-ms MS] [--ramp-max RATE]
 
   --duration DUR      how long the N connections are held with traffic both ways while the
@@ -14,7 +14,8 @@ export const USAGE = `usage: npm run soak -- [--duration DUR] [--connections N] 
                       clamp(connections / 2, 20, 1000)
   --scenarios LIST    comma-separated subset, run in the suite's order; default all:
                       ${SCENARIO_NAMES.join(', ')}
-  --json FILE         also write the report as JSON to FILE (it always goes to soak-results/)
+  --json FILE         also write the report as JSON to FILE
+  --out DIR           where the report goes as soak-DATE.md and .json; default soak-results/
   --seed TEXT         seed of every byte stream (default: random, printed): a failure replays
   --set KEY=VALUE     adds or replaces a key of every config the soak gives the daemon, VALUE
                       in TOML: --set 'listen.accept="node"', --set upstream.pipe_size=0
@@ -55,7 +56,7 @@ export function parseDurationMs(text) {
 }
 
 const VALUE_OPTIONS = new Set([
-  '--duration', '--connections', '--cap', '--scenarios', '--json', '--seed', '--set',
+  '--duration', '--connections', '--cap', '--scenarios', '--json', '--out', '--seed', '--set',
   '--fd-margin', '--rss-margin', '--prompt-ms', '--ramp-max',
 ]);
 
@@ -75,7 +76,7 @@ export function defaultCap(connections) {
 /**
  * @param {string[]} argv arguments after the script name
  * @returns {{ help: boolean, durationMs: number, connections: number, cap: number, scenarios: string[],
- *   json: string | null, seed: string | null, settings: Array<[string, string]>,
+ *   json: string | null, out: string | null, seed: string | null, settings: Array<[string, string]>,
  *   fdMargin: number, rssMarginMiB: number, promptMs: number, rampMax: number }}
  */
 export function parseSoakArgs(argv) {
@@ -86,6 +87,7 @@ export function parseSoakArgs(argv) {
     cap: null,
     scenarios: [...SCENARIO_NAMES],
     json: null,
+    out: null,
     seed: null,
     settings: [],
     fdMargin: 16,
@@ -138,6 +140,10 @@ export function parseSoakArgs(argv) {
       case '--json':
         if (value === '') throw new SoakUsageError('--json needs a file name');
         opts.json = value;
+        break;
+      case '--out':
+        if (value === '') throw new SoakUsageError('--out needs a directory');
+        opts.out = value;
         break;
       case '--seed':
         if (!/^[\w.-]{1,64}$/.test(value)) throw new SoakUsageError(`--seed must be 1..64 letters, digits, '.', '_' or '-', got ${JSON.stringify(value)}`);

@@ -144,9 +144,9 @@ export function descriptorNeeds(connections, adminFlood) {
   return { daemon: 2 * connections + adminFlood + 512, agent: connections + adminFlood + 256 };
 }
 
-/** How many stuck admin clients the hostile-admin scenario opens. */
+/** How many stuck admin clients the hostile-admin scenario opens: more than any sane cap on them. */
 export function adminFloodSize(connections) {
-  return Math.max(50, Math.min(2000, Math.floor(connections / 2)));
+  return Math.max(200, Math.min(2000, Math.floor(connections / 2)));
 }
 
 /** Seconds of one ramp step: longer runs measure each rate longer. */
@@ -160,6 +160,11 @@ export function rampRates(rampMax) {
   for (let r = 25; r < rampMax; r = Math.round(r * 1.5)) rates.push(r);
   rates.push(rampMax);
   return rates;
+}
+
+/** How long each ramp connection is held (200 ms..2 s), so that the cap is reached halfway up the ramp. */
+export function rampHoldMs(cap, rampMax) {
+  return Math.round(Math.min(2000, Math.max(200, (1000 * cap) / (rampMax / 2))));
 }
 
 /** A rough estimate of a whole run, in seconds (for the deadline and the first line). */

@@ -23,7 +23,7 @@ import { createScenarioResult, EXIT, verdict } from './verdict.mjs';
 import { resourceFigures, returnedToBaseline } from './figures.mjs';
 import { errorLines } from './gateway-state.mjs';
 import { markdown } from './report.mjs';
-import { probePaths, register, settleFds } from './scenarios/common.mjs';
+import { probePaths, quiesce, register, settleFds } from './scenarios/common.mjs';
 import { describeResources, finishLoad, startLoad, startSampler, warmUp } from './scenarios/load.mjs';
 import * as slowPeers from './scenarios/slow-peers.mjs';
 import * as backendFaults from './scenarios/backend-faults.mjs';
@@ -129,8 +129,7 @@ async function loadPhase(ctx, results) {
     const bytes = await warmUp(ctx, results.get('load'));
     results.get('load').figure('warmupBytesVerified', bytes);
   }
-  await sleep(1000);
-  const before = ctx.daemons.sample(ctx.main);
+  const before = await quiesce(ctx, ctx.main);
   const sampler = startSampler(ctx, ctx.main);
   if (selected('load')) {
     log(`\n== load: opening ${opts.connections} connections`);
@@ -279,7 +278,7 @@ async function main() {
     verdict: v,
   };
   const md = markdown(report);
-  const outDir = path.join(ROOT, 'soak-results');
+  const outDir = opts.out ? path.resolve(opts.out) : path.join(ROOT, 'soak-results');
   mkdirSync(outDir, { recursive: true });
   const base = path.join(outDir, `soak-${startedAt.toISOString().replace(/[-:]/g, '').replace(/\..*$/, '').replace('T', '-')}`);
   writeFileSync(`${base}.md`, md);

@@ -10,9 +10,9 @@ export const TARGETS = Object.freeze({
   v6pp: { host: LAB.backend6, port: PORTS.verifyPp, pp: true },
 });
 
-/** The load's mix: every tenth connection over IPv6, pp=false and pp=true alternating. */
+/** The load's mix: pp=false and pp=true alternating, two in every twenty (one of each) over IPv6. */
 export function loadTarget(i) {
-  const v6 = i % 10 === 9;
+  const v6 = i % 20 >= 18;
   const pp = i % 2 === 1;
   return v6 ? (pp ? TARGETS.v6pp : TARGETS.v6) : pp ? TARGETS.v4pp : TARGETS.v4;
 }

@@ -5,18 +5,13 @@
 // rising rates, each held a while: the rate at which shedding (or, without a cap, failure)
 // starts, and whether every failure was a prompt reset.
 import { sleep } from '../../bench/procs.mjs';
-import { rampRates, rampStepMs, TABLE, ROUTE_TABLE } from '../plan.mjs';
+import { rampHoldMs, rampRates, rampStepMs, TABLE, ROUTE_TABLE } from '../plan.mjs';
 import { PLANS } from '../wire.mjs';
 import { loadTarget, makeSpec, TARGETS } from '../specs.mjs';
 import { outcomeOf, reconcile } from '../reconcile.mjs';
 import { analyzeRamp, returnedToBaseline } from '../figures.mjs';
 import { nothingLeft } from '../gateway-state.mjs';
-import { settleFds, takeServerRecords, uniqueGroup } from './common.mjs';
-
-/** How long each ramp connection is held, so that the cap is reached halfway up the ramp. */
-export function rampHoldMs(cap, rampMax) {
-  return Math.round(Math.min(2000, Math.max(200, (1000 * cap) / (rampMax / 2))));
-}
+import { quiesce, settleFds, takeServerRecords, uniqueGroup } from './common.mjs';
 
 async function holdPastCap(ctx, result, daemon, cap) {
   const extra = Math.max(10, Math.round(cap / 10));
@@ -99,8 +94,7 @@ export async function run(ctx, result) {
     effectiveCap = null;
   }
   ctx.main = daemon;
-  await sleep(500);
-  const before = ctx.daemons.sample(daemon);
+  const before = await quiesce(ctx, daemon);
   if (effectiveCap !== null) await holdPastCap(ctx, result, daemon, effectiveCap);
   else result.missing(`connections past the cap are reset at once, the held ones stay whole`, 'listen.max_connections', 'no cap to hold against');
   await ramp(ctx, result, daemon, effectiveCap);

@@ -85,6 +85,20 @@ export async function settleFds(ctx, daemon, fds, timeoutMs = 15_000) {
   return s;
 }
 
+/** A sample of the daemon once its descriptor count has held still for stableMs (at most timeoutMs). */
+export async function quiesce(ctx, daemon, { stableMs = 1000, timeoutMs = 10_000 } = {}) {
+  let last = ctx.daemons.sample(daemon);
+  let since = Date.now();
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until && Date.now() - since < stableMs) {
+    await sleep(200);
+    const s = ctx.daemons.sample(daemon);
+    if (s.fds !== last.fds) since = Date.now();
+    last = s;
+  }
+  return last;
+}
+
 /** Polls check() every intervalMs until it returns a truthy value or timeoutMs passes (then null). */
 export async function poll(check, timeoutMs, intervalMs = 500) {
   const until = Date.now() + timeoutMs;

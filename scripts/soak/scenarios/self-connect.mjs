@@ -14,7 +14,7 @@ import { runCommand } from '../../bench/procs.mjs';
 import path from 'node:path';
 import { poll, register, uniqueGroup, watchFds } from './common.mjs';
 
-const WATCH_MS = 3000;
+const WATCH_MS = 2000;
 /** Descriptor growth that is a loop, not noise (a loop nests thousands within seconds). */
 const LOOP_GROWTH = 50;
 const WILD = { table: 'tpi_soak_wild', mark: 0x2, routeTable: 102 };
