@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createProcessTracker, runCommand, sleep } from '../bench/procs.mjs';
+import { createProcessTracker, sleep } from '../bench/procs.mjs';
 import { parseNofileHardLimit } from '../bench/parse.mjs';
 import { parseSoakArgs, SoakUsageError, USAGE } from './args.mjs';
 import { AGENT_PORT, BESIDE_LOAD, descriptorNeeds, adminFloodSize, estimateSeconds, HOSTILE_AGENTS, MAIN_INSTANCES, MAIN_POLICY, PORTS } from './plan.mjs';
@@ -110,10 +110,12 @@ async function runScenario(ctx, results, name, fn) {
   try {
     await fn(result);
   } catch (err) {
+    if (interrupted) return; // everything is being torn down: its errors say nothing
     result.check('the scenario ran to the end', false, err.message.split('\n').slice(0, 3).join(' ').slice(0, 600));
     log(`  ${name}: ${err.stack ?? err.message}`);
   }
   result.seconds = (Date.now() - t0) / 1000;
+  if (interrupted) return;
   for (const c of result.checks) log(`  ${c.ok ? 'pass' : 'FAIL'} ${c.name}${c.ok ? '' : `: ${c.detail}`}`);
 }
 

@@ -19,7 +19,7 @@ interface Report {
   scenarios: Array<{ scenario: string; checks: Check[]; figures: Record<string, unknown> }>;
 }
 
-const ARGS = ['--duration', '20s', '--connections', '60', '--cap', '30', '--ramp-max', '400'];
+const ARGS = ['--duration', '15s', '--connections', '60', '--cap', '30', '--ramp-max', '400'];
 
 describe('soak, short form', () => {
   let dir: string;
