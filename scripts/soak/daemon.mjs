@@ -36,7 +36,7 @@ export function createDaemonControl({ lab, tracker, dir, cli, settings, log }) {
   async function tryStart(name, config, { timeoutMs = 30_000 } = {}) {
     const configFile = config.file;
     const proc = tracker.start(`daemon ${name}`, gw, ['node', cli, 'run', '--config', configFile, '--drain', '2s']);
-    const logs = { reasons: {}, levels: {}, messages: {} };
+    const logs = { reasons: {}, levels: {}, messages: {}, errors: {} };
     proc.onLine((line) => summarizeLogLine(line, logs));
     try {
       await proc.waitFor(/"msg":"running"/, timeoutMs);

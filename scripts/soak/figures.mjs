@@ -16,13 +16,14 @@ export function percentile(values, p) {
  * @param {{ fds: number, rssKiB: number }} after
  */
 export function resourceFigures(before, during, after) {
-  const all = [before, ...during, after];
+  // No Math.max(...array): a day of samples would overflow the call stack.
+  const peak = (key) => during.reduce((m, s) => Math.max(m, s[key]), Math.max(before[key], after[key]));
   return {
     fdsBefore: before.fds,
-    fdsPeak: Math.max(...all.map((s) => s.fds)),
+    fdsPeak: peak('fds'),
     fdsAfter: after.fds,
     rssBeforeKiB: before.rssKiB,
-    rssPeakKiB: Math.max(...all.map((s) => s.rssKiB)),
+    rssPeakKiB: peak('rssKiB'),
     rssAfterKiB: after.rssKiB,
   };
 }
@@ -59,20 +60,31 @@ export function formatBytes(n) {
  * @typedef {{ rate: number, ms: number, results: Array<[string, number]> }} RampStep
  */
 
+/** Errors of the client's own machine (its descriptors, ports, buffers): the lab's limit, not the daemon's. */
+export const CLIENT_LIMITS = Object.freeze(['error:EMFILE', 'error:ENFILE', 'error:EADDRNOTAVAIL', 'error:ENOBUFS', 'error:ENOMEM']);
+
 /**
  * @param {RampStep[]} steps in increasing rate
  * @param {number} promptMs a refused connection must end within this
  * @returns {{ steps: Array<{ rate: number, achievedRate: number, attempted: number, counts: Record<string, number>, failed: number, slowestFailureMs: number | null }>,
- *   failureStartRate: number | null, resetStartRate: number | null, unclean: Array<{ rate: number, outcome: string, count: number }>, maxRateTried: number | null }}
+ *   failureStartRate: number | null, resetStartRate: number | null, unclean: Array<{ rate: number, outcome: string, count: number }>,
+ *   maxRateTried: number | null, clientLimitRate: number | null }}
  *   failureStartRate: the first rate with any connection that did not complete;
- *   resetStartRate: the first with a reset (shedding); unclean: failures that were not prompt resets
+ *   resetStartRate: the first with a reset (shedding); unclean: failures that were not prompt resets;
+ *   clientLimitRate: the first rate at which the client ran out of its own resources: that step
+ *   and those after it say nothing about the daemon and are left out
  */
 export function analyzeRamp(steps, promptMs) {
   const out = [];
   let failureStartRate = null;
   let resetStartRate = null;
+  let clientLimitRate = null;
   const unclean = [];
   for (const step of steps) {
+    if (step.results.some(([outcome]) => CLIENT_LIMITS.includes(outcome))) {
+      clientLimitRate = step.rate;
+      break;
+    }
     const counts = {};
     let failed = 0;
     let slowestFailureMs = null;
@@ -100,15 +112,5 @@ export function analyzeRamp(steps, promptMs) {
       slowestFailureMs,
     });
   }
-  return { steps: out, failureStartRate, resetStartRate, unclean, maxRateTried: steps.length ? steps[steps.length - 1].rate : null };
-}
-
-/**
- * Whether a descriptor series grew: the last sample above the first by more than `slack`.
- * Returns the growth (0 when none).
- */
-export function growth(series, slack = 0) {
-  if (series.length < 2) return 0;
-  const g = series[series.length - 1] - series[0];
-  return g > slack ? g : 0;
+  return { steps: out, failureStartRate, resetStartRate, unclean, maxRateTried: out.length ? out[out.length - 1].rate : null, clientLimitRate };
 }

@@ -64,10 +64,11 @@ export function nothingLeft(state, { table, routeTable }) {
 }
 
 /**
- * Counts a pino line into `logs`: levels, messages, and the reason of each connection or
- * refusal line (for the figures; the checks never read the log).
+ * Counts a pino line into `logs`: levels, messages, the reasons lines carried (under their
+ * message: a start-up warning and a closed connection may give the same reason), and the error
+ * code a failure carried, as "reason code" (for the figures; the checks never read the log).
  * @param {string} line
- * @param {{ reasons: Record<string, number>, levels: Record<string, number>, messages: Record<string, number> }} logs
+ * @param {{ reasons: Record<string, Record<string, number>>, levels: Record<string, number>, messages: Record<string, number>, errors: Record<string, number> }} logs
  */
 export function summarizeLogLine(line, logs) {
   if (!line.startsWith('{')) return;
@@ -82,7 +83,12 @@ export function summarizeLogLine(line, logs) {
   if (typeof o.msg === 'string') logs.messages[o.msg] = (logs.messages[o.msg] ?? 0) + 1;
   if (typeof o.reason === 'string') {
     const n = typeof o.refused === 'number' ? o.refused : 1;
-    logs.reasons[o.reason] = (logs.reasons[o.reason] ?? 0) + n;
+    const byReason = (logs.reasons[o.msg ?? ''] ??= {});
+    byReason[o.reason] = (byReason[o.reason] ?? 0) + n;
+    if (typeof o.err?.code === 'string') {
+      const key = `${o.reason} ${o.err.code}`;
+      logs.errors[key] = (logs.errors[key] ?? 0) + 1;
+    }
   }
 }
 

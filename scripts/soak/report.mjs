@@ -50,7 +50,8 @@ export function headlineFigures(scenarios) {
 
 function rateText(rate, ramp) {
   const held = ramp ? `, each connection held ${ramp.holdMs} ms, ${ramp.stepMs} ms per step` : '';
-  return rate === null ? `none up to ${ramp?.maxRateTried}/s (the highest rate tried${held})` : `${rate} new connections/s${held}`;
+  const limit = ramp?.clientLimitRate != null ? `; the client's own limit at ${ramp.clientLimitRate}/s` : '';
+  return rate === null ? `none up to ${ramp?.maxRateTried}/s (the highest rate measured${held}${limit})` : `${rate} new connections/s${held}${limit}`;
 }
 
 /**

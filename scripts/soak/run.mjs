@@ -275,7 +275,7 @@ async function main() {
     options: opts,
     host: hostInfo(),
     lab: { prefix },
-    daemonLog: logs.map((l) => ({ daemon: l.daemon, reasons: l.reasons, errorLines: errorLines(l), messages: l.messages })),
+    daemonLog: logs.map((l) => ({ daemon: l.daemon, reasons: l.reasons, errors: l.errors, errorLines: errorLines(l), messages: l.messages })),
     scenarios,
     verdict: v,
   };

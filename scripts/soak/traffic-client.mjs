@@ -17,6 +17,7 @@ import { createSender } from './sender.mjs';
 import { createVerifier, keystream } from './stream.mjs';
 import { encodeHello } from './wire.mjs';
 import { outcomeOf } from './reconcile.mjs';
+import { CLIENT_LIMITS } from './figures.mjs';
 
 /** group name → Set of live connections */
 const groups = new Map();
@@ -209,6 +210,8 @@ async function ramp({ group, host, port, pp, rates, stepMs, spec, seedOf, extraS
     const ms = Date.now() - t0;
     const records = await settle(stepGroup, settleMs);
     steps.push({ rate, ms, results: records.map((r) => [outcomeOf(r), r.ms]) });
+    // The client's own limits (descriptors, ports): rates beyond say nothing more.
+    if (records.some((r) => CLIENT_LIMITS.includes(outcomeOf(r)))) break;
     const failedHere = records.some((r) => outcomeOf(r) !== 'completed');
     if (failedHere && afterFailure < 0) afterFailure = 0;
     else if (afterFailure >= 0) afterFailure++;

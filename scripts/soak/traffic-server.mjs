@@ -29,7 +29,17 @@ for (let i = 0; i < args.length; i += 2) {
 }
 
 const accepted = {};
-const records = [];
+/** Records of closed connections, until taken. */
+let records = [];
+
+/** Removes and returns the records that match, in one pass. */
+function drain(match) {
+  const taken = [];
+  const kept = [];
+  for (const r of records) (match(r) ? taken : kept).push(r);
+  records = kept;
+  return taken;
+}
 const sinks = new Set();
 const open = new Set();
 const servers = new Map();
@@ -163,16 +173,19 @@ serveCommands({
    * of connections that never said who they were (strays).
    */
   take: ({ prefix }) => {
-    const taken = [];
-    const strays = [];
-    for (let i = records.length - 1; i >= 0; i--) {
-      const r = records[i];
-      if (r.id === null) strays.push(r);
-      else if (!r.id.startsWith(prefix)) continue;
-      else taken.push(r);
-      records.splice(i, 1);
-    }
-    return { records: taken.reverse(), strays: strays.reverse() };
+    const taken = drain((r) => r.id === null || r.id.startsWith(prefix));
+    return { records: taken.filter((r) => r.id !== null), strays: taken.filter((r) => r.id === null) };
+  },
+  /** Like take, but answers only counts: for groups of tens of thousands (the ramp). */
+  summarize: ({ prefix }) => {
+    const taken = drain((r) => r.id !== null && r.id.startsWith(prefix));
+    const wrong = taken.filter((r) => r.upMismatchAt !== null);
+    return {
+      count: taken.length,
+      whole: taken.filter((r) => r.upMismatchAt === null && !r.error && r.upEof).length,
+      wrong: wrong.slice(0, 5).map((r) => `${r.id}: up stream wrong from byte ${r.upMismatchAt}`),
+      wrongCount: wrong.length,
+    };
   },
   listen: async ({ port }) => {
     if (!servers.has(port)) await listen(port);

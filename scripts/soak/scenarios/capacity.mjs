@@ -57,8 +57,8 @@ async function ramp(ctx, result, daemon, cap) {
     rates.length * (stepMs + holdMs + 40_000),
   );
   await sleep(500);
-  const { records: servers } = await takeServerRecords(ctx, group);
-  const corrupt = servers.filter((s) => s.upMismatchAt !== null).length;
+  const atBackend = await ctx.server.request('summarize', { prefix: `${group}-` }, 60_000);
+  const corrupt = atBackend.wrongCount;
   const a = analyzeRamp(r.steps, ctx.opts.promptMs);
   const stepText = a.steps.map((s) => `${s.rate}/s: ${s.attempted - s.failed}/${s.attempted} completed${s.failed ? ` ${JSON.stringify(s.counts)}` : ''}`).join('; ');
   const onset = cap !== null ? a.resetStartRate ?? a.failureStartRate : a.failureStartRate;
@@ -68,8 +68,9 @@ async function ramp(ctx, result, daemon, cap) {
     `under a rising connection rate (each held ${holdMs} ms) every connection completed or was reset within ${ctx.opts.promptMs} ms, none corrupted`,
     a.unclean.length === 0 && corrupt === 0,
     `${onset === null ? `no failure up to ${a.maxRateTried}/s` : `${cap !== null ? 'shedding' : 'failures'} from ${onset}/s`}` +
+      `${a.clientLimitRate !== null ? ` (at ${a.clientLimitRate}/s the client ran out of its own descriptors or ports: that step is left out)` : ''}` +
       `${a.unclean.length ? `; not prompt resets: ${a.unclean.map((u) => `${u.count} ${u.outcome} at ${u.rate}/s`).join(', ')}` : ''}` +
-      `${corrupt ? `; ${corrupt} corrupted at the backend` : ''}; ${stepText}`,
+      `${corrupt ? `; ${corrupt} corrupted at the backend: ${atBackend.wrong.join(', ')}` : ''}; ${stepText}`,
   );
 }
 

@@ -32,9 +32,12 @@ export async function takeServerRecords(ctx, group, clients = null) {
   const until = Date.now() + 3000;
   for (;;) {
     const r = await ctx.server.request('take', { prefix: `${group}-` }, 30_000);
-    records.push(...r.records);
-    strays.push(...r.strays);
-    for (const s of r.records) want.delete(s.id);
+    // Loops, not push(...list): a ramp hands over tens of thousands at once.
+    for (const s of r.records) {
+      records.push(s);
+      want.delete(s.id);
+    }
+    for (const s of r.strays) strays.push(s);
     if (want.size === 0 || Date.now() > until) return { records, strays };
     await sleep(100);
   }

@@ -35,7 +35,7 @@ async function aimAt(ctx, agent, daemon, label, host, port) {
   await ctx.server.request('take', { prefix: `${group}-` });
   const rec = r.records[0];
   const outcome = outcomeOf(rec);
-  const growth = Math.max(0, ...series) - before;
+  const growth = Math.max(0, series.reduce((a, b) => Math.max(a, b), before) - before);
   const alive = ctx.daemons.alive(daemon);
   const ok = outcome === 'reset' && rec.ms <= ctx.opts.promptMs && growth < LOOP_GROWTH && alive;
   const text = `${outcome} after ${rec.ms} ms, daemon descriptors +${growth} within ${WATCH_MS} ms${alive ? '' : ', the daemon died'}`;

@@ -60,9 +60,9 @@ export async function run(ctx, result) {
     peers.connections += p.result.connections;
     peers.whole += p.result.whole;
     peers.bytesVerified += p.result.bytesVerified;
-    peers.problems.push(...p.result.problems);
+    for (const problem of p.result.problems) peers.problems.push(problem);
     sink.rounds++;
-    sink.maxBytes = Math.max(sink.maxBytes, ...s.end);
+    sink.maxBytes = s.end.reduce((a, b) => Math.max(a, b), sink.maxBytes);
     sink.totalBytes += s.end.reduce((a, b) => a + b, 0);
     sink.stillMoving += s.moving;
     sink.maxGrowthKiB = Math.max(sink.maxGrowthKiB, s.peakRssKiB - s.before.rssKiB);

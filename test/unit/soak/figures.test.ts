@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { analyzeRamp, formatBytes, growth, percentile, resourceFigures, returnedToBaseline } from '../../../scripts/soak/figures.mjs';
+import { analyzeRamp, formatBytes, percentile, resourceFigures, returnedToBaseline } from '../../../scripts/soak/figures.mjs';
 
 describe('percentile', () => {
   it('nearest rank', () => {
@@ -25,12 +25,6 @@ describe('resources', () => {
     expect(leak.detail).toMatch(/descriptors 30 → 47 \(margin 16\): NOT returned/);
     const held = returnedToBaseline(before, { fds: 30, rssKiB: 60_000 + 49 * 1024 }, margins);
     expect(held).toMatchObject({ ok: false, fdOk: true, rssOk: false });
-  });
-
-  it('growth of a series beyond a slack', () => {
-    expect(growth([10, 500, 9000], 50)).toBe(8990);
-    expect(growth([10, 12], 50)).toBe(0);
-    expect(growth([10])).toBe(0);
   });
 
   it('formats bytes', () => {
@@ -74,5 +68,23 @@ describe('analyzeRamp', () => {
     const a = analyzeRamp([step(25, [['completed', 1]])], 2000);
     expect(a.failureStartRate).toBeNull();
     expect(a.resetStartRate).toBeNull();
+  });
+});
+
+describe('analyzeRamp at the client\'s own limit', () => {
+  it('leaves out the step where the client ran out of descriptors, and every step after it', () => {
+    const a = analyzeRamp(
+      [
+        { rate: 100, ms: 1000, results: Array(100).fill(['completed', 5]) },
+        { rate: 150, ms: 1000, results: [...Array(100).fill(['completed', 5]), ['error:EMFILE', 1], ['timeout', 5000]] },
+        { rate: 225, ms: 1000, results: [['timeout', 5000]] },
+      ],
+      2000,
+    );
+    expect(a.clientLimitRate).toBe(150);
+    expect(a.steps.map((s) => s.rate)).toEqual([100]);
+    expect(a.failureStartRate).toBeNull();
+    expect(a.unclean).toEqual([]);
+    expect(a.maxRateTried).toBe(100);
   });
 });

@@ -64,17 +64,19 @@ describe('nothingLeft', () => {
 
 describe('summarizeLogLine', () => {
   it('counts levels, messages and reasons (a summary line counts its refusals)', () => {
-    const logs = { reasons: {}, levels: {}, messages: {} };
+    const logs = { reasons: {}, levels: {}, messages: {}, errors: {} };
     summarizeLogLine('{"level":30,"msg":"connection closed","reason":"done"}', logs);
+    summarizeLogLine('{"level":40,"msg":"connection closed","reason":"connect-failed","err":{"code":"EADDRNOTAVAIL"}}', logs);
     summarizeLogLine('{"level":40,"msg":"connection closed","reason":"refused"}', logs);
     summarizeLogLine('{"level":40,"msg":"connections refused: over capacity","reason":"over_capacity","refused":17}', logs);
     summarizeLogLine('{"level":50,"msg":"admin request failed"}', logs);
     summarizeLogLine('not json', logs);
     summarizeLogLine('{broken', logs);
     expect(logs).toEqual({
-      reasons: { done: 1, refused: 1, over_capacity: 17 },
-      levels: { 30: 1, 40: 2, 50: 1 },
-      messages: { 'connection closed': 2, 'connections refused: over capacity': 1, 'admin request failed': 1 },
+      reasons: { 'connection closed': { done: 1, 'connect-failed': 1, refused: 1 }, 'connections refused: over capacity': { over_capacity: 17 } },
+      levels: { 30: 1, 40: 3, 50: 1 },
+      messages: { 'connection closed': 3, 'connections refused: over capacity': 1, 'admin request failed': 1 },
+      errors: { 'connect-failed EADDRNOTAVAIL': 1 },
     });
     expect(errorLines(logs)).toBe(1);
   });
