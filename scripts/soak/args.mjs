@@ -26,7 +26,7 @@ export const USAGE = `usage: npm run soak -- [--duration DUR] [--connections N] 
                       load is gone, and may grow by under a backend that never reads; default 48
   --prompt-ms MS      how soon a refused, reset or shed client must see its connection end;
                       default 2000
-  --ramp-max RATE     highest new-connection rate (per second) the ramp tries; default 1600
+  --ramp-max RATE     highest new-connection rate (per second) the ramp tries; default 5000
   -h, --help          this text
 
 Needs root: it builds network namespaces named tpisoak* and removes them again on exit, also on
@@ -93,7 +93,7 @@ export function parseSoakArgs(argv) {
     fdMargin: 16,
     rssMarginMiB: 48,
     promptMs: 2000,
-    rampMax: 1600,
+    rampMax: 5000,
   };
   for (let i = 0; i < argv.length; i++) {
     let arg = argv[i];

@@ -125,6 +125,7 @@ async function loadPhase(ctx, results) {
   const beside = BESIDE_LOAD.filter(selected);
   if (!selected('load') && beside.length === 0) return;
   const owners = selected('load') ? [results.get('load')] : beside.map((n) => results.get(n));
+  const t0 = Date.now();
   let load = null;
   if (selected('load')) {
     log('\n== load: warm-up');
@@ -176,6 +177,7 @@ async function loadPhase(ctx, results) {
     );
     r.figure('resources', figures);
   }
+  if (selected('load')) results.get('load').seconds = (Date.now() - t0) / 1000;
   log(`  ${describeResources(figures)}`);
 }
 

@@ -10,11 +10,10 @@
 //   progress {group}                   bytes each open connection got into the kernel
 //   cut {group}                        reset every connection of the group; answers with records
 //   ramp {...}                         new connections at rising rates (see ramp())
-//   stats
 import net from 'node:net';
 import { serveCommands, sleep } from './agent-io.mjs';
 import { createSender } from './sender.mjs';
-import { createVerifier, keystream } from './stream.mjs';
+import { connectionSeed, createVerifier, keystream } from './stream.mjs';
 import { encodeHello } from './wire.mjs';
 import { outcomeOf } from './reconcile.mjs';
 import { CLIENT_LIMITS } from './figures.mjs';
@@ -23,7 +22,6 @@ import { CLIENT_LIMITS } from './figures.mjs';
 const groups = new Map();
 /** group name → records of its closed connections not yet handed over */
 const finished = new Map();
-let startedTotal = 0;
 
 /**
  * @param {{ id: string, host: string, port: number, pp: boolean, seed: string,
@@ -31,7 +29,6 @@ let startedTotal = 0;
  *   readPause?: { everyBytes: number, ms: number }, endDelayMs?: number, connectTimeoutMs?: number }} spec
  */
 function startConnection(group, spec) {
-  startedTotal++;
   const rec = {
     id: spec.id,
     host: spec.host,
@@ -187,7 +184,7 @@ async function settle(group, timeoutMs) {
  * (holding it holdMs), until a step in which some connection did not complete (and, with
  * `extraSteps`, that many steps more). Each step answers [outcome, ms] per connection.
  */
-async function ramp({ group, host, port, pp, rates, stepMs, spec, seedOf, extraSteps = 0, settleMs }) {
+async function ramp({ group, host, port, pp, rates, stepMs, spec, runSeed, extraSteps = 0, settleMs }) {
   const steps = [];
   let afterFailure = -1;
   for (const rate of rates) {
@@ -200,7 +197,7 @@ async function ramp({ group, host, port, pp, rates, stepMs, spec, seedOf, extraS
         const due = Math.min(total, Math.floor(((Date.now() - t0) * rate) / 1000) + 1);
         while (n < due) {
           const id = `${stepGroup}-${n++}`;
-          startConnection(stepGroup, { ...spec, id, host, port, pp, seed: `${seedOf}-${id}` });
+          startConnection(stepGroup, { ...spec, id, host, port, pp, seed: connectionSeed(runSeed, id) });
         }
         if (n >= total) resolve();
         else setTimeout(tick, 5);
@@ -240,7 +237,6 @@ serveCommands({
     return { records: await settle(group, 5000) };
   },
   ramp: (msg) => ramp(msg),
-  stats: () => ({ started: startedTotal, groups: Object.fromEntries([...groups].map(([k, v]) => [k, v.size])) }),
 });
 console.log('ready');
 for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, () => process.exit(0));

@@ -5,7 +5,7 @@
 //   sink    accepts and never reads (a backend that applies backpressure forever)
 //   reset   resets every connection right after accepting it
 // Every accepted connection is counted per port (the crash scenario's "nothing forwarded while
-// down" counter). Commands (agent-io.mjs): stats, take {prefix}, listen/unlisten {port}, flap
+// down" counter). Commands (agent-io.mjs): stats, take {prefix}, summarize {prefix}, flap
 // {port, upMs, downMs, durationMs}, sinks-close.
 // usage: traffic-server.mjs --verify P,P --pp P --sink P --reset P   prints "ready" once listening.
 import net from 'node:net';
@@ -186,14 +186,6 @@ serveCommands({
       wrong: wrong.slice(0, 5).map((r) => `${r.id}: up stream wrong from byte ${r.upMismatchAt}`),
       wrongCount: wrong.length,
     };
-  },
-  listen: async ({ port }) => {
-    if (!servers.has(port)) await listen(port);
-    return {};
-  },
-  unlisten: async ({ port }) => {
-    await unlisten(port);
-    return {};
   },
   /** Toggles a listener: up upMs, down downMs, for durationMs; it is up again at the end. */
   flap: async ({ port, upMs, downMs, durationMs }) => {

@@ -53,7 +53,7 @@ async function ramp(ctx, result, daemon, cap) {
   const group = uniqueGroup('ramp');
   const r = await ctx.client.request(
     'ramp',
-    { group, host: TARGETS.v4.host, port: TARGETS.v4.port, pp: false, rates, stepMs, spec: { ...PLANS.short(holdMs), connectTimeoutMs: 5000 }, seedOf: ctx.seed, extraSteps: 1, settleMs: holdMs + 20_000 },
+    { group, host: TARGETS.v4.host, port: TARGETS.v4.port, pp: false, rates, stepMs, spec: { ...PLANS.short(holdMs), connectTimeoutMs: 5000 }, runSeed: ctx.seed, extraSteps: 1, settleMs: holdMs + 20_000 },
     rates.length * (stepMs + holdMs + 40_000),
   );
   await sleep(500);

@@ -6,7 +6,7 @@ describe('parseSoakArgs', () => {
   it('defaults: 1 minute, 200 connections, every scenario, a cap derived from the connections', () => {
     expect(parseSoakArgs([])).toEqual({
       help: false, durationMs: 60_000, connections: 200, cap: 100, scenarios: [...SCENARIO_NAMES], json: null, out: null, seed: null,
-      settings: [], fdMargin: 16, rssMarginMiB: 48, promptMs: 2000, rampMax: 1600,
+      settings: [], fdMargin: 16, rssMarginMiB: 48, promptMs: 2000, rampMax: 5000,
     });
   });
 
