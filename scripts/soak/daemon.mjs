@@ -8,6 +8,9 @@ import { runCommand, sampleTree } from '../bench/procs.mjs';
 import { renderDaemonConfig, TABLE, ROUTE_TABLE } from './plan.mjs';
 import { normalizeRuleset, summarizeLogLine } from './gateway-state.mjs';
 
+/** Warning and error lines kept per daemon. */
+const MAX_KEPT_LINES = 20_000;
+
 /**
  * @param {{ lab: ReturnType<import('./lab.mjs').createLab>, tracker: ReturnType<import('../bench/procs.mjs').createProcessTracker>,
  *   dir: string, cli: string, settings: Array<[string, string]>, log: (s: string) => void }} o
@@ -36,8 +39,12 @@ export function createDaemonControl({ lab, tracker, dir, cli, settings, log }) {
   async function tryStart(name, config, { timeoutMs = 30_000 } = {}) {
     const configFile = config.file;
     const proc = tracker.start(`daemon ${name}`, gw, ['node', cli, 'run', '--config', configFile, '--drain', '2s']);
-    const logs = { reasons: {}, levels: {}, messages: {}, errors: {} };
-    proc.onLine((line) => summarizeLogLine(line, logs));
+    const logs = { reasons: {}, levels: {}, messages: {}, errors: {}, warnings: [] };
+    proc.onLine((line) => {
+      summarizeLogLine(line, logs);
+      // Warnings and errors, for reading after the run (a connection that failed, by its peer).
+      if (logs.warnings.length < MAX_KEPT_LINES && /^\{"level":[4-6]\d,/.test(line)) logs.warnings.push(line);
+    });
     try {
       await proc.waitFor(/"msg":"running"/, timeoutMs);
     } catch (err) {

@@ -19,7 +19,7 @@
 /** Why one connection is not whole, or null when it is. */
 export function connectionProblem(c, s) {
   if (!c.connected) return `connect failed (${c.error ?? 'no error'})`;
-  if (!s) return `never reached the backend (client: ${c.error ?? 'closed'} after ${c.ms} ms)`;
+  if (!s) return `never reached the backend (client ${c.localAddress}:${c.localPort}: ${c.error ?? 'closed'} after ${c.ms} ms)`;
   if (c.downMismatchAt !== null) return `down stream wrong from byte ${c.downMismatchAt}`;
   if (s.upMismatchAt !== null) return `up stream wrong from byte ${s.upMismatchAt}`;
   if (c.error) return `client saw ${c.error}`;

@@ -287,9 +287,11 @@ async function main() {
   const base = path.join(outDir, `soak-${startedAt.toISOString().replace(/[-:]/g, '').replace(/\..*$/, '').replace('T', '-')}`);
   writeFileSync(`${base}.md`, md);
   writeFileSync(`${base}.json`, `${JSON.stringify(report, null, 2)}\n`);
+  // The daemons' warning and error lines, for finding a failed connection by its client address.
+  writeFileSync(`${base}-daemon.log`, logs.flatMap((l) => l.warnings.map((w) => `${l.daemon}\t${w}`)).join('\n'));
   if (opts.json) writeFileSync(opts.json, `${JSON.stringify(report, null, 2)}\n`);
   console.log(`\n${md}`);
-  log(`soak: ${v.ok ? 'PASSED' : `FAILED: ${v.failed.length} of ${v.total} checks`}; wrote ${path.relative(process.cwd(), base)}.md and .json${opts.json ? ` and ${opts.json}` : ''}`);
+  log(`soak: ${v.ok ? 'PASSED' : `FAILED: ${v.failed.length} of ${v.total} checks`}; wrote ${path.relative(process.cwd(), base)}.md, .json and -daemon.log${opts.json ? ` and ${opts.json}` : ''}`);
   return broken ? EXIT.broken : v.exitCode;
 }
 

@@ -94,7 +94,7 @@ async function flood(socketPath, k) {
 function garbageCases() {
   const deep = '['.repeat(200_000) + ']'.repeat(200_000);
   return [
-    { name: 'random bytes', bytes: Buffer.from(Array.from({ length: 4096 }, (_, i) => (i * 131 + 7) & 0xff)), closeOk: true },
+    { name: '4 KiB of binary junk', bytes: Buffer.from(Array.from({ length: 4096 }, (_, i) => (i * 131 + 7) & 0xff)), closeOk: true },
     { name: 'an unknown method', bytes: 'BREW /v1/instances HTTP/1.1\r\nHost: soak\r\n\r\n' },
     { name: 'a body that is not JSON', bytes: 'POST /v1/instances HTTP/1.1\r\nHost: soak\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n{not json at all!!!}' },
     { name: 'a 2 MiB body', bytes: `POST /v1/instances HTTP/1.1\r\nHost: soak\r\nContent-Type: application/json\r\nContent-Length: ${2 * 1024 * 1024}\r\n\r\n${' '.repeat(2 * 1024 * 1024)}`, closeOk: true },
