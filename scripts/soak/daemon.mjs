@@ -13,9 +13,9 @@ const MAX_KEPT_LINES = 20_000;
 
 /**
  * @param {{ lab: ReturnType<import('./lab.mjs').createLab>, tracker: ReturnType<import('../bench/procs.mjs').createProcessTracker>,
- *   dir: string, cli: string, settings: Array<[string, string]>, log: (s: string) => void }} o
+ *   dir: string, cli: string, settings: Array<[string, string]> }} o
  */
-export function createDaemonControl({ lab, tracker, dir, cli, settings, log }) {
+export function createDaemonControl({ lab, tracker, dir, cli, settings }) {
   const gw = lab.ns.gateway;
   /** Every daemon started, for the log figures. */
   const all = [];
@@ -118,7 +118,6 @@ export function createDaemonControl({ lab, tracker, dir, cli, settings, log }) {
         routes6: routes6.stdout.trim().split('\n').filter(Boolean),
       };
     },
-    log,
   };
 }
 

@@ -219,7 +219,7 @@ async function main() {
     const client = startAgent('client', lab.ns.client, ['traffic-client.mjs']);
     const agents = startAgent('hostile agents', lab.ns.backend, ['hostile-agent.mjs', String(AGENT_PORT), ...HOSTILE_AGENTS.map((a) => `${a.behaviour}=${a.ip}`)]);
     await Promise.all([server, client, agents].map((a) => a.proc.waitFor(/^ready$/m, 15_000)));
-    const daemons = createDaemonControl({ lab, tracker, dir, cli: CLI, settings: opts.settings, log });
+    const daemons = createDaemonControl({ lab, tracker, dir, cli: CLI, settings: opts.settings });
     const main = await daemons.start('main', daemons.writeConfig('main', { name: 'main' }));
     ctx = {
       opts, seed, log, lab, daemons, main, tracker, dir, root: ROOT, cli: CLI,
