@@ -226,8 +226,6 @@ Napi::Value EngineStart(const Napi::CallbackInfo& info) {
   config.keepClientPort = o.Get("keepClientPort").ToBoolean().Value();
   config.maxConnections = U32Option(o, "maxConnections", 1);
   config.reportOpen = o.Get("reportOpen").ToBoolean().Value();
-  const char* engine = getenv("TPI_RELAY_ENGINE");
-  config.sockmap = engine != nullptr && strcmp(engine, "sockmap") == 0;
   if (fds.empty() || config.maxV2Length > 65535 || config.pipeSize < 0 || (config.ppVersion != 1 && config.ppVersion != 2)) {
     closeAll();
     return Napi::Number::New(env, -EINVAL);

@@ -3,7 +3,6 @@
 #include "loop.h"
 
 #include <pthread.h>
-#include <algorithm>
 #include <signal.h>
 
 namespace tpi {
@@ -33,14 +32,6 @@ int Engine::AddLoop(const std::vector<int>& listenFds) {
 
 int Engine::Start() {
   if (started_ || loops_.empty()) return -EINVAL;
-  if (config_.sockmap) {
-    sockmap_ = std::make_unique<SockmapRelay>();
-    int rc = sockmap_->Open(static_cast<uint32_t>(std::min<int64_t>(config_.maxConnections, UINT32_MAX)));
-    if (rc < 0) {
-      sockmap_.reset();
-      return rc;
-    }
-  }
   for (auto& loop : loops_) {
     int rc = loop->Open();
     if (rc < 0) return rc;

@@ -4,7 +4,6 @@
 // owns the JavaScript side and gives the engine a function to call when events are waiting.
 #pragma once
 
-#include "sockmap.h"
 #include "table.h"
 
 #include <atomic>
@@ -27,7 +26,6 @@ struct EngineConfig {
   bool keepClientPort = false;
   int64_t maxConnections = 1;
   bool reportOpen = false;         // an open event per connection (debug logs)
-  bool sockmap = false;            // relay in the kernel (sockmap.h) instead of splice
 };
 
 class Loop;
@@ -94,15 +92,12 @@ class Engine {
   }
   void Release() { live_.fetch_sub(1, std::memory_order_relaxed); }
   void Wake() { wake_(wakeContext_); }
-  // The kernel relay, when config().sockmap; null otherwise.
-  SockmapRelay* Sockmap() { return sockmap_.get(); }
 
  private:
   EngineConfig config_;
   void (*wake_)(void*);
   void* wakeContext_;
   std::vector<std::unique_ptr<Loop>> loops_;
-  std::unique_ptr<SockmapRelay> sockmap_;
   std::unique_ptr<PaddedEpoch[]> seen_;
   std::atomic<const Table*> table_{nullptr};
   std::atomic<uint64_t> epoch_{1};

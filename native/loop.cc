@@ -7,7 +7,6 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/ioctl.h>
 
 #include <algorithm>
 #include <climits>
@@ -56,12 +55,6 @@ struct alignas(8) Conn {
   uint8_t inbound = 0;
   bool waitingForPipe = false;
   bool clientEnded = false;  // EOF or error on the client while its header was awaited
-  bool offloaded = false;    // relayed by the kernel (sockmap.h), not by Pump
-  bool draining = false;     // on draining_
-  uint8_t drainShift = 0;    // the next drain check in 50 << drainShift us
-  int64_t drainAtUs = 0;
-  uint32_t headerInLength = 0;   // the inbound PROXY header consumed from the client
-  uint32_t headerOutLength = 0;  // our PROXY header sent to the upstream
   uint16_t upstreamPort = 0;
   uint32_t headerInPipe = 0;  // bytes of our PROXY header that went through flow[0]'s pipe
   Endpoint peer{};
@@ -147,16 +140,7 @@ void Loop::Run() {
   while (!stop) {
     // Quiescent while blocked: this thread holds no table (see Engine::Reclaim).
     seen_->value.store(Engine::kOffline, std::memory_order_seq_cst);
-    int n;
-    if (draining_.empty()) {
-      n = epoll_wait(epfd_, events, kMaxEvents, Timeout());
-    } else {
-      // A FIN waits for the kernel relay's queue: checked again within microseconds, not a ms.
-      int ms = Timeout();
-      int64_t waitUs = std::min<int64_t>(ms < 0 ? INT64_MAX : int64_t{ms} * 1000, DrainWaitUs());
-      timespec ts{static_cast<time_t>(waitUs / 1000000), static_cast<long>(waitUs % 1000000) * 1000};
-      n = epoll_pwait2(epfd_, events, kMaxEvents, &ts, nullptr);
-    }
+    int n = epoll_wait(epfd_, events, kMaxEvents, Timeout());
     seen_->value.store(engine_->Epoch(), std::memory_order_seq_cst);
     table_ = engine_->CurrentTable();
     if (n < 0 && errno != EINTR) break;
@@ -194,8 +178,6 @@ void Loop::Run() {
       if (c->state == kReadingHeader) {
         if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) c->clientEnded = true;
         ReadHeader(c);
-      } else if (c->state == kRelaying && c->offloaded) {
-        OnOffloadedEvent(c, s, ev);
       } else if (c->state == kRelaying) {
         Pump(c);
         // An error the splices did not surface (that direction had nothing to do).
@@ -208,7 +190,6 @@ void Loop::Run() {
       // kConnecting, client side: the readiness is cached until the relay starts.
     }
     if (!starved_.empty()) RetryStarved();
-    if (!draining_.empty()) RetryDrains();
     now_ = NowMs();
     Expire();
     Flush();
@@ -228,11 +209,6 @@ void Loop::Run() {
   liveCount_ = 0;
   CloseListeners();
   pipes_.Clear();
-  if (engine_->Sockmap() != nullptr) {
-    fprintf(stderr, "tpi-loop-%zu sockmap: offloads %llu refused %llu fins passed %llu fin checks waiting %llu settle calls %llu\n", index_,
-            (unsigned long long)offloads_, (unsigned long long)offloadRefused_, (unsigned long long)finsPassed_,
-            (unsigned long long)finsWaited_, (unsigned long long)drainChecks_);
-  }
 }
 
 int Loop::Timeout() const {
@@ -404,7 +380,6 @@ void Loop::ReadHeader(Conn* c) {
     return;
   }
   c->inbound = static_cast<uint8_t>(h.version | (h.local ? 8 : 0));
-  c->headerInLength = static_cast<uint32_t>(h.length);
   if (h.source.family != 0) {
     c->client = h.source;
     c->tlvs.swap(h.forwarded);
@@ -520,7 +495,6 @@ void Loop::OnConnected(Conn* c) {
       return;
     }
     size_t sent = n > 0 ? static_cast<size_t>(n) : 0;
-    c->headerOutLength = static_cast<uint32_t>(headerLength);
     if (sent > headerLength) c->flow[0].bytes += sent - headerLength;
     if (sent < header.size()) {
       int rc = Preload(c->flow[0], pipes_, reinterpret_cast<const uint8_t*>(header.data()) + sent, header.size() - sent);
@@ -531,9 +505,6 @@ void Loop::OnConnected(Conn* c) {
       if (sent < headerLength) c->headerInPipe = static_cast<uint32_t>(headerLength - sent);
     }
   }
-  // The kernel relay takes over unless bytes wait in a pipe (they must leave first).
-  if (engine_->Sockmap() != nullptr && c->flow[0].queued == 0 && SendConsumedRest(c) && Offload(c)) return;
-  if (c->state == kEnded) return;
   Pump(c);
 }
 
@@ -551,158 +522,6 @@ void Loop::Pump(Conn* c) {
     }
   }
   if (c->flow[0].shut && c->flow[1].shut) Finish(c, kEndDone, 0, nullptr);
-}
-
-// The program's reader (tcp_read_skb) takes whole segments, whatever of them was read already:
-// after the loop consumed part of the client's bytes (an inbound PROXY header, our header's first
-// bytes), the rest of that segment would go out twice. So what waits is read and sent first;
-// false (relay with splice) when that is more than a first exchange, or not all of it was sent (the
-// rest is then in the pipe), or the connection failed.
-bool Loop::SendConsumedRest(Conn* c) {
-  if (c->headerInLength == 0 && c->kind != kProxy) return true;  // nothing consumed
-  int waiting = 0;
-  if (ioctl(c->side[0].fd, FIONREAD, &waiting) < 0 || waiting > static_cast<int>(kFirstBytes)) return false;
-  if (waiting == 0) return true;
-  uint8_t rest[kFirstBytes];
-  ssize_t n;
-  do n = recv(c->side[0].fd, rest, static_cast<size_t>(waiting), MSG_DONTWAIT);
-  while (n < 0 && errno == EINTR);
-  if (n <= 0) return n == 0 || errno == EAGAIN;
-  ssize_t sent;
-  do sent = send(c->side[1].fd, rest, static_cast<size_t>(n), MSG_NOSIGNAL | MSG_DONTWAIT);
-  while (sent < 0 && errno == EINTR);
-  if (sent < 0 && errno != EAGAIN) {
-    Fail(c, 1, errno, "send");
-    return false;
-  }
-  size_t done = sent > 0 ? static_cast<size_t>(sent) : 0;
-  c->flow[0].bytes += done;
-  if (done < static_cast<size_t>(n)) {
-    int rc = Preload(c->flow[0], pipes_, rest + done, static_cast<size_t>(n) - done);
-    if (rc < 0) Fail(c, 1, -rc, "write");
-    return false;
-  }
-  // Bytes that came after FIONREAD may have been read in part: then splice carries on.
-  return ioctl(c->side[0].fd, FIONREAD, &waiting) == 0 && waiting == 0;
-}
-
-// The kernel relay takes both sockets; false: not possible (relay with splice instead).
-bool Loop::Offload(Conn* c) {
-  int rc = engine_->Sockmap()->Attach(c->side[0].fd, c->side[1].fd);
-  if (rc == SockmapRelay::kAttachBroken) {
-    offloadRefused_++;
-    Fail(c, 1, EIO, "setsockopt");
-    return true;
-  }
-  if (rc < 0) {
-    if (offloadRefused_++ < 5) fprintf(stderr, "offload refused: %s\n", strerror(-rc));
-    return false;
-  }
-  offloads_++;
-  c->offloaded = true;
-  // Only a FIN, a reset or an error matter from here. The program's data_ready still wakes the
-  // socket's readers for every segment (sk_psock_data_ready), and EPOLLOUT comes with every ACK
-  // that makes room: registered for EPOLLRDHUP alone (EPOLLERR and EPOLLHUP always are), epoll
-  // filters those wake-ups by their key and the loop sleeps through the transfer.
-  for (int s = 0; s < 2; s++) {
-    epoll_event ev{};
-    ev.events = EPOLLRDHUP | EPOLLET;
-    ev.data.u64 = reinterpret_cast<uint64_t>(c) | static_cast<uint64_t>(s);
-    epoll_ctl(epfd_, EPOLL_CTL_MOD, c->side[s].fd, &ev);
-  }
-  // A FIN (or an error) that came while connecting was an edge already taken.
-  if (c->side[0].canRead || c->side[1].canRead || c->flow[0].eof) Settle(c);
-  return true;
-}
-
-void Loop::OnOffloadedEvent(Conn* c, int s, uint32_t ev) {
-  if (ev & EPOLLERR) {
-    // A reset, or the kernel relay's send to this socket failed (it sets the socket's error).
-    int err = 0;
-    socklen_t len = sizeof(err);
-    if (getsockopt(c->side[s].fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) {
-      Fail(c, s, err, "send");
-      return;
-    }
-  }
-  if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) Settle(c);
-}
-
-// Both sockets' counts: bytes for the end event, the last activity for the idle deadline.
-int Loop::ReadOffloaded(Conn* c, TcpCounts n[2]) {
-  for (int s = 0; s < 2; s++) {
-    int rc = ReadTcpCounts(c->side[s].fd, s == 1, &n[s]);
-    if (rc < 0) {
-      if (c->state != kEnded) Fail(c, s, -rc, "getsockopt");
-      return rc;
-    }
-  }
-  c->flow[0].bytes = n[1].written > c->headerOutLength ? n[1].written - c->headerOutLength : 0;
-  c->flow[1].bytes = n[0].written;
-  c->headerInPipe = 0;
-  int64_t active = now_ - static_cast<int64_t>(std::min(n[0].idleMs, n[1].idleMs));
-  if (active > c->lastActive) c->lastActive = active;
-  return 0;
-}
-
-// Passes each FIN on once the kernel has written into the destination every byte the source sent
-// before it (the program never sees a FIN; the redirect queue may still hold bytes: closing or
-// shutting down then would lose them). Not yet: checked again after 1, 2, 4 ... 64 ms.
-void Loop::Settle(Conn* c) {
-  TcpCounts n[2];
-  if (ReadOffloaded(c, n) < 0) return;
-  drainChecks_++;
-  bool waiting = false;
-  for (int d = 0; d < 2; d++) {
-    Flow& f = c->flow[d];
-    if (n[d].finIn && !f.eof) f.eof = true;
-    if (!f.eof || f.shut) continue;
-    uint64_t sent = n[d].received - (d == 0 ? std::min<uint64_t>(n[d].received, c->headerInLength) : 0);
-    if (f.bytes < sent) {
-      waiting = true;
-      continue;
-    }
-    // The last direction to end: close() sends the FIN.
-    if (!c->flow[1 - d].shut) shutdown(c->side[1 - d].fd, SHUT_WR);
-    f.shut = true;
-    finsPassed_++;
-  }
-  if (c->flow[0].shut && c->flow[1].shut) {
-    Finish(c, kEndDone, 0, nullptr);
-    return;
-  }
-  if (waiting) {
-    finsWaited_++;
-    if (!c->draining) {
-      c->draining = true;
-      c->drainShift = 0;
-      draining_.push_back(c);
-    } else if (c->drainShift < 10) {
-      c->drainShift++;
-    }
-    c->drainAtUs = static_cast<int64_t>(NowUs()) + (int64_t{50} << c->drainShift);
-  } else if (c->draining) {
-    draining_.erase(std::find(draining_.begin(), draining_.end(), c));
-    c->draining = false;
-  }
-}
-
-int64_t Loop::DrainWaitUs() const {
-  int64_t now = static_cast<int64_t>(NowUs());
-  int64_t wait = INT64_MAX;
-  for (const Conn* c : draining_) wait = std::min(wait, std::max<int64_t>(0, c->drainAtUs - now));
-  return wait;
-}
-
-void Loop::RetryDrains() {
-  std::vector<Conn*> due;
-  int64_t now = static_cast<int64_t>(NowUs());
-  for (Conn* c : draining_) {
-    if (c->drainAtUs <= now) due.push_back(c);
-  }
-  for (Conn* c : due) {
-    if (c->state == kRelaying) Settle(c);
-  }
 }
 
 // Connections that could not get a pipe: their readiness is cached (canRead), so nothing is lost
@@ -733,11 +552,6 @@ void Loop::Expire() {
   }
   while (idleDeadlines_.head != nullptr && idleDeadlines_.head->deadline <= now_) {
     Conn* c = idleDeadlines_.head;
-    if (c->offloaded) {
-      // The loop sees none of its bytes: the kernel says when the last one arrived.
-      TcpCounts n[2];
-      if (ReadOffloaded(c, n) < 0) continue;  // failed and ended
-    }
     // Activity only moves lastActive; the deadline moves when it comes due.
     int64_t due = c->lastActive + config_.idleTimeoutMs;
     if (due > now_) Arm(c, &idleDeadlines_, due);
@@ -796,16 +610,8 @@ void Loop::Finish(Conn* c, End end, int err, const char* syscall) {
       if (n <= 0) break;
     }
   }
-  if (c->offloaded && end != kEndDone) {
-    TcpCounts n[2];
-    ReadOffloaded(c, n);  // the byte counts, as far as the sockets still tell them
-  }
   c->state = kEnded;
   Disarm(c);
-  if (c->draining) {
-    draining_.erase(std::find(draining_.begin(), draining_.end(), c));
-    c->draining = false;
-  }
   if (c->waitingForPipe) {
     starved_.erase(std::find(starved_.begin(), starved_.end(), c));
     c->waitingForPipe = false;

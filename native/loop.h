@@ -66,14 +66,6 @@ class Loop {
   void OnUpstreamEvent(Conn* c, uint32_t ev);
   void OnConnected(Conn* c);
   void Pump(Conn* c);
-  // The kernel relay (sockmap.h): hand a connection over, follow its sockets' state.
-  bool SendConsumedRest(Conn* c);
-  bool Offload(Conn* c);
-  void OnOffloadedEvent(Conn* c, int s, uint32_t ev);
-  void Settle(Conn* c);
-  int ReadOffloaded(Conn* c, TcpCounts n[2]);
-  void RetryDrains();
-  int64_t DrainWaitUs() const;
   void RetryStarved();
   void Expire();
   void Fail(Conn* c, int side, int err, const char* syscall);
@@ -109,7 +101,6 @@ class Loop {
   DeadlineList connectDeadlines_;
   DeadlineList idleDeadlines_;
   std::vector<Conn*> starved_;    // waiting for a pipe
-  std::vector<Conn*> draining_;   // offloaded, a FIN waiting for the kernel's queue to empty
   std::vector<Conn*> graveyard_;  // ended in this iteration: freed after it
   std::vector<uint8_t> peek_;     // an inbound header's bytes
   std::string batch_;             // events of this iteration
@@ -121,7 +112,6 @@ class Loop {
   std::string events_;
   std::atomic<uint64_t> accepted_{0};
   std::atomic<uint64_t> overCapacity_{0};
-  uint64_t offloads_ = 0, offloadRefused_ = 0, finsPassed_ = 0, finsWaited_ = 0, drainChecks_ = 0;
 };
 
 }  // namespace tpi

@@ -34,8 +34,6 @@ export const PATHS = Object.freeze([
   { name: 'nginx', label: 'nginx stream transparent (proxy_bind $remote_addr transparent)', proxy: 'nginx', pp: false },
   { name: 'tpi', label: 'tproxy-interceptor pp=false', proxy: 'daemon', pp: false },
   { name: 'tpi-pp', label: 'tproxy-interceptor pp=true (+ PROXY front on the backend)', proxy: 'daemon', pp: true },
-  { name: 'tpi-sm', label: 'tproxy-interceptor pp=false, SOCKMAP relay (experiment)', proxy: 'daemon', pp: false, sockmap: true },
-  { name: 'tpi-pp-sm', label: 'tproxy-interceptor pp=true, SOCKMAP relay (experiment)', proxy: 'daemon', pp: true, sockmap: true },
 ]);
 
 export const PATH_NAMES = Object.freeze(PATHS.map((p) => p.name));

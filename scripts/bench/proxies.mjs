@@ -175,14 +175,14 @@ export function createProxies(ctx) {
         };
       }),
 
-    daemon: (pp, sockmap = false) =>
+    daemon: (pp) =>
       withUndo(async (undo) => {
         if (!existsSync(ctx.cli)) throw new Error(`${ctx.cli} is missing: \`npm run build\` did not produce it`);
-        const dir = path.join(ctx.dir, `${pp ? 'daemon-pp' : 'daemon'}${sockmap ? '-sm' : ''}`);
+        const dir = path.join(ctx.dir, pp ? 'daemon-pp' : 'daemon');
         const cfg = `${dir}.toml`;
         writeFileSync(cfg, renderDaemonConfig({ table: DAEMON_TABLE, cidr: LAB.backendNet, ports: INTERCEPTED_PORTS, listenPort: DAEMON_PORT, dir, threads: ctx.threads, pipeSize: PIPE_SIZE }));
         await installGuard(undo);
-        const proc = startService(undo, 'tproxy-interceptor', [...(sockmap ? ['env', 'TPI_RELAY_ENGINE=sockmap'] : []), 'node', ctx.cli, 'run', '--config', cfg, '--drain', '0ms']);
+        const proc = startService(undo, 'tproxy-interceptor', ['node', ctx.cli, 'run', '--config', cfg, '--drain', '0ms']);
         // Whatever stop left behind (a crash, a kill after the grace time): its table, rule, routes.
         undo.push('daemon leftovers', async () => {
           await inGw(['nft', 'delete', 'table', 'inet', DAEMON_TABLE], { allowFail: true });
@@ -204,7 +204,7 @@ export function createProxies(ctx) {
         return {
           pid: proc.pid,
           output: proc.output,
-          notes: [`loop threads ${ctx.threads ?? 'one per CPU'} (run to completion, ${sockmap ? 'SOCKMAP' : 'splice'}), pipe_size ${PIPE_SIZE}, log level warn, instance policy "${policy}"${pp ? '; PROXY v2 to an HAProxy accept-proxy front on the backend for iperf3 (extra hop on the backend host), nginx `listen proxy_protocol` for wrk' : ''}`],
+          notes: [`loop threads ${ctx.threads ?? 'one per CPU'} (run to completion, splice), pipe_size ${PIPE_SIZE}, log level warn, instance policy "${policy}"${pp ? '; PROXY v2 to an HAProxy accept-proxy front on the backend for iperf3 (extra hop on the backend host), nginx `listen proxy_protocol` for wrk' : ''}`],
         };
       }),
   };

@@ -375,7 +375,7 @@ async function runPath(benchPath, proxies, baselineState) {
     lap('busy sample');
     if (benchPath.proxy === 'haproxy') setup = await proxies.haproxy();
     else if (benchPath.proxy === 'nginx') setup = await proxies.nginx();
-    else if (benchPath.proxy === 'daemon') setup = await proxies.daemon(benchPath.pp, benchPath.sockmap === true);
+    else if (benchPath.proxy === 'daemon') setup = await proxies.daemon(benchPath.pp);
     else setup = await forwardPastTimeWait();
     if (setup) result.notes.push(...setup.notes);
     lap('setup');
