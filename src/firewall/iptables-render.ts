@@ -6,6 +6,7 @@
 // after `intercept.table`, entered by one `-j` from mangle PREROUTING:
 //   -p tcp -m socket --transparent                       -j MARK --set-xmark M/K   replies to our spoofed connections
 //   -p tcp -m socket --transparent                       -j ACCEPT
+//   -p tcp -m socket                                     -j ACCEPT                  this host's own connections
 //   [-i IF] -d CIDR -p tcp --dport P | -m multiport ...  -j TPROXY --on-ip A --on-port L --tproxy-mark M/K
 //   [-i IF] -d CIDR -p tcp --dport P | -m multiport ...  -j DROP                     (failClosed)
 // Without --nowildcard, xt_socket ignores sockets bound to the wildcard address: nft's
@@ -92,6 +93,8 @@ export function renderChainRules(spec: FirewallSpec, family: IpFamily): string[]
   const rules: string[][] = [
     ['-p', 'tcp', '-m', 'socket', '--transparent', '-j', 'MARK', '--set-xmark', markMask],
     ['-p', 'tcp', '-m', 'socket', '--transparent', '-j', 'ACCEPT'],
+    // This host's own other connections (render.ts, rule 2): never tproxied.
+    ['-p', 'tcp', '-m', 'socket', '-j', 'ACCEPT'],
   ];
   for (const target of spec.targets) {
     if (target.family !== family) continue;

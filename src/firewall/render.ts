@@ -82,8 +82,12 @@ function listenerFor(spec: FirewallSpec, target: Target): { family: 'ip' | 'ip6'
  * whether or not it exists (a bare delete of a missing table would abort the batch, and
  * `destroy` needs nftables >= 1.0.7), then the chain and its rules:
  *   1. packets of connections that already have a transparent socket: mark (→ policy route to lo), accept;
- *   2. per target: tproxy to our listener, mark, accept;
- *   3. per target, when failClosed: drop. nft's tproxy fails open — with no listener the rule
+ *   2. packets of this host's own other connections (a socket bound to one of its addresses): accept
+ *      untouched. Without it, the reply to a pp=true upstream (which leaves from our own address
+ *      with a port the kernel picks) would be tproxied to the listener when a target network holds
+ *      that address and the port is a target port: the upstream connect would time out;
+ *   3. per target: tproxy to our listener, mark, accept;
+ *   4. per target, when failClosed: drop. nft's tproxy fails open — with no listener the rule
  *      does not match and the packet would be forwarded to the real destination unproxied.
  */
 export function renderRuleset(spec: FirewallSpec): NftDocument {
@@ -107,6 +111,7 @@ export function renderRuleset(spec: FirewallSpec): NftDocument {
       setMark(spec.mark, spec.mask),
       { accept: null },
     ]),
+    rule([match(meta('l4proto'), 'tcp'), match({ socket: { key: 'wildcard' } }, 0), { accept: null }]),
   ];
   for (const target of spec.targets) {
     const { family, addr } = listenerFor(spec, target);

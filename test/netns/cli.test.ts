@@ -157,12 +157,12 @@ describe('cli', () => {
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(new RegExp(`^${good.replace(/[.]/g, '\\.')}: valid; \`run\` would:$`, 'm'));
     expect(r.stdout).toMatch(/^  listen +127\.0\.0\.1:15001, \[::1\]:15001 /m);
-    expect(r.stdout).toMatch(/^  firewall +nftables: table inet tproxy_interceptor, chain pre \(prerouting, priority -150\); 5 rules/m);
+    expect(r.stdout).toMatch(/^  firewall +nftables: table inet tproxy_interceptor, chain pre \(prerouting, priority -150\); 6 rules/m);
     expect(r.stdout).toMatch(/^  intercept +198\.18\.2\.0\/24 ports 8080-8081,9000-9010$/m);
     expect(r.stdout).toMatch(/^ +ip -4 rule add fwmark 0x2000\/0x2000 lookup 4511 priority 9000$/m);
     expect(r.stdout).toMatch(/^  metrics +http:\/\/127\.0\.0\.1:9464\/metrics/m);
     const json = JSON.parse((await run([...NOBODY, 'node', CLI, 'check', '--config', good, '--json'])).stdout);
-    expect(json).toMatchObject({ valid: true, summary: { firewall: { backend: 'nftables', rules: 5 }, metrics: '127.0.0.1:9464' } });
+    expect(json).toMatchObject({ valid: true, summary: { firewall: { backend: 'nftables', rules: 6 }, metrics: '127.0.0.1:9464' } });
 
     const bad = path.join(lab.dir, 'check-bad.toml');
     await writeFile(bad, BASE_CONFIG.replace('table = "tproxy_interceptor"', 'table = "tproxy_interceptor"\nmark = 0x3\nmask = 0x1'));

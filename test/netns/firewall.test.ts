@@ -72,28 +72,30 @@ describe.skipIf(!isRoot)('nftables firewall in a network namespace', () => {
     expect(tables).toHaveLength(1);
     expect(chains).toHaveLength(1);
     expect(chains[0]).toMatchObject({ family: 'inet', table: 'tpi_fw_test', name: 'pre', type: 'filter', hook: 'prerouting', prio: -150, policy: 'accept' });
-    expect(rules).toHaveLength(5);
-    expect(verdicts(rules)).toEqual(['accept', 'accept', 'drop', 'accept', 'drop']);
+    expect(rules).toHaveLength(6);
+    expect(verdicts(rules)).toEqual(['accept', 'accept', 'accept', 'drop', 'accept', 'drop']);
 
     const socketKeys = rules[0]!.filter((e) => e['match']).map((e) => ((e['match'] as Obj)['left'] as Obj)['socket']).filter(Boolean);
     expect(socketKeys).toEqual([{ key: 'transparent' }, { key: 'wildcard' }]);
 
-    expect(find(rules[1]!, 'tproxy')).toEqual({ family: 'ip', addr: '127.0.0.1', port: 15001 });
-    expect(JSON.stringify(rules[1])).toContain('{"prefix":{"addr":"198.18.2.0","len":24}}');
-    expect(JSON.stringify(rules[1])).toContain('{"set":[8080,{"range":[9000,9100]}]}');
-    expect(JSON.stringify(rules[1])).toContain('{"meta":{"key":"iifname"}},"right":"eth1"');
-    expect(find(rules[2]!, 'tproxy')).toBeUndefined();
+    // This host's own connections: accepted untouched.
+    expect(JSON.stringify(rules[1])).toBe('[{"match":{"op":"==","left":{"meta":{"key":"l4proto"}},"right":"tcp"}},{"match":{"op":"==","left":{"socket":{"key":"wildcard"}},"right":0}},{"accept":null}]');
+    expect(find(rules[2]!, 'tproxy')).toEqual({ family: 'ip', addr: '127.0.0.1', port: 15001 });
     expect(JSON.stringify(rules[2])).toContain('{"prefix":{"addr":"198.18.2.0","len":24}}');
+    expect(JSON.stringify(rules[2])).toContain('{"set":[8080,{"range":[9000,9100]}]}');
+    expect(JSON.stringify(rules[2])).toContain('{"meta":{"key":"iifname"}},"right":"eth1"');
+    expect(find(rules[3]!, 'tproxy')).toBeUndefined();
+    expect(JSON.stringify(rules[3])).toContain('{"prefix":{"addr":"198.18.2.0","len":24}}');
 
-    expect(find(rules[3]!, 'tproxy')).toEqual({ family: 'ip6', addr: '::1', port: 15001 });
-    expect(JSON.stringify(rules[3])).toContain('{"prefix":{"addr":"fd00:2::","len":64}}');
-    expect(verdicts([rules[4]!])).toEqual(['drop']);
+    expect(find(rules[4]!, 'tproxy')).toEqual({ family: 'ip6', addr: '::1', port: 15001 });
+    expect(JSON.stringify(rules[4])).toContain('{"prefix":{"addr":"fd00:2::","len":64}}');
+    expect(verdicts([rules[5]!])).toEqual(['drop']);
   });
 
   it('the masked mark set keeps foreign bits (mark 0x10000 / mask 0x30000)', async () => {
     await fw.install(spec({ mark: 0x10000, mask: 0x30000 }));
     const { rules } = parseListing(await listTable('tpi_fw_test'));
-    for (const i of [0, 1, 3]) {
+    for (const i of [0, 2, 4]) {
       const value = find(rules[i]!, 'mangle')!['value'] as Obj;
       // nft may shrink the AND constant to an equivalent one (it keeps bits the OR sets anyway)
       const [and, or] = value['|'] as [Obj, number];
@@ -115,7 +117,7 @@ describe.skipIf(!isRoot)('nftables firewall in a network namespace', () => {
   it('failClosed = false installs no drop rules', async () => {
     await fw.install(spec({ failClosed: false }));
     const { rules } = parseListing(await listTable('tpi_fw_test'));
-    expect(verdicts(rules)).toEqual(['accept', 'accept', 'accept']);
+    expect(verdicts(rules)).toEqual(['accept', 'accept', 'accept', 'accept']);
   });
 
   it('the nft text rendering installs the same rules as the JSON', async () => {
@@ -159,7 +161,7 @@ describe.skipIf(!isRoot)('nftables firewall in a network namespace', () => {
     const err = await fw.install(broken).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'ERR_NFT_FAILED' });
     expect((err as { stderr: string }).stderr).toMatch(/Error/);
-    expect(parseListing(await listTable('tpi_fw_test')).rules).toHaveLength(5);
+    expect(parseListing(await listTable('tpi_fw_test')).rules).toHaveLength(6);
   });
 
   it('nft missing → ERR_NFT_MISSING', async () => {
@@ -211,12 +213,13 @@ describe.skipIf(!isRoot).each([{ variant: 'nft' as const }, { variant: 'legacy' 
     expect(ours(v4save)).toEqual([
       '-A tpi_fw_test -p tcp -m socket --transparent -j MARK --set-xmark 0x1/0x1',
       '-A tpi_fw_test -p tcp -m socket --transparent -j ACCEPT',
+      '-A tpi_fw_test -p tcp -m socket -j ACCEPT',
       '-A tpi_fw_test -d 198.18.2.0/24 -i eth1 -p tcp -m multiport --dports 8080,9000:9100 -j TPROXY --on-port 15001 --on-ip 127.0.0.1 --tproxy-mark 0x1/0x1',
       '-A tpi_fw_test -d 198.18.2.0/24 -i eth1 -p tcp -m multiport --dports 8080,9000:9100 -j DROP',
     ]);
     const v6save = await save(6);
     expect(jumps(v6save)).toBe(1);
-    expect(ours(v6save).slice(2)).toEqual([
+    expect(ours(v6save).slice(3)).toEqual([
       '-A tpi_fw_test -d fd00:2::/64 -p tcp -m tcp --dport 443 -j TPROXY --on-port 15001 --on-ip ::1 --tproxy-mark 0x1/0x1',
       '-A tpi_fw_test -d fd00:2::/64 -p tcp -m tcp --dport 443 -j DROP',
     ]);
@@ -227,7 +230,7 @@ describe.skipIf(!isRoot).each([{ variant: 'nft' as const }, { variant: 'legacy' 
     await fw.install(spec({ mark: 0x10000, mask: 0x30000 }));
     const rules = ours(await save(4));
     expect(rules[0]).toContain('-j MARK --set-xmark 0x10000/0x30000');
-    expect(rules[2]).toContain('--tproxy-mark 0x10000/0x30000');
+    expect(rules[3]).toContain('--tproxy-mark 0x10000/0x30000');
   });
 
   it('after a crash: a duplicate jump and stale rules are reconciled to exactly our rules', async () => {
@@ -238,7 +241,7 @@ describe.skipIf(!isRoot).each([{ variant: 'nft' as const }, { variant: 'legacy' 
     await fw.install(spec());
     const after = await save(4);
     expect(jumps(after)).toBe(1);
-    expect(ours(after)).toHaveLength(4);
+    expect(ours(after)).toHaveLength(5);
     expect(after).not.toContain('-p udp');
   });
 

@@ -63,7 +63,7 @@ describe.each([{ variant: 'nft' }, { variant: 'legacy' }])('transparent intercep
     for (const family of [4, 6] as const) {
       const text = await save(family);
       expect(jumps(text)).toBe(1);
-      expect(text.split('\n').filter((l) => l.startsWith('-A tproxy_interceptor '))).toHaveLength(4);
+      expect(text.split('\n').filter((l) => l.startsWith('-A tproxy_interceptor '))).toHaveLength(5);
     }
     expect((await lab.ipRules(4)).match(/fwmark 0x2000\/0x2000 lookup 4511/g)).toHaveLength(1);
     again.child.kill('SIGTERM');

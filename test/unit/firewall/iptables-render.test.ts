@@ -33,6 +33,7 @@ describe('renderIptablesInstall', () => {
         '-F tpi_test',
         '-A tpi_test -p tcp -m socket --transparent -j MARK --set-xmark 0x10000/0x30000',
         '-A tpi_test -p tcp -m socket --transparent -j ACCEPT',
+        '-A tpi_test -p tcp -m socket -j ACCEPT',
         '-A tpi_test -i eth1 -d 198.18.2.0/24 -p tcp -m multiport --dports 8080,9000:9100 -j TPROXY --on-ip 127.0.0.1 --on-port 15001 --tproxy-mark 0x10000/0x30000',
         '-A tpi_test -i eth1 -d 198.18.2.0/24 -p tcp -m multiport --dports 8080,9000:9100 -j DROP',
         '-I PREROUTING 1 -j tpi_test',
@@ -68,7 +69,7 @@ describe('renderIptablesInstall', () => {
 
   it('a single port or range needs no multiport; more than 15 slots split into several rules', () => {
     const one = renderChainRules(spec({ targets: [{ ...v4, ports: [{ from: 9000, to: 9100 }] }] }), 4);
-    expect(one[2]).toEqual(['-i', 'eth1', '-d', '198.18.2.0/24', '-p', 'tcp', '--dport', '9000:9100', '-j', 'TPROXY', '--on-ip', '127.0.0.1', '--on-port', '15001', '--tproxy-mark', '0x10000/0x30000']);
+    expect(one[3]).toEqual(['-i', 'eth1', '-d', '198.18.2.0/24', '-p', 'tcp', '--dport', '9000:9100', '-j', 'TPROXY', '--on-ip', '127.0.0.1', '--on-port', '15001', '--tproxy-mark', '0x10000/0x30000']);
     // 10 single ports (10 slots) and 4 ranges (8 slots): 18 slots
     const ports = [...Array.from({ length: 10 }, (_, i) => ({ from: 100 + 2 * i, to: 100 + 2 * i })), ...Array.from({ length: 4 }, (_, i) => ({ from: 1000 * (i + 1), to: 1000 * (i + 1) + 10 }))];
     const rules = renderChainRules(spec({ targets: [{ ...v4, ports }] }), 4);

@@ -49,22 +49,31 @@ describe('renderRuleset', () => {
     ]);
   });
 
+  it("second rule: this host's own other connections (a socket on one of its addresses) are accepted untouched", () => {
+    const [, second] = rulesOf(renderRuleset(spec()));
+    expect(second).toEqual([
+      { match: { op: '==', left: { meta: { key: 'l4proto' } }, right: 'tcp' } },
+      { match: { op: '==', left: { socket: { key: 'wildcard' } }, right: 0 } },
+      { accept: null },
+    ]);
+  });
+
   it('per target: iifname, daddr prefix, l4proto, dport set, tproxy, mark, accept; then drop when failClosed', () => {
     const rules = rulesOf(renderRuleset(spec()));
-    expect(rules.map(verdict)).toEqual(['accept', 'accept', 'drop', 'accept', 'drop']);
+    expect(rules.map(verdict)).toEqual(['accept', 'accept', 'accept', 'drop', 'accept', 'drop']);
     const matches = [
       { match: { op: '==', left: { meta: { key: 'iifname' } }, right: 'eth1' } },
       { match: { op: '==', left: { payload: { protocol: 'ip', field: 'daddr' } }, right: { prefix: { addr: '198.18.2.0', len: 24 } } } },
       { match: { op: '==', left: { meta: { key: 'l4proto' } }, right: 'tcp' } },
       { match: { op: '==', left: { payload: { protocol: 'tcp', field: 'dport' } }, right: { set: [8080, { range: [9000, 9100] }] } } },
     ];
-    expect(rules[1]).toEqual([...matches, { tproxy: { family: 'ip', addr: '127.0.0.1', port: 15001 } }, maskedMark(1, 1), { accept: null }]);
-    expect(rules[2]).toEqual([...matches, { drop: null }]);
+    expect(rules[2]).toEqual([...matches, { tproxy: { family: 'ip', addr: '127.0.0.1', port: 15001 } }, maskedMark(1, 1), { accept: null }]);
+    expect(rules[3]).toEqual([...matches, { drop: null }]);
   });
 
   it('IPv6 targets tproxy to listen.address6 with family ip6; a single port is a plain number', () => {
     const rules = rulesOf(renderRuleset(spec()));
-    expect(rules[3]).toEqual([
+    expect(rules[4]).toEqual([
       { match: { op: '==', left: { payload: { protocol: 'ip6', field: 'daddr' } }, right: { prefix: { addr: 'fd00:2::', len: 64 } } } },
       { match: { op: '==', left: { meta: { key: 'l4proto' } }, right: 'tcp' } },
       { match: { op: '==', left: { payload: { protocol: 'tcp', field: 'dport' } }, right: 443 } },
@@ -76,14 +85,14 @@ describe('renderRuleset', () => {
 
   it('no drop rules when failClosed is false', () => {
     const rules = rulesOf(renderRuleset(spec({ failClosed: false })));
-    expect(rules.map(verdict)).toEqual(['accept', 'accept', 'accept']);
+    expect(rules.map(verdict)).toEqual(['accept', 'accept', 'accept', 'accept']);
     expect(JSON.stringify(rules)).not.toContain('drop');
   });
 
   it('a single range still renders as a set', () => {
     const t: Target = { ...v4, ports: [{ from: 1, to: 1024 }], interface: null };
     const rules = rulesOf(renderRuleset(spec({ targets: [t] })));
-    expect(rules[1]![2]).toEqual({ match: { op: '==', left: { payload: { protocol: 'tcp', field: 'dport' } }, right: { set: [{ range: [1, 1024] }] } } });
+    expect(rules[2]![2]).toEqual({ match: { op: '==', left: { payload: { protocol: 'tcp', field: 'dport' } }, right: { set: [{ range: [1, 1024] }] } } });
   });
 
   it('keeps bits outside the mask: mark = (mark & ~mask) | value', () => {
@@ -108,8 +117,8 @@ describe('renderRuleset', () => {
     expect(() => renderRuleset(spec({ mark: 0 }))).toThrow(RangeError);
   });
 
-  it('with no targets only the transparent-socket rule exists', () => {
-    expect(rulesOf(renderRuleset(spec({ targets: [] })))).toHaveLength(1);
+  it('with no targets only the two socket rules exist', () => {
+    expect(rulesOf(renderRuleset(spec({ targets: [] })))).toHaveLength(2);
   });
 });
 
@@ -130,6 +139,7 @@ describe('renderNftText', () => {
         'add table inet tpi_test',
         'add chain inet tpi_test pre { type filter hook prerouting priority -150; policy accept; }',
         'add rule inet tpi_test pre meta l4proto tcp socket transparent 1 socket wildcard 0 meta mark set meta mark & 0xfffcffff | 0x00010000 accept',
+        'add rule inet tpi_test pre meta l4proto tcp socket wildcard 0 accept',
         'add rule inet tpi_test pre meta iifname "eth1" ip daddr 198.18.2.0/24 meta l4proto tcp tcp dport { 8080, 9000-9100 } tproxy ip to 127.0.0.1:15001 meta mark set meta mark & 0xfffcffff | 0x00010000 accept',
         'add rule inet tpi_test pre meta iifname "eth1" ip daddr 198.18.2.0/24 meta l4proto tcp tcp dport { 8080, 9000-9100 } drop',
         'add rule inet tpi_test pre ip6 daddr fd00:2::/64 meta l4proto tcp tcp dport 443 tproxy ip6 to [::1]:15001 meta mark set meta mark & 0xfffcffff | 0x00010000 accept',
