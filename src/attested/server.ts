@@ -51,40 +51,40 @@ export async function createAttestedServer(opts: AttestedServerOptions): Promise
   const mapAddress = compileAddressMap(config.addressMap);
   const allowed = config.allowedApps === null ? null : new Set(config.allowedApps);
 
-  // Registrations are checked and applied one at a time: two registrations of one instance from
-  // two addresses must not both pass the conflict check before either is in the registry.
-  let tail: Promise<unknown> = Promise.resolve();
-  function serialized<T>(fn: () => Promise<T>): Promise<T> {
-    const run = tail.then(fn, fn);
-    tail = run.catch(() => {});
-    return run;
+  // The conflict check runs inside the registry service's serialized mutation (its precondition),
+  // so no other registration, attested or by the operator, can change the registry between the
+  // check and the change: two registrations of one instance from two addresses never both pass.
+  const inflight = new Set<Promise<unknown>>();
+  function register(identity: CertificateIdentity, address: string, policy: PortPolicy | null): Promise<Registered> {
+    const p = apply(identity, address, policy);
+    inflight.add(p);
+    void p.catch(() => {}).finally(() => inflight.delete(p));
+    return p;
   }
 
-  function register(identity: CertificateIdentity, address: string, policy: PortPolicy | null): Promise<Registered> {
-    return serialized(async () => {
-      const admission = admit({
-        instanceId: identity.instanceId,
-        appId: identity.appId,
-        address,
-        current: service.get(identity.instanceId),
-        holder: service.registry.byIp(address),
-        allowAddressChange: config.allowAddressChange,
-      });
-      try {
-        // The registry's own semantics apply from here: a null policy keeps (or lets the fetcher
-        // learn) the cached one, a new compose hash drops it, an operator override stays on top.
-        const record = await service.add({
-          instanceId: identity.instanceId,
-          appId: identity.appId,
-          ip: address,
-          composeHash: identity.composeHash,
-          policy,
-        });
-        return { record, admission };
-      } catch (err) {
-        throw registryRejection(err);
-      }
-    });
+  async function apply(identity: CertificateIdentity, address: string, policy: PortPolicy | null): Promise<Registered> {
+    let admission: Admission | undefined;
+    try {
+      // The registry's own semantics apply from here: a null policy keeps (or lets the fetcher
+      // learn) the cached one, a new compose hash drops it, an operator override stays on top.
+      const record = await service.add(
+        { instanceId: identity.instanceId, appId: identity.appId, ip: address, composeHash: identity.composeHash, policy },
+        (current, holder) => {
+          admission = admit({
+            instanceId: identity.instanceId,
+            appId: identity.appId,
+            address,
+            current,
+            holder,
+            allowAddressChange: config.allowAddressChange,
+          });
+        },
+      );
+      return { record, admission: admission as Admission };
+    } catch (err) {
+      if (err instanceof AttestedRejection) throw err;
+      throw registryRejection(err);
+    }
   }
 
   function authenticate(socket: tls.TLSSocket): CertificateIdentity {
@@ -202,7 +202,7 @@ export async function createAttestedServer(opts: AttestedServerOptions): Promise
         server.close(() => {
           clearTimeout(grace);
           // A registration whose client was cut off still completes: wait for it.
-          void tail.then(() => resolve());
+          void Promise.allSettled([...inflight]).then(() => resolve());
         });
         server.closeIdleConnections();
       });

@@ -42,7 +42,13 @@ export interface RegistryService {
   entries(): DecisionEntry[];
   subscribeEntries(listener: EntryListener): () => void;
   /** Resolves once the registration is durable; rejects (and leaves the registry unchanged) otherwise. */
-  add(input: RegistrationInput): Promise<InstanceRecord>;
+  /**
+   * `precondition` runs inside the serialized mutation, just before the registration is applied,
+   * with the records it would replace (by id, and by address): it throws to refuse, and nothing
+   * changes. A caller that checks first and registers later could otherwise act on a registry
+   * another mutation changed in between.
+   */
+  add(input: RegistrationInput, precondition?: (current: InstanceRecord | undefined, holder: InstanceRecord | undefined) => void): Promise<InstanceRecord>;
   remove(instanceId: string): Promise<InstanceRecord>;
   setOverride(instanceId: string, policy: PortPolicy | null): Promise<InstanceRecord>;
   list(): InstanceRecord[];
@@ -199,8 +205,9 @@ export async function createRegistryService(opts: RegistryServiceOptions): Promi
       return decision;
     },
 
-    add(input) {
+    add(input, precondition) {
       return mutation(async () => {
+        precondition?.(typeof input?.instanceId === 'string' ? registry.get(input.instanceId) : undefined, typeof input?.ip === 'string' ? registry.byIp(input.ip) : undefined);
         const { record, previous, fetchNeeded } = registry.register(input);
         try {
           await store.put(record);

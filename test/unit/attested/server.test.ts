@@ -390,6 +390,29 @@ describe('the conflict rule: 409, nothing moves', () => {
     expect([x.status, y.status].sort()).toEqual([200, 409]);
     expect(service.list()).toHaveLength(2);
   });
+
+  it("an operator's move queued ahead of a re-registration is not undone by it: the check runs when the registration applies", async () => {
+    expect((await register(certs.a)).status).toBe(200);
+    const id = hex(A.instance_id);
+    let release!: () => void;
+    store.gate = new Promise((r) => (release = r));
+    // The store is slow: a first write holds the registry's queue. Behind it the operator moves
+    // the instance, and the instance then re-registers from its old address (allow_address_change
+    // is off). Checked on arrival, the re-registration would see the old address and pass, then
+    // undo the move once its turn came.
+    const first = service.add({ instanceId: 'other', appId: 'app', ip: '198.18.2.78', policy: null });
+    const moved = service.add({ instanceId: id, appId: hex(A.app_id), ip: '198.18.2.77', composeHash: hex(A.compose_hash) });
+    const again = register(certs.a);
+    await new Promise((r) => setTimeout(r, 300));
+    store.gate = null;
+    release();
+    await first;
+    await moved;
+    const r = await again;
+    expect(r.status).toBe(409);
+    expect(r.body).toMatchObject({ reason: 'instance_address_conflict' });
+    expect(service.get(id)?.ip).toBe('198.18.2.77');
+  });
 });
 
 describe('options', () => {
