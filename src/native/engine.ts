@@ -53,9 +53,10 @@ function checkInt(name: string, value: unknown, min: number, max: number): void 
 /**
  * Starts one loop thread per entry of `listenFds` (each thread's listening sockets, taken over:
  * closed by the engine, also when this throws). A socket may be listed for several threads: it
- * is then shared, each of them waiting on it with EPOLLEXCLUSIVE (one is woken per connection). `onEvents` receives event batches on the
- * JavaScript thread (src/datapath/events.ts). Until the first table is set every connection is
- * refused. EBUSY when an engine is already running (one per process).
+ * is then shared, each of them waiting on it with EPOLLEXCLUSIVE (one is woken per connection).
+ * `onEvents` receives event batches on the JavaScript thread (src/datapath/events.ts). Until the
+ * first table is set every connection is refused. EBUSY when an engine is already running (one
+ * per process).
  */
 export function startEngine(opts: EngineOptions, listenFds: readonly (readonly number[])[], onEvents: (batch: Buffer) => void): void {
   const addon = loadAddon();
