@@ -21,6 +21,7 @@
 
 #include <cmath>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -215,10 +216,13 @@ Napi::Value EngineStart(const Napi::CallbackInfo& info) {
     }
     fds.push_back(mine);
   }
+  // A listener may be given to several threads (one shared listener, each thread's epoll waiting
+  // on it exclusively): closed once here.
   auto closeAll = [&fds] {
+    std::set<int> closed;
     for (auto& list : fds) {
       for (int fd : list) {
-        if (fd >= 0) close(fd);
+        if (fd >= 0 && closed.insert(fd).second) close(fd);
       }
     }
   };
@@ -235,6 +239,21 @@ Napi::Value EngineStart(const Napi::CallbackInfo& info) {
   if (fds.empty() || config.maxV2Length > 65535 || config.pipeSize < 0 || (config.settings.ppVersion != 1 && config.settings.ppVersion != 2)) {
     closeAll();
     return Napi::Number::New(env, -EINVAL);
+  }
+  // Each thread owns and closes its own descriptors: a listener shared by threads gets one
+  // descriptor (a dup) per thread after the first.
+  std::set<int> given;
+  for (auto& list : fds) {
+    for (int& fd : list) {
+      if (fd < 0 || given.insert(fd).second) continue;
+      fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+      if (fd < 0) {
+        int err = errno;
+        closeAll();
+        return Napi::Number::New(env, -err);
+      }
+      given.insert(fd);
+    }
   }
   auto* b = new Binding();
   b->env = env;

@@ -1,7 +1,8 @@
-// One loop thread: its own transparent listeners (SO_REUSEPORT), its own epoll, and every
-// connection it accepts, run to completion on it: accept4, cap, destination guard and decision
-// from the table, the inbound PROXY header of a trusted source, bind-before-connect, our PROXY
-// header, the splice relay, its deadlines, the end. Nothing is handed to another thread.
+// One loop thread: its own epoll, waiting with EPOLLEXCLUSIVE on the transparent listeners every
+// thread shares, and every connection it accepts, run to completion on it: accept4, cap,
+// destination guard and decision from the table, the inbound PROXY header of a trusted source,
+// bind-before-connect, our PROXY header, the splice relay, its deadlines, the end. Nothing is
+// handed to another thread.
 #pragma once
 
 #include "engine.h"
@@ -74,6 +75,7 @@ class Loop {
   void Run();
   int Timeout() const;
   void TakeCommands();
+  int WatchListener(size_t i);
   void CloseListeners();
   void AcceptBurst(int listenFd);
   void PauseAccepting();

@@ -22,7 +22,7 @@ export interface ListenConfig {
   readonly address: string; // IPv4 listener address, default 127.0.0.1
   readonly address6: string | null; // IPv6 listener address, default ::1; null disables IPv6
   readonly port: number; // default 24511
-  /** Loop threads, each with its own SO_REUSEPORT listener per family, running its connections to completion. */
+  /** Loop threads, sharing one listener per family, each running the connections it accepts to completion. */
   readonly threads: number; // default: available CPUs
   /** A wildcard address (0.0.0.0 / ::) was asked for explicitly (listen.allow_wildcard). */
   readonly allowWildcard: boolean; // default false

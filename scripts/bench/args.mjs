@@ -5,8 +5,8 @@ export const USAGE = `usage: npm run bench -- [--duration SECONDS] [--rounds N] 
                       [--connections N] [--threads N]
 
   --duration SECONDS   length of each measured run (iperf3 -t, wrk -d); default 10. Every path
-                       takes 3 runs plus a few seconds: --duration 2 measures all five in
-                       about 50 s on a 2-vCPU machine
+                       takes 3 runs plus a few seconds: --duration 2 measures all six in
+                       about 60 s on a 2-vCPU machine
   --rounds N           measure every path N times (odd rounds in --paths order, even ones
                        reversed) and report each figure's median; default 1
   --paths LIST         comma-separated paths to measure, in this order; default all:

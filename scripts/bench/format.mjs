@@ -50,20 +50,26 @@ export function formatCell(result, column, baselineResult) {
 }
 
 /**
+ * The table, each row's ratios to its own baseline path, which the "ratios to" column names:
+ * `baselineOf(name)` gives a path's baseline, null for a baseline itself (its row says so and
+ * has plain figures). A row whose baseline did not run, or failed, has no ratios.
  * @param {PathResult[]} results in the order measured
- * @param {string} baselineName
+ * @param {(name: string) => string | null} baselineOf
  * @returns {string} Markdown table
  */
-export function formatTable(results, baselineName) {
-  const baseline = results.find((r) => r.name === baselineName && r.status === 'ok') ?? null;
-  const header = ['path', ...COLUMNS.map((c) => c.title)];
-  const lines = [`| ${header.join(' | ')} |`, `|${header.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`];
+export function formatTable(results, baselineOf) {
+  const ok = new Map(results.filter((r) => r.status === 'ok').map((r) => [r.name, r]));
+  const header = ['path', 'ratios to', ...COLUMNS.map((c) => c.title)];
+  const lines = [`| ${header.join(' | ')} |`, `|${header.map((_, i) => (i < 2 ? '---' : '---:')).join('|')}|`];
   for (const r of results) {
-    const name = r.name === baselineName ? `${r.label} [baseline]` : r.label;
+    const baselineName = baselineOf(r.name);
+    const baseline = baselineName ? ok.get(baselineName) ?? null : null;
+    const name = baselineName ? r.label : `${r.label} [baseline]`;
+    const against = !baselineName ? '(baseline)' : baseline ? baselineName : `- (${baselineName} not measured)`;
     let cells;
     if (r.status === 'ok') cells = COLUMNS.map((c) => formatCell(r, c, baseline));
     else cells = [`${r.status.toUpperCase()}: ${r.reason ?? 'unknown'}`, ...COLUMNS.slice(1).map(() => '-')];
-    lines.push(`| ${[name, ...cells].map(escapeCell).join(' | ')} |`);
+    lines.push(`| ${[name, against, ...cells].map(escapeCell).join(' | ')} |`);
   }
   return lines.join('\n');
 }

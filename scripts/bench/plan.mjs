@@ -25,15 +25,20 @@ export const PORTS = Object.freeze({
 export const INTERCEPTED_PORTS = Object.freeze([PORTS.iperf, PORTS.iperfPp, PORTS.httpPp, PORTS.http, PORTS.hold]);
 
 /**
- * @typedef {{ name: string, label: string, proxy: 'haproxy' | 'nginx' | 'daemon' | null, pp: boolean }} BenchPath
+ * Each path's figures are compared with its `baseline` path (null: it is a baseline): the
+ * pp=false paths with HAProxy relaying transparently, the pp=true path with HAProxy doing the same
+ * job as it does, a PROXY v2 header to the same PROXY-aware backend fronts (through the same
+ * extra hop on the backend host for iperf3).
+ * @typedef {{ name: string, label: string, proxy: 'haproxy' | 'nginx' | 'daemon' | null, pp: boolean, baseline: string | null }} BenchPath
  * @type {readonly BenchPath[]}
  */
 export const PATHS = Object.freeze([
-  { name: 'direct', label: 'direct routing (no proxy)', proxy: null, pp: false },
-  { name: 'haproxy', label: 'HAProxy transparent (usesrc clientip, splice)', proxy: 'haproxy', pp: false },
-  { name: 'nginx', label: 'nginx stream transparent (proxy_bind $remote_addr transparent)', proxy: 'nginx', pp: false },
-  { name: 'tpi', label: 'tproxy-interceptor pp=false', proxy: 'daemon', pp: false },
-  { name: 'tpi-pp', label: 'tproxy-interceptor pp=true (+ PROXY front on the backend)', proxy: 'daemon', pp: true },
+  { name: 'direct', label: 'direct routing (no proxy)', proxy: null, pp: false, baseline: 'haproxy' },
+  { name: 'haproxy', label: 'HAProxy transparent (usesrc clientip, splice)', proxy: 'haproxy', pp: false, baseline: null },
+  { name: 'haproxy-pp', label: 'HAProxy send-proxy-v2 (splice; + PROXY front on the backend)', proxy: 'haproxy', pp: true, baseline: null },
+  { name: 'nginx', label: 'nginx stream transparent (proxy_bind $remote_addr transparent)', proxy: 'nginx', pp: false, baseline: 'haproxy' },
+  { name: 'tpi', label: 'tproxy-interceptor pp=false', proxy: 'daemon', pp: false, baseline: 'haproxy' },
+  { name: 'tpi-pp', label: 'tproxy-interceptor pp=true (+ PROXY front on the backend)', proxy: 'daemon', pp: true, baseline: 'haproxy-pp' },
 ]);
 
 export const PATH_NAMES = Object.freeze(PATHS.map((p) => p.name));
@@ -45,8 +50,10 @@ export const PATH_NAMES = Object.freeze(PATHS.map((p) => p.name));
  */
 export const PIPE_SIZE = 256 * 1024;
 
-/** The figures are compared with this path. */
-export const BASELINE = 'haproxy';
+/** The path a path's figures are compared with (null for a baseline itself, or an unknown name). */
+export function baselineOf(name) {
+  return PATHS.find((p) => p.name === name)?.baseline ?? null;
+}
 
 /** The ports a path's client targets. */
 export function portsFor(path) {

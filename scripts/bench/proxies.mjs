@@ -6,7 +6,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { INTERCEPTED_PORTS, LAB, PIPE_SIZE } from './plan.mjs';
-import { fillTemplate, renderDaemonConfig, renderGuardTable, renderMarkTable, renderTproxyTable } from './render.mjs';
+import { fillTemplate, haproxyUpstream, renderDaemonConfig, renderGuardTable, renderMarkTable, renderTproxyTable } from './render.mjs';
 import { runCommand, waitUntil } from './procs.mjs';
 import { summarizeFailure } from './parse.mjs';
 
@@ -124,11 +124,14 @@ export function createProxies(ctx) {
   }
 
   return {
-    haproxy: () =>
+    /** pp: send a PROXY v2 header from the gateway's address instead of spoofing the client's. */
+    haproxy: (pp = false) =>
       withUndo(async (undo) => {
-        const cfg = path.join(ctx.dir, 'haproxy-gateway.cfg');
+        const cfg = path.join(ctx.dir, pp ? 'haproxy-gateway-pp.cfg' : 'haproxy-gateway.cfg');
         const maxconn = ctx.maxConnections + 50;
-        writeFileSync(cfg, fillTemplate(template('haproxy-gateway.cfg'), { MAXCONN: maxconn, MAXPIPES: HAPROXY_MAXPIPES, PIPE_SIZE, LISTEN_ADDRESS: '127.0.0.1', LISTEN_PORT: HAPROXY_PORT }));
+        writeFileSync(cfg, fillTemplate(template('haproxy-gateway.cfg'), {
+          MAXCONN: maxconn, MAXPIPES: HAPROXY_MAXPIPES, PIPE_SIZE, LISTEN_ADDRESS: '127.0.0.1', LISTEN_PORT: HAPROXY_PORT, ...haproxyUpstream(pp),
+        }));
         await installGuard(undo);
         await installLocalRoute(undo);
         const proc = startService(undo, 'haproxy', ['haproxy', '-db', '-f', cfg]);
@@ -138,7 +141,10 @@ export function createProxies(ctx) {
         }));
         undo.push('proxy table', () => inGw(['nft', 'delete', 'table', 'inet', PROXY_TABLE]));
         const version = (await runCommand(null, ['haproxy', '-v'])).stdout.split('\n')[0];
-        return { pid: proc.pid, output: proc.output, notes: [`${version}; nbthread 2, maxconn ${maxconn}, option splice-request + splice-response, tune.pipesize ${PIPE_SIZE}, tproxy → 127.0.0.1:${HAPROXY_PORT} transparent`] };
+        return { pid: proc.pid, output: proc.output, notes: [
+          `${version}; nbthread 2, maxconn ${maxconn}, option splice-request + splice-response, tune.pipesize ${PIPE_SIZE}, tproxy → 127.0.0.1:${HAPROXY_PORT} transparent, ` +
+            (pp ? 'send-proxy-v2 from the gateway\'s address to an HAProxy accept-proxy front on the backend for iperf3 (extra hop on the backend host), nginx `listen proxy_protocol` for wrk' : 'usesrc clientip'),
+        ] };
       }),
 
     nginx: () =>

@@ -69,6 +69,18 @@ export function renderGuardTable({ table, cidr, ports }) {
 }
 
 /**
+ * How HAProxy on the gateway connects upstream, as {{SOURCE}} and {{SERVER_OPTIONS}} of
+ * templates/haproxy-gateway.cfg. pp=false: from the client's address (`usesrc clientip`, as the
+ * daemon's pp=false does). pp=true: from the gateway's own address with a PROXY v2 header naming
+ * the client (`send-proxy-v2`, as the daemon's pp=true does), so the two compare the same job.
+ */
+export function haproxyUpstream(pp) {
+  return pp
+    ? { SOURCE: '    # from the gateway\'s own address; the PROXY v2 header names the client', SERVER_OPTIONS: ' send-proxy-v2' }
+    : { SOURCE: '    source 0.0.0.0 usesrc clientip', SERVER_OPTIONS: '' };
+}
+
+/**
  * The daemon's config for one path (TOML). pipeSize: upstream.pipe_size in bytes (0: the
  * kernel's default), left out when null.
  */

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BenchUsageError, parseBenchArgs, USAGE } from './args.mjs';
-import { BASELINE, INTERCEPTED_PORTS, LAB, PATHS, PIPE_SIZE, PORTS, estimateSeconds, idleConnectionBudget, portsFor } from './plan.mjs';
+import { baselineOf, INTERCEPTED_PORTS, LAB, PATHS, PIPE_SIZE, PORTS, estimateSeconds, idleConnectionBudget, portsFor } from './plan.mjs';
 import { parseBackendAnswer, parseCpuTimes, parseIperf3Json, parseNofileHardLimit, parseWrkOutput, summarizeFailure } from './parse.mjs';
 import { busyPercent, cpuMicrosPerConnection, cpuSecondsPerGiB, gbitPerSec, kibPerConnection, mergeRounds, roundOrder, threadCpuProfile } from './compute.mjs';
 import { formatElapsed, formatTable, formatThreadNote, resultBaseName } from './format.mjs';
@@ -373,7 +373,7 @@ async function runPath(benchPath, proxies, baselineState) {
     result.loadAverage = os.loadavg().map((l) => Math.round(l * 100) / 100);
     log(`  machine busy with other work: ${result.hostBusyBeforePct}% (load ${result.loadAverage.join(' ')})`);
     lap('busy sample');
-    if (benchPath.proxy === 'haproxy') setup = await proxies.haproxy();
+    if (benchPath.proxy === 'haproxy') setup = await proxies.haproxy(benchPath.pp);
     else if (benchPath.proxy === 'nginx') setup = await proxies.nginx();
     else if (benchPath.proxy === 'daemon') setup = await proxies.daemon(benchPath.pp);
     else setup = await forwardPastTimeWait();
@@ -523,9 +523,9 @@ function markdown(report) {
     `# tproxy-interceptor bench, ${report.startedAt}`,
     '',
     `${h.cpus} vCPU (${h.cpuModel}), ${h.memoryGiB} GiB, Linux ${h.kernel}, node ${h.node}, ${h.haproxy}, ${h.nginx}, ${h.iperf3}, ${h.wrk}${h.commit ? `, commit ${h.commit}` : ''}.`,
-    `Each run ${report.options.duration} s${report.options.rounds > 1 ? `; every figure is the median of ${report.options.rounds} rounds (odd rounds in path order, even ones reversed; each round's figures are in the path's notes)` : ''}; lab client ${LAB.client} → gateway → backend ${LAB.backend} (network namespaces ${prefix}-*, everything on the same ${h.cpus} vCPUs). Ratios are to ${BASELINE}; for ms, CPU and KiB lower is better.`,
+    `Each run ${report.options.duration} s${report.options.rounds > 1 ? `; every figure is the median of ${report.options.rounds} rounds (odd rounds in path order, even ones reversed; each round's figures are in the path's notes)` : ''}; lab client ${LAB.client} → gateway → backend ${LAB.backend} (network namespaces ${prefix}-*, everything on the same ${h.cpus} vCPUs). Each row's ratios are to the baseline its "ratios to" column names: pp=false paths to \`haproxy\` (transparent, usesrc clientip), the pp=true path to \`haproxy-pp\` (HAProxy sending a PROXY v2 header to the same PROXY-aware backend fronts); for ms, CPU and KiB lower is better.`,
     '',
-    formatTable(report.paths, BASELINE),
+    formatTable(report.paths, baselineOf),
     '',
     ...busyWarning(report.paths),
     '- Throughput: iperf3 -J, receiver bytes/seconds, `-P 1` and `-P 8`. conn/s, p50, p99: `wrk -c 64 -t 2 --latency -H "Connection: close"` against nginx on the backend (~100-byte answer), so every request is a new connection.',
@@ -603,7 +603,7 @@ async function main() {
     options: { ...opts, idleConnections: IDLE_CONNECTIONS, nofileHardLimit: Number.isFinite(NOFILE_HARD) ? NOFILE_HARD : 'unlimited' },
     host: hostInfo(),
     lab: { ...LAB, prefix, interceptedPorts: INTERCEPTED_PORTS, ports: PORTS },
-    baseline: BASELINE,
+    baselines: Object.fromEntries(results.map((r) => [r.name, baselineOf(r.name)])),
     paths: results,
   };
   const md = markdown(report);

@@ -52,14 +52,17 @@ function checkInt(name: string, value: unknown, min: number, max: number): void 
 
 /**
  * Starts one loop thread per entry of `listenFds` (each thread's listening sockets, taken over:
- * closed by the engine, also when this throws). `onEvents` receives event batches on the
- * JavaScript thread (src/datapath/events.ts). Until the first table is set every connection is
- * refused. EBUSY when an engine is already running (one per process).
+ * closed by the engine, also when this throws). A socket may be listed for several threads: it
+ * is then shared, each of them waiting on it with EPOLLEXCLUSIVE (one is woken per connection).
+ * `onEvents` receives event batches on the JavaScript thread (src/datapath/events.ts). Until the
+ * first table is set every connection is refused. EBUSY when an engine is already running (one
+ * per process).
  */
 export function startEngine(opts: EngineOptions, listenFds: readonly (readonly number[])[], onEvents: (batch: Buffer) => void): void {
   const addon = loadAddon();
   const closeAll = (): void => {
-    for (const list of listenFds) for (const fd of list) if (isFd(fd)) addon.close(fd);
+    const all: unknown[] = Array.isArray(listenFds) ? listenFds.flat() : [];
+    for (const fd of new Set(all)) if (isFd(fd)) addon.close(fd as number);
   };
   try {
     if (!Array.isArray(listenFds) || listenFds.length < 1 || listenFds.length > 256) throw invalidArg('listenFds', listenFds, 'one array of listening sockets per thread (1..256 threads)');

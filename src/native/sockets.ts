@@ -22,8 +22,8 @@ function familyOf(address: string): 4 | 6 {
 
 /**
  * A listening socket that accepts the connections tproxy hands it, for any destination: one per
- * loop thread on the same address (SO_REUSEPORT: the kernel spreads new connections over the
- * group, and tproxy's listener lookup honours it). Returns the fd.
+ * family, shared by the loop threads. No SO_REUSEPORT: a second daemon on the same port fails
+ * with EADDRINUSE instead of taking a share of the connections. Returns the fd.
  */
 export function openTransparentListener(address: string, port: number, opts: { backlog?: number } = {}): number {
   const addon = loadAddon();
@@ -32,7 +32,6 @@ export function openTransparentListener(address: string, port: number, opts: { b
   const fd = addon.socket(family === 4 ? c.AF_INET : c.AF_INET6);
   check(fd, 'socket', -1, addon);
   check(addon.setsockopt(fd, c.SOL_SOCKET, c.SO_REUSEADDR, 1), 'setsockopt', fd, addon);
-  check(addon.setsockopt(fd, c.SOL_SOCKET, c.SO_REUSEPORT, 1), 'setsockopt', fd, addon);
   // Before bind: the kernel checks the option when binding to a non-local address.
   if (family === 4) check(addon.setsockopt(fd, c.SOL_IP, c.IP_TRANSPARENT, 1), 'setsockopt', fd, addon);
   else {

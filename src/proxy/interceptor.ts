@@ -146,13 +146,17 @@ export function createInterceptor(opts: {
     stats: () => engineStats(),
     async start() {
       checkPipeSize(upstream.pipeSize);
-      const fds: number[][] = [];
+      // One listener per family, shared by every thread: the addon gives each thread its own
+      // descriptor of it, and each thread's epoll waits on it with EPOLLEXCLUSIVE, so a new
+      // connection wakes a thread that is idle instead of queueing behind a busy one.
+      const shared: number[] = [];
       try {
-        for (let i = 0; i < listen.threads; i++) fds.push(listenAddresses.map((a) => openTransparentListener(a, listen.port)));
+        for (const address of listenAddresses) shared.push(openTransparentListener(address, listen.port));
       } catch (err) {
-        for (const list of fds) for (const fd of list) closeFd(fd);
+        for (const fd of shared) closeFd(fd);
         throw err;
       }
+      const fds = Array.from({ length: listen.threads }, () => shared);
       startEngine(
         {
           ...settings(config),

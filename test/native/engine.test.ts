@@ -195,6 +195,10 @@ describe('engine on loopback', () => {
     expect(engineStats()!.tablesRetired).toBe(0);
   });
 
+  it('the listener is not a SO_REUSEPORT group: a second one on the port is refused, not given a share', () => {
+    expect(() => openTransparentListener(HOST, port)).toThrow(expect.objectContaining({ code: 'EADDRINUSE', syscall: 'bind' }));
+  });
+
   it('stop: accepting ends at once, live connections are aborted and reported', async () => {
     const held = await exchange({ localAddress: TRUSTED, hold: true });
     await until(() => (engineStats()!.live === 1 ? true : undefined));

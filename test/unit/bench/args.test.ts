@@ -4,7 +4,7 @@ import { parseBenchArgs } from '../../../scripts/bench/args.mjs';
 describe('parseBenchArgs', () => {
   it('defaults: 10 s runs, every path, 10k idle connections, no extra JSON file', () => {
     expect(parseBenchArgs([])).toEqual({
-      help: false, duration: 10, rounds: 1, paths: ['direct', 'haproxy', 'nginx', 'tpi', 'tpi-pp'], json: null, connections: 10_000, threads: null,
+      help: false, duration: 10, rounds: 1, paths: ['direct', 'haproxy', 'haproxy-pp', 'nginx', 'tpi', 'tpi-pp'], json: null, connections: 10_000, threads: null,
     });
   });
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { estimateSeconds, idleConnectionBudget, portsFor, PATHS, INTERCEPTED_PORTS } from '../../../scripts/bench/plan.mjs';
+import { baselineOf, estimateSeconds, idleConnectionBudget, portsFor, PATHS, INTERCEPTED_PORTS } from '../../../scripts/bench/plan.mjs';
 
 describe('plan', () => {
   it('sends the pp=true path to the PROXY-aware backend ports, the others to the plain ones', () => {
@@ -9,6 +9,23 @@ describe('plan', () => {
     expect(portsFor(plain)).toEqual({ iperf: 5201, http: 8081, hold: 9000 });
     for (const p of [portsFor(pp), portsFor(plain)]) {
       for (const port of Object.values(p)) expect(INTERCEPTED_PORTS).toContain(port);
+    }
+  });
+
+  it('compares pp=true with HAProxy sending PROXY headers to the same backend ports, pp=false with transparent HAProxy', () => {
+    const haproxyPp = PATHS.find((p) => p.name === 'haproxy-pp')!;
+    expect(haproxyPp.proxy).toBe('haproxy');
+    expect(portsFor(haproxyPp)).toEqual(portsFor(PATHS.find((p) => p.name === 'tpi-pp')!));
+    expect(baselineOf('tpi-pp')).toBe('haproxy-pp');
+    for (const name of ['direct', 'nginx', 'tpi']) expect(baselineOf(name)).toBe('haproxy');
+    expect(baselineOf('haproxy')).toBeNull();
+    expect(baselineOf('haproxy-pp')).toBeNull();
+    // Every baseline named is a path, of the same pp kind as the paths compared with it.
+    for (const p of PATHS) {
+      if (!p.baseline) continue;
+      const b = PATHS.find((q) => q.name === p.baseline)!;
+      expect(b.baseline).toBeNull();
+      if (p.proxy) expect(b.pp).toBe(p.pp);
     }
   });
 

@@ -2,8 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { fillTemplate, renderDaemonConfig, renderGuardTable, renderMarkTable, renderTproxyTable } from '../../../scripts/bench/render.mjs';
+import { fillTemplate, haproxyUpstream, renderDaemonConfig, renderGuardTable, renderMarkTable, renderTproxyTable } from '../../../scripts/bench/render.mjs';
 import { PIPE_SIZE } from '../../../scripts/bench/plan.mjs';
+
+/** The configuration without its comments. */
+const directives = (text: string) => text.split('\n').filter((l) => !l.trim().startsWith('#')).join('\n');
 
 const TEMPLATES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../scripts/bench/templates');
 
@@ -18,15 +21,27 @@ describe('fillTemplate', () => {
   });
 
   it('fills the shipped templates completely', () => {
-    const gw = fillTemplate(readFileSync(path.join(TEMPLATES, 'haproxy-gateway.cfg'), 'utf8'), { MAXCONN: 9550, MAXPIPES: 256, PIPE_SIZE: 262144, LISTEN_ADDRESS: '127.0.0.1', LISTEN_PORT: 15002 });
+    const gw = fillTemplate(readFileSync(path.join(TEMPLATES, 'haproxy-gateway.cfg'), 'utf8'), { MAXCONN: 9550, MAXPIPES: 256, PIPE_SIZE: 262144, LISTEN_ADDRESS: '127.0.0.1', LISTEN_PORT: 15002, ...haproxyUpstream(false) });
     expect(gw).toContain('bind 127.0.0.1:15002 transparent');
     expect(gw).toContain('source 0.0.0.0 usesrc clientip');
-    expect(gw).toMatch(/server original 0\.0\.0\.0 maxconn/);
+    expect(gw).toMatch(/server original 0\.0\.0\.0 maxconn 9550\n/);
+    expect(directives(gw)).not.toContain('send-proxy');
     expect(gw).toMatch(/^global\n(?: {4}.*\n)*? {4}tune\.pipesize 262144\n/m);
     expect(gw).not.toMatch(/\{\{/);
     const ng = fillTemplate(readFileSync(path.join(TEMPLATES, 'nginx-gateway.conf'), 'utf8'), { NOFILE: 20000, DIR: '/tmp/x', WORKER_CONNECTIONS: 19900, LISTENS: '        listen 8081;' });
     expect(ng).toContain('proxy_bind $remote_addr transparent;');
     expect(ng).toContain('proxy_pass $server_addr:$server_port;');
+  });
+
+  it('HAProxy for pp=true sends a PROXY v2 header from its own address, spoofing nothing', () => {
+    const gw = fillTemplate(readFileSync(path.join(TEMPLATES, 'haproxy-gateway.cfg'), 'utf8'), { MAXCONN: 9550, MAXPIPES: 256, PIPE_SIZE: 262144, LISTEN_ADDRESS: '127.0.0.1', LISTEN_PORT: 15002, ...haproxyUpstream(true) });
+    expect(gw).toMatch(/^ {4}server original 0\.0\.0\.0 maxconn 9550 send-proxy-v2$/m);
+    expect(directives(gw)).not.toMatch(/^\s*source /m);
+    expect(directives(gw)).not.toContain('usesrc');
+    // The same splice relay as the transparent baseline.
+    expect(gw).toContain('option splice-request');
+    expect(gw).toContain('option splice-response');
+    expect(gw).not.toMatch(/\{\{/);
   });
 });
 
@@ -77,7 +92,7 @@ describe('renderDaemonConfig', () => {
 
   it('uses one pipe size for both splice relays', () => {
     expect(PIPE_SIZE).toBe(262144);
-    const gw = fillTemplate(readFileSync(path.join(TEMPLATES, 'haproxy-gateway.cfg'), 'utf8'), { MAXCONN: 1, MAXPIPES: 1, PIPE_SIZE, LISTEN_ADDRESS: 'a', LISTEN_PORT: 1 });
+    const gw = fillTemplate(readFileSync(path.join(TEMPLATES, 'haproxy-gateway.cfg'), 'utf8'), { MAXCONN: 1, MAXPIPES: 1, PIPE_SIZE, LISTEN_ADDRESS: 'a', LISTEN_PORT: 1, ...haproxyUpstream(false) });
     const daemon = renderDaemonConfig({ table: 't', cidr: '198.18.2.0/24', ports: [1], listenPort: 1, dir: '/d', pipeSize: PIPE_SIZE });
     expect(/tune\.pipesize (\d+)/.exec(gw)![1]).toBe(/pipe_size = (\d+)/.exec(daemon)![1]);
   });
