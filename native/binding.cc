@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
+#include <netinet/tcp.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -512,6 +513,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   c.Set("IPV6_TRANSPARENT", static_cast<int>(IPV6_TRANSPARENT));
   c.Set("IPV6_V6ONLY", static_cast<int>(IPV6_V6ONLY));
   c.Set("IP_BIND_ADDRESS_NO_PORT", static_cast<int>(IP_BIND_ADDRESS_NO_PORT));
+  c.Set("IPPROTO_TCP", static_cast<int>(IPPROTO_TCP));
+  c.Set("TCP_NODELAY", static_cast<int>(TCP_NODELAY));
   c.Set("RLIMIT_NOFILE", static_cast<int>(RLIMIT_NOFILE));
   exports.Set("constants", c);
   return exports;

@@ -16,6 +16,8 @@ export interface NativeConstants {
   readonly IPV6_TRANSPARENT: number;
   readonly IPV6_V6ONLY: number;
   readonly IP_BIND_ADDRESS_NO_PORT: number;
+  readonly IPPROTO_TCP: number;
+  readonly TCP_NODELAY: number;
   readonly RLIMIT_NOFILE: number;
 }
 

@@ -38,6 +38,9 @@ export function openTransparentListener(address: string, port: number, opts: { b
     check(addon.setsockopt(fd, c.SOL_IPV6, c.IPV6_TRANSPARENT, 1), 'setsockopt', fd, addon);
     check(addon.setsockopt(fd, c.SOL_IPV6, c.IPV6_V6ONLY, 1), 'setsockopt', fd, addon);
   }
+  // Accepted sockets inherit it: a relay must not add Nagle's wait to what the backend sends
+  // (a backend's two small writes would otherwise wait for the client's delayed ACK, ~40 ms).
+  check(addon.setsockopt(fd, c.IPPROTO_TCP, c.TCP_NODELAY, 1), 'setsockopt', fd, addon);
   check(addon.bind(fd, address, port), 'bind', fd, addon, { address, port });
   check(addon.listen(fd, opts.backlog ?? 4096), 'listen', fd, addon, { address, port });
   return fd;
