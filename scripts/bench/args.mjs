@@ -1,4 +1,5 @@
 // Command line of `npm run bench`: pure, throws BenchUsageError (code ERR_BENCH_USAGE) on bad input.
+import { commandLine } from '../lib/argv.mjs';
 import { PATH_NAMES } from './plan.mjs';
 
 export const USAGE = `usage: npm run bench -- [--duration SECONDS] [--rounds N] [--paths ${PATH_NAMES.join(',')}] [--json FILE]
@@ -26,6 +27,7 @@ export class BenchUsageError extends Error {
   }
 }
 
+const cli = commandLine(BenchUsageError);
 const VALUE_OPTIONS = new Set(['--rounds', '--duration', '--paths', '--json', '--connections', '--threads']);
 /** Options of the data paths the daemon no longer has: an error naming the replacement. */
 const RETIRED = new Map([
@@ -40,64 +42,28 @@ const RETIRED = new Map([
  */
 export function parseBenchArgs(argv) {
   const opts = { help: false, duration: 10, rounds: 1, paths: [...PATH_NAMES], json: null, connections: 10_000, threads: null };
-  for (let i = 0; i < argv.length; i++) {
-    let arg = argv[i];
-    let value;
-    const eq = arg.indexOf('=');
-    if (arg.startsWith('--') && eq > 0) {
-      value = arg.slice(eq + 1);
-      arg = arg.slice(0, eq);
-    }
-    if (arg === '-h' || arg === '--help') {
-      opts.help = true;
-      continue;
-    }
-    if (RETIRED.has(arg)) throw new BenchUsageError(`${arg} is no longer supported: ${RETIRED.get(arg)}`);
-    if (!VALUE_OPTIONS.has(arg)) throw new BenchUsageError(`unknown argument ${JSON.stringify(argv[i])}`);
-    if (value === undefined) {
-      if (i + 1 >= argv.length) throw new BenchUsageError(`${arg} needs a value`);
-      value = argv[++i];
-    }
+  opts.help = cli.walk(argv, VALUE_OPTIONS, (arg, value) => {
     switch (arg) {
-      case '--duration': {
-        const n = Number(value);
-        if (!/^\d+$/.test(value) || n < 1 || n > 3600) throw new BenchUsageError(`--duration must be a whole number of seconds in 1..3600, got ${JSON.stringify(value)}`);
-        opts.duration = n;
+      case '--duration':
+        opts.duration = cli.wholeNumber(arg, value, 1, 3600, 'a whole number of seconds in 1..3600');
         break;
-      }
-      case '--paths': {
-        const names = value.split(',').map((s) => s.trim()).filter((s) => s !== '');
-        if (names.length === 0) throw new BenchUsageError('--paths needs at least one path');
-        for (const n of names) {
-          if (!PATH_NAMES.includes(n)) throw new BenchUsageError(`--paths: unknown path ${JSON.stringify(n)}; known: ${PATH_NAMES.join(', ')}`);
-        }
-        if (new Set(names).size !== names.length) throw new BenchUsageError('--paths lists a path twice');
-        opts.paths = names;
+      case '--paths':
+        opts.paths = cli.names(arg, value, PATH_NAMES, 'path');
         break;
-      }
-      case '--rounds': {
-        const n = Number(value);
-        if (!/^\d+$/.test(value) || n < 1 || n > 20) throw new BenchUsageError(`--rounds must be a whole number in 1..20, got ${JSON.stringify(value)}`);
-        opts.rounds = n;
+      case '--rounds':
+        opts.rounds = cli.wholeNumber(arg, value, 1, 20);
         break;
-      }
       case '--json':
         if (value === '') throw new BenchUsageError('--json needs a file name');
         opts.json = value;
         break;
-      case '--connections': {
-        const n = Number(value);
-        if (!/^\d+$/.test(value) || n < 1 || n > 50_000) throw new BenchUsageError(`--connections must be a whole number in 1..50000, got ${JSON.stringify(value)}`);
-        opts.connections = n;
+      case '--connections':
+        opts.connections = cli.wholeNumber(arg, value, 1, 50_000);
         break;
-      }
-      case '--threads': {
-        const n = Number(value);
-        if (!/^\d+$/.test(value) || n < 1 || n > 256) throw new BenchUsageError(`--threads must be an integer 1..256, got ${JSON.stringify(value)}`);
-        opts.threads = n;
+      case '--threads':
+        opts.threads = cli.wholeNumber(arg, value, 1, 256, 'an integer 1..256');
         break;
-      }
     }
-  }
+  }, RETIRED);
   return opts;
 }

@@ -1,4 +1,5 @@
 // Command line of `npm run soak`: pure, throws SoakUsageError (code ERR_SOAK_USAGE) on bad input.
+import { commandLine } from '../lib/argv.mjs';
 import { SCENARIO_NAMES } from './plan.mjs';
 
 export const USAGE = `usage: npm run soak -- [--duration DUR] [--connections N] [--cap N] [--scenarios LIST]
@@ -55,18 +56,11 @@ export function parseDurationMs(text) {
   return total;
 }
 
+const cli = commandLine(SoakUsageError);
 const VALUE_OPTIONS = new Set([
   '--duration', '--connections', '--cap', '--scenarios', '--json', '--out', '--seed', '--set',
   '--fd-margin', '--rss-margin', '--prompt-ms', '--ramp-max',
 ]);
-
-function wholeNumber(arg, value, min, max) {
-  const n = Number(value);
-  if (!/^\d+$/.test(value) || n < min || n > max) {
-    throw new SoakUsageError(`${arg} must be a whole number in ${min}..${max}, got ${JSON.stringify(value)}`);
-  }
-  return n;
-}
 
 /** The capacity scenario's cap when --cap is not given. */
 export function defaultCap(connections) {
@@ -95,23 +89,7 @@ export function parseSoakArgs(argv) {
     promptMs: 2000,
     rampMax: 5000,
   };
-  for (let i = 0; i < argv.length; i++) {
-    let arg = argv[i];
-    let value;
-    const eq = arg.indexOf('=');
-    if (arg.startsWith('--') && eq > 0) {
-      value = arg.slice(eq + 1);
-      arg = arg.slice(0, eq);
-    }
-    if (arg === '-h' || arg === '--help') {
-      opts.help = true;
-      continue;
-    }
-    if (!VALUE_OPTIONS.has(arg)) throw new SoakUsageError(`unknown argument ${JSON.stringify(argv[i])}`);
-    if (value === undefined) {
-      if (i + 1 >= argv.length) throw new SoakUsageError(`${arg} needs a value`);
-      value = argv[++i];
-    }
+  opts.help = cli.walk(argv, VALUE_OPTIONS, (arg, value) => {
     switch (arg) {
       case '--duration': {
         const ms = parseDurationMs(value);
@@ -122,18 +100,13 @@ export function parseSoakArgs(argv) {
         break;
       }
       case '--connections':
-        opts.connections = wholeNumber(arg, value, 4, 50_000);
+        opts.connections = cli.wholeNumber(arg, value, 4, 50_000);
         break;
       case '--cap':
-        opts.cap = wholeNumber(arg, value, 4, 50_000);
+        opts.cap = cli.wholeNumber(arg, value, 4, 50_000);
         break;
       case '--scenarios': {
-        const names = value.split(',').map((s) => s.trim()).filter((s) => s !== '');
-        if (names.length === 0) throw new SoakUsageError('--scenarios needs at least one scenario');
-        for (const n of names) {
-          if (!SCENARIO_NAMES.includes(n)) throw new SoakUsageError(`--scenarios: unknown scenario ${JSON.stringify(n)}; known: ${SCENARIO_NAMES.join(', ')}`);
-        }
-        if (new Set(names).size !== names.length) throw new SoakUsageError('--scenarios lists a scenario twice');
+        const names = cli.names(arg, value, SCENARIO_NAMES, 'scenario');
         opts.scenarios = SCENARIO_NAMES.filter((n) => names.includes(n));
         break;
       }
@@ -157,19 +130,19 @@ export function parseSoakArgs(argv) {
         break;
       }
       case '--fd-margin':
-        opts.fdMargin = wholeNumber(arg, value, 0, 100_000);
+        opts.fdMargin = cli.wholeNumber(arg, value, 0, 100_000);
         break;
       case '--rss-margin':
-        opts.rssMarginMiB = wholeNumber(arg, value, 1, 65_536);
+        opts.rssMarginMiB = cli.wholeNumber(arg, value, 1, 65_536);
         break;
       case '--prompt-ms':
-        opts.promptMs = wholeNumber(arg, value, 100, 60_000);
+        opts.promptMs = cli.wholeNumber(arg, value, 100, 60_000);
         break;
       case '--ramp-max':
-        opts.rampMax = wholeNumber(arg, value, 10, 100_000);
+        opts.rampMax = cli.wholeNumber(arg, value, 10, 100_000);
         break;
     }
-  }
+  });
   opts.cap ??= defaultCap(opts.connections);
   return opts;
 }
