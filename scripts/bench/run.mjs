@@ -3,7 +3,7 @@
 // same backend services: direct routing, HAProxy and nginx transparent, and this project's daemon
 // with pp=false and pp=true. Prints a Markdown table (ratios to HAProxy) and writes it with the
 // JSON data to bench-results/. Needs root. Cleans up on success, failure, Ctrl-C and deadline.
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, writeFileSync, readFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
@@ -17,6 +17,7 @@ import { fillTemplate, httpPadding } from './render.mjs';
 import { createProcessTracker, runCommand, sampleThreads, sampleTree, sleep, waitUntil } from './procs.mjs';
 import { createProxies, GUARD_TABLE } from './proxies.mjs';
 import { linkClientAgent } from './client-link.mjs';
+import { guardLab, optionsOrExit } from '../lib/lab-run.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..', '..');
@@ -31,24 +32,14 @@ const BUSY_WARN_PCT = 20;
 // ---------------------------------------------------------------------------------------------
 // Options and global state (cleanup must reach it from signal handlers).
 
-let opts;
-try {
-  opts = parseBenchArgs(process.argv.slice(2));
-} catch (err) {
-  if (err instanceof BenchUsageError) {
-    log(`bench: ${err.message}\n${USAGE}`);
-    process.exit(2);
-  }
-  throw err;
-}
-if (opts.help) {
-  console.log(USAGE);
-  process.exit(0);
-}
-if (process.getuid?.() !== 0) {
-  log('bench: run as root (it creates network namespaces, nftables rules and policy routes inside them)');
-  process.exit(1);
-}
+const opts = optionsOrExit({
+  tool: 'bench',
+  parse: parseBenchArgs,
+  UsageError: BenchUsageError,
+  usage: USAGE,
+  rootReason: 'it creates network namespaces, nftables rules and policy routes inside them',
+  rootExit: 1,
+});
 
 // Everything started from here inherits this limit (scripts/bench.sh raises it where it can).
 const NOFILE_HARD = parseNofileHardLimit(readFileSync('/proc/self/limits', 'utf8'));
@@ -61,36 +52,7 @@ const prefix = process.env.TPIBENCH_PREFIX && /^tpibench[a-z0-9]{1,7}$/.test(pro
 const ns = { client: `${prefix}-c`, gateway: `${prefix}-g`, backend: `${prefix}-b` };
 const dir = mkdtempSync(path.join(os.tmpdir(), `${prefix}-`));
 const tracker = createProcessTracker();
-let cleanedUp = false;
-let cleaning = null;
-
-async function cleanup() {
-  cleaning ??= (async () => {
-    await tracker.stopAll(2000).catch(() => {});
-    await runCommand(null, ['bash', LAB_SH, 'down', prefix], { timeoutMs: 30_000, allowFail: true }).catch((err) => log(`bench: lab down: ${err.message}`));
-    rmSync(dir, { recursive: true, force: true });
-    cleanedUp = true;
-  })();
-  return cleaning;
-}
-
-// Last resort when the event loop is gone (process.exit from elsewhere): synchronous teardown.
-process.on('exit', () => {
-  if (cleanedUp) return;
-  for (const p of tracker.live) p.child.kill('SIGKILL');
-  spawnSync('bash', [LAB_SH, 'down', prefix], { timeout: 30_000, stdio: 'ignore' });
-  rmSync(dir, { recursive: true, force: true });
-});
-
-let interrupted = null;
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-  process.on(sig, () => {
-    if (interrupted) return;
-    interrupted = sig;
-    log(`\nbench: ${sig}: stopping everything and removing the lab…`);
-    cleanup().finally(() => process.exit(130));
-  });
-}
+const guard = guardLab({ tool: 'bench', labSh: LAB_SH, prefix, dir, tracker, stopMs: 2000, interruptedExit: 130, deadlineExit: 124 });
 
 // ---------------------------------------------------------------------------------------------
 // The lab, and the backend services and client agent every path shares.
@@ -392,7 +354,7 @@ async function runPath(benchPath, proxies, baselineState) {
     }
 
     const step = async (what, keys, fn) => {
-      if (interrupted) throw new Error('interrupted');
+      if (guard.interrupted) throw new Error('interrupted');
       try {
         await fn();
       } catch (err) {
@@ -469,7 +431,7 @@ async function runPath(benchPath, proxies, baselineState) {
     mark = Date.now();
     if (setup) await setup.teardown();
     lap('teardown');
-    if (!interrupted) {
+    if (!guard.interrupted) {
       const state = await gatewayState().catch((err) => `unreadable: ${err.message}`);
       if (state !== baselineState) {
         result.notes.push('the gateway was not restored to its initial rules/routes/tables after this path');
@@ -565,12 +527,7 @@ async function main() {
   }
   // Nothing here may run unbounded: a hard deadline well beyond the estimate.
   const deadlineMs = (expectedSec * 3 + 180) * 1000;
-  const deadline = setTimeout(() => {
-    if (interrupted) return;
-    interrupted = 'deadline';
-    log(`\nbench: deadline of ${Math.round(deadlineMs / 1000)} s passed: cleaning up`);
-    cleanup().finally(() => process.exit(124));
-  }, deadlineMs);
+  const deadline = guard.deadline(deadlineMs);
 
   const results = [];
   try {
@@ -579,19 +536,19 @@ async function main() {
     const proxies = createProxies({ ns, dir, tracker, cli: CLI, threads: opts.threads, log, nofile: NOFILE, maxConnections: IDLE_CONNECTIONS });
     const baselineState = await gatewayState();
     const byPath = new Map(opts.paths.map((name) => [name, []]));
-    for (let round = 0; round < opts.rounds && !interrupted; round++) {
+    for (let round = 0; round < opts.rounds && !guard.interrupted; round++) {
       if (opts.rounds > 1) log(`\n== round ${round + 1} of ${opts.rounds}`);
       for (const name of roundOrder(opts.paths, round)) {
-        if (interrupted) break;
+        if (guard.interrupted) break;
         byPath.get(name).push(await runPath(PATHS.find((p) => p.name === name), proxies, baselineState));
       }
     }
     for (const name of opts.paths) if (byPath.get(name).length > 0) results.push(mergeRounds(byPath.get(name)));
   } finally {
     clearTimeout(deadline);
-    if (!interrupted) await cleanup();
+    if (!guard.interrupted) await guard.cleanup();
   }
-  if (interrupted) return 130;
+  if (guard.interrupted) return 130;
 
   const finishedAt = new Date();
   const report = {
@@ -622,7 +579,7 @@ main().then(
   (code) => process.exit(code),
   async (err) => {
     log(`bench: ${err.stack ?? err.message}`);
-    await cleanup();
+    await guard.cleanup();
     process.exit(1);
   },
 );

@@ -32,7 +32,6 @@ export function createLab({ root, prefix }) {
       await sysctls(ns.backend, { ...ports, ...queues });
       for (const a of HOSTILE_AGENTS) await runCommand(ns.backend, ['ip', 'addr', 'add', `${a.ip}/32`, 'dev', 'eth0']);
     },
-    down: () => runCommand(null, ['bash', labSh, 'down', prefix], { timeoutMs: 30_000, allowFail: true }),
     /** Drops every SYN to the blackhole port in the backend namespace: connects to it time out. */
     async blackhole() {
       const text = `table inet ${FAULT_TABLE} {

@@ -6,7 +6,7 @@
 // connection cap and a rate ramp. Prints a Markdown report (figures and every check), writes it
 // with the JSON to soak-results/, and exits non-zero naming every check that failed. Cleans up on
 // success, failure, Ctrl-C and its own deadline.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
@@ -19,6 +19,7 @@ import { AGENT_PORT, BESIDE_LOAD, descriptorNeeds, adminFloodSize, estimateSecon
 import { createLab } from './lab.mjs';
 import { createDaemonControl } from './daemon.mjs';
 import { linkAgent } from './agent-link.mjs';
+import { guardLab, optionsOrExit } from '../lib/lab-run.mjs';
 import { createScenarioResult, EXIT, verdict } from './verdict.mjs';
 import { resourceFigures, returnedToBaseline } from './figures.mjs';
 import { errorLines } from './gateway-state.mjs';
@@ -41,24 +42,14 @@ const log = (s) => process.stderr.write(`${s}\n`);
 const BESIDE = { 'slow-peers': slowPeers, 'backend-faults': backendFaults, 'hostile-admin': hostileAdmin, 'hostile-agent': hostileAgent };
 const AFTER = { crash, 'self-connect': selfConnect, capacity };
 
-let opts;
-try {
-  opts = parseSoakArgs(process.argv.slice(2));
-} catch (err) {
-  if (err instanceof SoakUsageError) {
-    log(`soak: ${err.message}\n${USAGE}`);
-    process.exit(EXIT.usage);
-  }
-  throw err;
-}
-if (opts.help) {
-  console.log(USAGE);
-  process.exit(0);
-}
-if (process.getuid?.() !== 0) {
-  log('soak: run as root (it creates network namespaces, and the daemon installs nftables rules inside them)');
-  process.exit(EXIT.broken);
-}
+const opts = optionsOrExit({
+  tool: 'soak',
+  parse: parseSoakArgs,
+  UsageError: SoakUsageError,
+  usage: USAGE,
+  rootReason: 'it creates network namespaces, and the daemon installs nftables rules inside them',
+  rootExit: EXIT.broken,
+});
 
 const NOFILE = parseNofileHardLimit(readFileSync('/proc/self/limits', 'utf8'));
 const seed = opts.seed ?? randomBytes(6).toString('hex');
@@ -68,35 +59,10 @@ const prefix = process.env.TPISOAK_PREFIX && /^tpisoak[a-z0-9]{1,7}$/.test(proce
 const dir = mkdtempSync(path.join(os.tmpdir(), `${prefix}-`));
 const tracker = createProcessTracker();
 const lab = createLab({ root: ROOT, prefix });
-let interrupted = null;
-let cleaning = null;
-let cleanedUp = false;
-
-async function cleanup() {
-  cleaning ??= (async () => {
-    await tracker.stopAll(3000).catch(() => {});
-    await lab.down().catch((err) => log(`soak: lab down: ${err.message}`));
-    rmSync(dir, { recursive: true, force: true });
-    cleanedUp = true;
-  })();
-  return cleaning;
-}
-
-// Last resort when the event loop is gone: synchronous teardown.
-process.on('exit', () => {
-  if (cleanedUp) return;
-  for (const p of tracker.live) p.child.kill('SIGKILL');
-  spawnSync('bash', [path.join(ROOT, 'scripts', 'lab.sh'), 'down', prefix], { timeout: 30_000, stdio: 'ignore' });
-  rmSync(dir, { recursive: true, force: true });
+const guard = guardLab({
+  tool: 'soak', labSh: path.join(ROOT, 'scripts', 'lab.sh'), prefix, dir, tracker, stopMs: 3000,
+  interruptedExit: EXIT.interrupted, deadlineExit: EXIT.deadline,
 });
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-  process.on(sig, () => {
-    if (interrupted) return;
-    interrupted = sig;
-    log(`\nsoak: ${sig}: stopping everything and removing the lab…`);
-    cleanup().finally(() => process.exit(EXIT.interrupted));
-  });
-}
 
 function startAgent(name, ns, [script, ...args]) {
   const proc = tracker.start(name, ns, ['node', path.join(HERE, script), ...args], { stdin: 'pipe' });
@@ -110,12 +76,12 @@ async function runScenario(ctx, results, name, fn) {
   try {
     await fn(result);
   } catch (err) {
-    if (interrupted) return; // everything is being torn down: its errors say nothing
+    if (guard.interrupted) return; // everything is being torn down: its errors say nothing
     result.check('the scenario ran to the end', false, err.message.split('\n').slice(0, 3).join(' ').slice(0, 600));
     log(`  ${name}: ${err.stack ?? err.message}`);
   }
   result.seconds = (Date.now() - t0) / 1000;
-  if (interrupted) return;
+  if (guard.interrupted) return;
   for (const c of result.checks) log(`  ${c.ok ? 'pass' : 'FAIL'} ${c.name}${c.ok ? '' : `: ${c.detail}`}`);
 }
 
@@ -157,7 +123,7 @@ async function loadPhase(ctx, results) {
       }),
     ),
   );
-  while (Date.now() < ctx.loadEndsAt && !interrupted) await sleep(Math.min(1000, ctx.loadEndsAt - Date.now()));
+  while (Date.now() < ctx.loadEndsAt && !guard.interrupted) await sleep(Math.min(1000, ctx.loadEndsAt - Date.now()));
   if (load) {
     log('\n== load: finishing');
     await finishLoad(ctx, results.get('load'), load).catch((err) =>
@@ -203,12 +169,7 @@ async function main() {
     return EXIT.usage;
   }
   const deadlineMs = (expected * 3 + 300) * 1000;
-  const deadline = setTimeout(() => {
-    if (interrupted) return;
-    interrupted = 'deadline';
-    log(`\nsoak: deadline of ${Math.round(deadlineMs / 1000)} s passed: cleaning up`);
-    cleanup().finally(() => process.exit(EXIT.deadline));
-  }, deadlineMs);
+  const deadline = guard.deadline(deadlineMs);
 
   const results = new Map(opts.scenarios.map((n) => [n, createScenarioResult(n)]));
   let broken = null;
@@ -225,7 +186,7 @@ async function main() {
       opts, seed, log, lab, daemons, main, tracker, dir, root: ROOT, cli: CLI,
       client: client.link, server: server.link, agents: agents.link,
       acked: new Set(), registrationIndex: 0, loadEndsAt: 0,
-      stopping: () => interrupted !== null,
+      stopping: () => guard.interrupted !== null,
     };
     for (const inst of MAIN_INSTANCES) {
       const r = await register(ctx, ctx.main, inst.id, ['--app', inst.app, '--ip', inst.ip, '--policy', MAIN_POLICY]);
@@ -236,7 +197,7 @@ async function main() {
 
     await loadPhase(ctx, results);
     for (const name of Object.keys(AFTER)) {
-      if (!results.has(name) || interrupted) continue;
+      if (!results.has(name) || guard.interrupted) continue;
       if (!daemons.alive(ctx.main)) {
         results.get(name).check('the daemon was running when the scenario began', false, 'it had died: restarted for this scenario');
         ctx.main = await daemons.start('main (restarted)', { file: ctx.main.configFile, socketPath: ctx.main.socketPath });
@@ -249,9 +210,9 @@ async function main() {
     log(`soak: ${err.stack ?? err.message}`);
   } finally {
     clearTimeout(deadline);
-    if (!interrupted) await cleanup();
+    if (!guard.interrupted) await guard.cleanup();
   }
-  if (interrupted) return EXIT.interrupted;
+  if (guard.interrupted) return EXIT.interrupted;
 
   // What the run itself left behind.
   const teardown = createScenarioResult('teardown');
@@ -299,7 +260,7 @@ main().then(
   (code) => process.exit(code),
   async (err) => {
     log(`soak: ${err.stack ?? err.message}`);
-    await cleanup();
+    await guard.cleanup();
     process.exit(EXIT.broken);
   },
 );
