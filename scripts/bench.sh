@@ -23,8 +23,5 @@ ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
 export TPIBENCH_PREFIX="tpibench$(printf '%x' $$)"
 trap 'bash scripts/lab.sh down "$TPIBENCH_PREFIX" >/dev/null 2>&1 || true' EXIT
 trap 'exit 130' INT TERM HUP
-set +e
+# Its exit code is the script's (set -e keeps it; the EXIT trap does not change it).
 node scripts/bench/run.mjs "$@"
-rc=$?
-set -e
-exit "$rc"

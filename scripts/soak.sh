@@ -22,8 +22,5 @@ ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
 export TPISOAK_PREFIX="tpisoak$(printf '%x' $$)"
 trap 'bash scripts/lab.sh down "$TPISOAK_PREFIX" >/dev/null 2>&1 || true' EXIT
 trap 'exit 130' INT TERM HUP
-set +e
+# Its exit code is the script's (set -e keeps it; the EXIT trap does not change it).
 node scripts/soak/run.mjs "$@"
-rc=$?
-set -e
-exit "$rc"
