@@ -25,7 +25,6 @@ export const PORTS = Object.freeze({
   blackhole: 9006, // SYNs dropped in the backend namespace
   flap: 9007, // listener toggled up and down
 });
-export const PP_PORTS = Object.freeze([PORTS.verifyPp]);
 export const TARGET_PORTS = '9001-9007';
 export const LISTEN_PORT = 15001;
 /** The second daemon of the wildcard check listens here. */
