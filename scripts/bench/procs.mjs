@@ -56,6 +56,11 @@ export function runCommand(ns, argv, { timeoutMs = 30_000, allowFail = false, in
   });
 }
 
+/** Sets sysctls ({ key: value }) in a namespace, one after the other. */
+export async function sysctls(ns, settings) {
+  for (const [key, value] of Object.entries(settings)) await runCommand(ns, ['sysctl', '-qw', `${key}=${value}`]);
+}
+
 /**
  * Long-running processes, each tracked until it exits; stopAll() is what cleanup calls.
  */

@@ -14,7 +14,7 @@ import { parseBackendAnswer, parseCpuTimes, parseIperf3Json, parseNofileHardLimi
 import { busyPercent, cpuMicrosPerConnection, cpuSecondsPerGiB, gbitPerSec, kibPerConnection, mergeRounds, roundOrder, threadCpuProfile } from './compute.mjs';
 import { formatElapsed, formatTable, formatThreadNote, resultBaseName } from './format.mjs';
 import { fillTemplate, httpPadding } from './render.mjs';
-import { createProcessTracker, runCommand, sampleThreads, sampleTree, sleep, waitUntil } from './procs.mjs';
+import { createProcessTracker, runCommand, sampleThreads, sampleTree, sleep, sysctls, waitUntil } from './procs.mjs';
 import { createProxies, GUARD_TABLE } from './proxies.mjs';
 import { linkClientAgent } from './client-link.mjs';
 import { guardLab, optionsOrExit } from '../lib/lab-run.mjs';
@@ -56,12 +56,6 @@ const guard = guardLab({ tool: 'bench', labSh: LAB_SH, prefix, dir, tracker, sto
 
 // ---------------------------------------------------------------------------------------------
 // The lab, and the backend services and client agent every path shares.
-
-async function sysctls(namespace, settings) {
-  for (const [key, value] of Object.entries(settings)) {
-    await runCommand(namespace, ['sysctl', '-qw', `${key}=${value}`]);
-  }
-}
 
 async function setUpLab() {
   await runCommand(null, ['bash', LAB_SH, 'up', prefix], { timeoutMs: 30_000 });

@@ -4,7 +4,7 @@
 // namespaces is touched.
 import path from 'node:path';
 import { HOSTILE_AGENTS, PORTS } from './plan.mjs';
-import { runCommand } from '../bench/procs.mjs';
+import { runCommand, sysctls } from '../bench/procs.mjs';
 
 const FAULT_TABLE = 'soak_fault';
 
@@ -14,10 +14,6 @@ const FAULT_TABLE = 'soak_fault';
 export function createLab({ root, prefix }) {
   const labSh = path.join(root, 'scripts', 'lab.sh');
   const ns = { client: `${prefix}-c`, gateway: `${prefix}-g`, backend: `${prefix}-b` };
-
-  async function sysctls(namespace, settings) {
-    for (const [key, value] of Object.entries(settings)) await runCommand(namespace, ['sysctl', '-qw', `${key}=${value}`]);
-  }
 
   return {
     ns,
