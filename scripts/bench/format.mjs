@@ -125,8 +125,8 @@ export function formatElapsed(seconds) {
   return m > 0 ? `${m}m ${String(s % 60).padStart(2, '0')}s` : `${s}s`;
 }
 
-/** "bench-20260102-030405" for a Date, in UTC. */
-export function resultBaseName(date) {
+/** "bench-20260102-030405" for a Date, in UTC (the soak's report: "soak-20260102-030405"). */
+export function resultBaseName(date, tool = 'bench') {
   const p = (n) => String(n).padStart(2, '0');
-  return `bench-${date.getUTCFullYear()}${p(date.getUTCMonth() + 1)}${p(date.getUTCDate())}-${p(date.getUTCHours())}${p(date.getUTCMinutes())}${p(date.getUTCSeconds())}`;
+  return `${tool}-${date.getUTCFullYear()}${p(date.getUTCMonth() + 1)}${p(date.getUTCDate())}-${p(date.getUTCHours())}${p(date.getUTCMinutes())}${p(date.getUTCSeconds())}`;
 }

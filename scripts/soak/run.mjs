@@ -14,6 +14,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createProcessTracker, sleep } from '../bench/procs.mjs';
 import { parseNofileHardLimit } from '../bench/parse.mjs';
+import { resultBaseName } from '../bench/format.mjs';
 import { parseSoakArgs, SoakUsageError, USAGE } from './args.mjs';
 import { AGENT_PORT, BESIDE_LOAD, descriptorNeeds, adminFloodSize, estimateSeconds, HOSTILE_AGENTS, MAIN_INSTANCES, MAIN_POLICY, PORTS } from './plan.mjs';
 import { createLab } from './lab.mjs';
@@ -245,7 +246,7 @@ async function main() {
   const md = markdown(report);
   const outDir = opts.out ? path.resolve(opts.out) : path.join(ROOT, 'soak-results');
   mkdirSync(outDir, { recursive: true });
-  const base = path.join(outDir, `soak-${startedAt.toISOString().replace(/[-:]/g, '').replace(/\..*$/, '').replace('T', '-')}`);
+  const base = path.join(outDir, resultBaseName(startedAt, 'soak'));
   writeFileSync(`${base}.md`, md);
   writeFileSync(`${base}.json`, `${JSON.stringify(report, null, 2)}\n`);
   // The daemons' warning and error lines, for finding a failed connection by its client address.
