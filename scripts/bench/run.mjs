@@ -17,7 +17,7 @@ import { fillTemplate, httpPadding } from './render.mjs';
 import { createProcessTracker, runCommand, sampleThreads, sampleTree, sleep, sysctls, waitUntil } from './procs.mjs';
 import { createProxies, GUARD_TABLE } from './proxies.mjs';
 import { linkClientAgent } from './client-link.mjs';
-import { guardLab, optionsOrExit } from '../lib/lab-run.mjs';
+import { guardLab, labPrefix, optionsOrExit } from '../lib/lab-run.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..', '..');
@@ -46,9 +46,7 @@ const NOFILE_HARD = parseNofileHardLimit(readFileSync('/proc/self/limits', 'utf8
 const NOFILE = Number.isFinite(NOFILE_HARD) ? NOFILE_HARD : 262_144;
 const IDLE_CONNECTIONS = idleConnectionBudget(opts.connections, NOFILE_HARD);
 
-const prefix = process.env.TPIBENCH_PREFIX && /^tpibench[a-z0-9]{1,7}$/.test(process.env.TPIBENCH_PREFIX)
-  ? process.env.TPIBENCH_PREFIX
-  : `tpibench${process.pid.toString(36)}`;
+const prefix = labPrefix('tpibench', 'TPIBENCH_PREFIX');
 const ns = { client: `${prefix}-c`, gateway: `${prefix}-g`, backend: `${prefix}-b` };
 const dir = mkdtempSync(path.join(os.tmpdir(), `${prefix}-`));
 const tracker = createProcessTracker();
@@ -569,11 +567,4 @@ async function main() {
   return results.every((r) => r.status === 'ok') ? 0 : 3;
 }
 
-main().then(
-  (code) => process.exit(code),
-  async (err) => {
-    log(`bench: ${err.stack ?? err.message}`);
-    await guard.cleanup();
-    process.exit(1);
-  },
-);
+guard.exitWith(main, 1);

@@ -37,6 +37,15 @@ export function optionsOrExit({ tool, parse, UsageError, usage, rootReason, root
 }
 
 /**
+ * The lab's namespace prefix: the one the shell wrapper chose and exported in envVar (its EXIT
+ * trap removes the lab too, should the runner be killed), else base and this process's id.
+ */
+export function labPrefix(base, envVar) {
+  const given = process.env[envVar];
+  return given && new RegExp(`^${base}[a-z0-9]{1,7}$`).test(given) ? given : `${base}${process.pid.toString(36)}`;
+}
+
+/**
  * Installs the teardown; `interrupted` is null until a signal or the deadline (then its name).
  * @param {{ tool: string, labSh: string, prefix: string, dir: string, stopMs: number,
  *   tracker: { stopAll(ms: number): Promise<void>, live: Set<{ child: import('node:child_process').ChildProcess }> },
@@ -66,6 +75,17 @@ export function guardLab({ tool, labSh, prefix, dir, tracker, stopMs, interrupte
         log(`\n${tool}: deadline of ${Math.round(ms / 1000)} s passed: cleaning up`);
         guard.cleanup().finally(() => process.exit(deadlineExit));
       }, ms);
+    },
+    /** Runs main() and exits with its code; when it throws: the stack, the teardown, failExit. */
+    exitWith(main, failExit) {
+      main().then(
+        (code) => process.exit(code),
+        async (err) => {
+          log(`${tool}: ${err.stack ?? err.message}`);
+          await guard.cleanup();
+          process.exit(failExit);
+        },
+      );
     },
   };
 

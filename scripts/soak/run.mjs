@@ -20,7 +20,7 @@ import { AGENT_PORT, BESIDE_LOAD, descriptorNeeds, adminFloodSize, estimateSecon
 import { createLab } from './lab.mjs';
 import { createDaemonControl } from './daemon.mjs';
 import { linkAgent } from './agent-link.mjs';
-import { guardLab, optionsOrExit } from '../lib/lab-run.mjs';
+import { guardLab, labPrefix, optionsOrExit } from '../lib/lab-run.mjs';
 import { createScenarioResult, EXIT, verdict } from './verdict.mjs';
 import { resourceFigures, returnedToBaseline } from './figures.mjs';
 import { errorLines } from './gateway-state.mjs';
@@ -54,9 +54,7 @@ const opts = optionsOrExit({
 
 const NOFILE = parseNofileHardLimit(readFileSync('/proc/self/limits', 'utf8'));
 const seed = opts.seed ?? randomBytes(6).toString('hex');
-const prefix = process.env.TPISOAK_PREFIX && /^tpisoak[a-z0-9]{1,7}$/.test(process.env.TPISOAK_PREFIX)
-  ? process.env.TPISOAK_PREFIX
-  : `tpisoak${process.pid.toString(36)}`;
+const prefix = labPrefix('tpisoak', 'TPISOAK_PREFIX');
 const dir = mkdtempSync(path.join(os.tmpdir(), `${prefix}-`));
 const tracker = createProcessTracker();
 const lab = createLab({ root: ROOT, prefix });
@@ -257,11 +255,4 @@ async function main() {
   return broken ? EXIT.broken : v.exitCode;
 }
 
-main().then(
-  (code) => process.exit(code),
-  async (err) => {
-    log(`soak: ${err.stack ?? err.message}`);
-    await guard.cleanup();
-    process.exit(EXIT.broken);
-  },
-);
+guard.exitWith(main, EXIT.broken);
