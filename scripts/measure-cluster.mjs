@@ -28,10 +28,19 @@ const CLI = path.join(ROOT, 'dist', 'cli.js');
 const NODES = 3;
 
 const args = process.argv.slice(2);
-const opt = (name, dflt) => (args.includes(name) ? Number(args[args.indexOf(name) + 1]) : dflt);
-const registrations = opt('--registrations', 100);
-const policies = opt('--policies', 10);
-const agentDelayMs = opt('--agent-delay-ms', 1000);
+const opt = (name, dflt, max) => {
+  if (!args.includes(name)) return dflt;
+  const text = args[args.indexOf(name) + 1];
+  const n = Number(text);
+  if (!/^\d+$/.test(text ?? '') || n < 1 || n > max) {
+    console.error(`${name} must be a whole number in 1..${max}, got ${JSON.stringify(text ?? null)}`);
+    process.exit(2);
+  }
+  return n;
+};
+const registrations = opt('--registrations', 100, 100_000);
+const policies = opt('--policies', 10, 10_000);
+const agentDelayMs = opt('--agent-delay-ms', 1000, 60_000);
 
 if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run \`npm run build\` first`);
 const { createAdminClient } = await import(path.join(ROOT, 'dist/admin/client.js'));
@@ -70,7 +79,14 @@ function start(ns, argv, readyText) {
   return ready;
 }
 
-async function cleanup() {
+let cleaning = null;
+/** Stops everything and removes the labs; once, whoever asks first (the end, or a signal). */
+function cleanup() {
+  cleaning ??= teardown();
+  return cleaning;
+}
+
+async function teardown() {
   for (const p of procs) p.child.kill('SIGTERM');
   await new Promise((r) => setTimeout(r, 500));
   for (const p of procs) p.child.kill('SIGKILL');
@@ -186,13 +202,24 @@ prefix = "/measure/"
   console.log(`  instances a node asked for and took from another node's fetch: ${learnedElsewhere.join(', ')} (node 1, 2, 3)`);
 }
 
+// Ctrl-C or a kill: the labs, etcd and the daemons go as on any other end.
+let interrupted = false;
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => {
+    interrupted = true;
+    console.error(`${signal}: cleaning up`);
+    void cleanup().finally(() => process.exit(130));
+  });
+}
+
 let failed = false;
 try {
   await main();
 } catch (err) {
   failed = true;
-  console.error(err);
+  // What the teardown broke under a run that was interrupted is not worth printing.
+  if (!interrupted) console.error(err);
 } finally {
   await cleanup();
 }
-process.exit(failed ? 1 : 0);
+process.exit(interrupted ? 130 : failed ? 1 : 0);
