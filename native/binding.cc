@@ -137,7 +137,6 @@ Napi::Value PipeSizeProbe(const Napi::CallbackInfo& info) {
 struct Binding {
   std::unique_ptr<tpi::Engine> engine;
   napi_threadsafe_function tsfn = nullptr;
-  napi_env env = nullptr;
 };
 
 // One engine per process: its threads own the listeners and every connection.
@@ -257,7 +256,6 @@ Napi::Value EngineStart(const Napi::CallbackInfo& info) {
     }
   }
   auto* b = new Binding();
-  b->env = env;
   b->engine = std::make_unique<tpi::Engine>(config, WakeJs, b);
   for (auto& list : fds) b->engine->AddLoop(list);  // the loops own the fds from here on
   napi_value name;
@@ -508,7 +506,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   c.Set("SOL_IP", static_cast<int>(SOL_IP));
   c.Set("SOL_IPV6", static_cast<int>(SOL_IPV6));
   c.Set("SO_REUSEADDR", static_cast<int>(SO_REUSEADDR));
-  c.Set("SO_REUSEPORT", static_cast<int>(SO_REUSEPORT));
   c.Set("IP_TRANSPARENT", static_cast<int>(IP_TRANSPARENT));
   c.Set("IPV6_TRANSPARENT", static_cast<int>(IPV6_TRANSPARENT));
   c.Set("IPV6_V6ONLY", static_cast<int>(IPV6_V6ONLY));
