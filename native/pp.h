@@ -56,9 +56,4 @@ PpStatus ParseProxyHeader(const uint8_t* data, size_t n, size_t maxV2Length, PpH
 // False when v2's length field cannot hold it.
 bool EncodeProxyHeader(int version, const Endpoint& source, const Endpoint& destination, const std::string& tlvs, std::string* out);
 
-uint32_t Crc32c(uint32_t crc, const uint8_t* data, size_t n);
-
-// RFC 5952 text of an IPv6 address (src/pp/address.ts formatIPv6); IPv4-mapped as ::ffff:a.b.c.d.
-std::string FormatIPv6(const uint8_t ip[16]);
-
 }  // namespace tpi
