@@ -102,7 +102,7 @@ int Loop::Open() {
     if (rc < 0) return rc;
   }
   reserveFd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  peek_.resize(std::max<size_t>(107, 16 + config_.maxV2Length));
+  peek_.resize(ProxyHeaderMaxLength(config_.maxV2Length));
   return 0;
 }
 

@@ -1,5 +1,6 @@
 #include "pp.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <vector>
 
@@ -288,6 +289,8 @@ PpStatus DecodeV2(const uint8_t* data, size_t total, PpHeader* out, PpError* err
 }
 
 }  // namespace
+
+size_t ProxyHeaderMaxLength(size_t maxV2Length) { return std::max(kV1MaxLength, kV2Fixed + maxV2Length); }
 
 PpStatus ParseProxyHeader(const uint8_t* data, size_t n, size_t maxV2Length, PpHeader* out, PpError* error, size_t* want) {
   *out = PpHeader{};

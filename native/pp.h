@@ -51,6 +51,9 @@ enum class PpStatus { kNeedMore, kFailed, kDone };
 // is given, so a header split anywhere fails or succeeds the same way once whole.
 PpStatus ParseProxyHeader(const uint8_t* data, size_t n, size_t maxV2Length, PpHeader* out, PpError* error, size_t* want);
 
+// The most bytes a header can take: a v1 line, or v2's fixed part and `maxV2Length`.
+size_t ProxyHeaderMaxLength(size_t maxV2Length);
+
 // The header we send: v2 (PROXY, STREAM) with `tlvs` (raw records) appended, or v1. IPv4 on both
 // sides goes out as IPv4, otherwise both as IPv6 (the IPv4 side mapped). Appends to `out`.
 // False when v2's length field cannot hold it.
