@@ -26,10 +26,6 @@
 #include <string>
 #include <vector>
 
-#ifndef IP_BIND_ADDRESS_NO_PORT
-#define IP_BIND_ADDRESS_NO_PORT 24
-#endif
-
 namespace {
 
 Napi::Value Result(Napi::Env env, int rc) { return Napi::Number::New(env, rc < 0 ? -errno : rc); }

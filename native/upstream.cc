@@ -2,10 +2,6 @@
 
 #include <netinet/tcp.h>
 
-#ifndef IP_BIND_ADDRESS_NO_PORT
-#define IP_BIND_ADDRESS_NO_PORT 24
-#endif
-
 namespace tpi {
 
 namespace {
