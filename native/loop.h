@@ -91,9 +91,9 @@ class Loop {
   void RetryStarved();
   void Expire();
   void Snapshot();
-  void Fail(Conn* c, int side, int err, const char* syscall);
-  void Finish(Conn* c, End end, int err, const char* syscall);
-  void Emit(EventType type, Conn* c, End end, int err, const char* syscall);
+  void Fail(Conn* c, int side, int err, Syscall syscall);
+  void Finish(Conn* c, End end, int err, Syscall syscall);
+  void Emit(EventType type, Conn* c, End end, int err, Syscall syscall);
   void Arm(Conn* c, DeadlineList* list, int64_t at);
   void ArmAfter(Conn* c, Deadlines* deadlines, uint32_t ms);
   void Disarm(Conn* c);
