@@ -234,23 +234,19 @@ void Loop::Run() {
 }
 
 int Loop::Timeout() const {
-  int64_t wait = -1;
+  int64_t now = NowMs();
+  int64_t wait = -1;  // -1: nothing is due, block until an event
+  auto due = [&](int64_t at) {
+    int64_t w = std::max<int64_t>(0, at - now);
+    if (wait < 0 || w < wait) wait = w;
+  };
   for (const Deadlines* d : {&headerDeadlines_, &connectDeadlines_, &idleDeadlines_}) {
     int64_t at = d->Earliest();
-    if (at < 0) continue;
-    int64_t w = at - NowMs();
-    if (w < 0) w = 0;
-    if (wait < 0 || w < wait) wait = w;
+    if (at >= 0) due(at);
   }
-  if (!starved_.empty() && (wait < 0 || wait > kRetryMs)) wait = kRetryMs;
-  if (acceptPausedUntil_ != 0) {
-    int64_t w = std::max<int64_t>(0, acceptPausedUntil_ - NowMs());
-    if (wait < 0 || w < wait) wait = w;
-  }
-  if (wakePending_) {
-    int64_t w = std::max<int64_t>(0, lastWakeMs_ + kWakeIntervalMs - NowMs());
-    if (wait < 0 || w < wait) wait = w;
-  }
+  if (!starved_.empty()) due(now + kRetryMs);
+  if (acceptPausedUntil_ != 0) due(acceptPausedUntil_);
+  if (wakePending_) due(lastWakeMs_ + kWakeIntervalMs);
   return wait > INT_MAX ? INT_MAX : static_cast<int>(wait);
 }
 
