@@ -4,7 +4,6 @@
 
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 
@@ -325,7 +324,6 @@ void Loop::Admit(int fd, const sockaddr_storage& peer) {
   c->destination = FromSockaddr(local);
   c->client = c->peer;
   c->acceptedUs = NowUs();
-  c->lastActive = now_;
   c->next = all_;
   if (all_ != nullptr) all_->prev = c;
   all_ = c;
@@ -665,9 +663,8 @@ void Loop::Disarm(Conn* c) {
   c->timer = nullptr;
 }
 
-// A failed socket ends the connection. SO_LINGER {on, 0 s} makes close() of the other socket
-// send a RST (and drop what is still queued) instead of a FIN, so its peer learns that the
-// connection broke rather than ended cleanly.
+// A failed socket ends the connection, and the other socket's close() sends a RST (ResetOnClose):
+// its peer learns that the connection broke rather than ended cleanly.
 void Loop::Fail(Conn* c, int side, int err, Syscall syscall) {
   if (c->side[1 - side].fd >= 0) ResetOnClose(c->side[1 - side].fd);
   Finish(c, side == 0 ? kEndClientError : kEndUpstreamError, err, syscall);
