@@ -472,7 +472,8 @@ void Loop::OnConnected(Conn* c) {
   c->idleMs = settings_.idleTimeoutMs;
   ArmAfter(c, &idleDeadlines_, c->idleMs);
   if (c->kind == kProxy) {
-    std::string header;
+    std::string& header = header_;
+    header.clear();
     if (!EncodeProxyHeader(c->ppVersion, c->client, c->destination, c->tlvs, &header)) {
       Fail(c, 1, EMSGSIZE, kSysSend);
       return;

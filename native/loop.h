@@ -128,6 +128,7 @@ class Loop {
   std::vector<Conn*> starved_;    // waiting for a pipe
   std::vector<Conn*> graveyard_;  // ended in this iteration: freed after it
   std::vector<uint8_t> peek_;     // an inbound header's bytes
+  std::string header_;            // our header and the client's first bytes (its capacity is kept)
   std::string batch_;             // events of this iteration
   PipePool pipes_;
   size_t closedAtStop_ = 0;
