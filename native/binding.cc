@@ -26,10 +26,6 @@
 #include <string>
 #include <vector>
 
-#ifndef IP_BIND_ADDRESS_NO_PORT
-#define IP_BIND_ADDRESS_NO_PORT 24
-#endif
-
 namespace {
 
 Napi::Value Result(Napi::Env env, int rc) { return Napi::Number::New(env, rc < 0 ? -errno : rc); }
@@ -137,7 +133,6 @@ Napi::Value PipeSizeProbe(const Napi::CallbackInfo& info) {
 struct Binding {
   std::unique_ptr<tpi::Engine> engine;
   napi_threadsafe_function tsfn = nullptr;
-  napi_env env = nullptr;
 };
 
 // One engine per process: its threads own the listeners and every connection.
@@ -184,15 +179,15 @@ uint32_t U32Option(const Napi::Object& o, const char* key, uint32_t fallback) {
   return d >= 0 && d <= 4294967295.0 ? static_cast<uint32_t>(d) : fallback;
 }
 
-tpi::EngineSettings SettingsOf(const Napi::Object& o) {
-  tpi::EngineSettings s;
-  s.connectTimeoutMs = U32Option(o, "connectTimeoutMs", 5000);
-  s.idleTimeoutMs = U32Option(o, "idleTimeoutMs", 300000);
-  s.headerTimeoutMs = U32Option(o, "headerTimeoutMs", 3000);
-  s.ppVersion = static_cast<int>(U32Option(o, "ppVersion", 2));
-  s.keepClientPort = o.Get("keepClientPort").ToBoolean().Value();
-  s.reportOpen = o.Get("reportOpen").ToBoolean().Value();
-  return s;
+// False for a PROXY version other than 1 or 2.
+bool SettingsOf(const Napi::Object& o, tpi::EngineSettings* s) {
+  s->connectTimeoutMs = U32Option(o, "connectTimeoutMs", 5000);
+  s->idleTimeoutMs = U32Option(o, "idleTimeoutMs", 300000);
+  s->headerTimeoutMs = U32Option(o, "headerTimeoutMs", 3000);
+  s->ppVersion = static_cast<int>(U32Option(o, "ppVersion", 2));
+  s->keepClientPort = o.Get("keepClientPort").ToBoolean().Value();
+  s->reportOpen = o.Get("reportOpen").ToBoolean().Value();
+  return s->ppVersion == 1 || s->ppVersion == 2;
 }
 
 // engineStart(options, listenFds, onEvents) -> 0 or -errno. options: { pipeSize, connectTimeoutMs,
@@ -236,8 +231,8 @@ Napi::Value EngineStart(const Napi::CallbackInfo& info) {
   config.pipeSize = static_cast<int>(U32Option(o, "pipeSize", 0));
   config.maxV2Length = U32Option(o, "maxV2Length", 4096);
   config.maxConnections = U32Option(o, "maxConnections", 1);
-  config.settings = SettingsOf(o);
-  if (fds.empty() || config.maxV2Length > 65535 || config.pipeSize < 0 || (config.settings.ppVersion != 1 && config.settings.ppVersion != 2)) {
+  bool settingsValid = SettingsOf(o, &config.settings);
+  if (fds.empty() || config.maxV2Length > 65535 || config.pipeSize < 0 || !settingsValid) {
     closeAll();
     return Napi::Number::New(env, -EINVAL);
   }
@@ -257,7 +252,6 @@ Napi::Value EngineStart(const Napi::CallbackInfo& info) {
     }
   }
   auto* b = new Binding();
-  b->env = env;
   b->engine = std::make_unique<tpi::Engine>(config, WakeJs, b);
   for (auto& list : fds) b->engine->AddLoop(list);  // the loops own the fds from here on
   napi_value name;
@@ -311,8 +305,8 @@ Napi::Value EngineSetSettings(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (g_binding == nullptr) return Napi::Number::New(env, -ENOENT);
   if (info.Length() < 1 || !info[0].IsObject()) return Napi::Number::New(env, -EINVAL);
-  tpi::EngineSettings s = SettingsOf(info[0].As<Napi::Object>());
-  if (s.ppVersion != 1 && s.ppVersion != 2) return Napi::Number::New(env, -EINVAL);
+  tpi::EngineSettings s;
+  if (!SettingsOf(info[0].As<Napi::Object>(), &s)) return Napi::Number::New(env, -EINVAL);
   g_binding->engine->SetSettings(s);
   return Napi::Number::New(env, 0);
 }
@@ -508,7 +502,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   c.Set("SOL_IP", static_cast<int>(SOL_IP));
   c.Set("SOL_IPV6", static_cast<int>(SOL_IPV6));
   c.Set("SO_REUSEADDR", static_cast<int>(SO_REUSEADDR));
-  c.Set("SO_REUSEPORT", static_cast<int>(SO_REUSEPORT));
   c.Set("IP_TRANSPARENT", static_cast<int>(IP_TRANSPARENT));
   c.Set("IPV6_TRANSPARENT", static_cast<int>(IPV6_TRANSPARENT));
   c.Set("IPV6_V6ONLY", static_cast<int>(IPV6_V6ONLY));

@@ -12,6 +12,11 @@
 
 #include <cstdint>
 
+// Linux 4.2; older libc headers lack the name.
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+
 namespace tpi {
 
 // CLOCK_MONOTONIC: the clock of process.hrtime(), so JavaScript can line the stamps up.

@@ -2,16 +2,6 @@
 
 namespace tpi {
 
-uint8_t SyscallIndex(const char* name) {
-  static const char* const kNames[] = {"", "splice", "socket", "bind", "setsockopt", "connect", "send", "epoll_ctl", "write",
-                                       "pipe2", "getsockopt", "recv"};
-  if (name == nullptr) return kSysNone;
-  for (uint8_t i = 1; i < sizeof(kNames) / sizeof(kNames[0]); i++) {
-    if (strcmp(kNames[i], name) == 0) return i;
-  }
-  return kSysNone;
-}
-
 namespace {
 
 void Put(std::string* out, size_t at, const void* p, size_t n) { memcpy(&(*out)[at], p, n); }

@@ -40,13 +40,11 @@ enum End : uint8_t {
   kEndPpRejected = 7,     // a trusted source's PROXY header was missing, invalid or late (err: PpError)
 };
 
-// Syscall names by index, for errors (events.ts has the same list).
+// The syscall that failed, by index (events.ts SYSCALLS names them in this order).
 enum Syscall : uint8_t {
   kSysNone = 0, kSysSplice, kSysSocket, kSysBind, kSysSetsockopt, kSysConnect, kSysSend, kSysEpollCtl, kSysWrite,
   kSysPipe2, kSysGetsockopt, kSysRecv,
 };
-
-uint8_t SyscallIndex(const char* name);
 
 constexpr size_t kEventFixedSize = 136;
 

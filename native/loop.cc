@@ -4,7 +4,6 @@
 
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 
@@ -102,7 +101,7 @@ int Loop::Open() {
     if (rc < 0) return rc;
   }
   reserveFd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  peek_.resize(std::max<size_t>(107, 16 + config_.maxV2Length));
+  peek_.resize(ProxyHeaderMaxLength(config_.maxV2Length));
   return 0;
 }
 
@@ -177,7 +176,7 @@ void Loop::Run() {
         if (commands & kSnapshot) Snapshot();
         if (commands & kStopAccepting) CloseListeners();
         if (commands & kAbortAll) {
-          while (all_ != nullptr) Finish(all_, kEndAborted, 0, nullptr);
+          while (all_ != nullptr) Finish(all_, kEndAborted, 0, kSysNone);
         }
         if (commands & kStop) stop = true;
         continue;
@@ -206,7 +205,7 @@ void Loop::Run() {
         if (c->state != kEnded && (ev & EPOLLERR)) {
           int err = 0;
           socklen_t len = sizeof(err);
-          if (getsockopt(c->side[s].fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) Fail(c, s, err, "splice");
+          if (getsockopt(c->side[s].fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err != 0) Fail(c, s, err, kSysSplice);
         }
       }
       // kConnecting, client side: the readiness is cached until the relay starts.
@@ -234,23 +233,19 @@ void Loop::Run() {
 }
 
 int Loop::Timeout() const {
-  int64_t wait = -1;
+  int64_t now = NowMs();
+  int64_t wait = -1;  // -1: nothing is due, block until an event
+  auto due = [&](int64_t at) {
+    int64_t w = std::max<int64_t>(0, at - now);
+    if (wait < 0 || w < wait) wait = w;
+  };
   for (const Deadlines* d : {&headerDeadlines_, &connectDeadlines_, &idleDeadlines_}) {
     int64_t at = d->Earliest();
-    if (at < 0) continue;
-    int64_t w = at - NowMs();
-    if (w < 0) w = 0;
-    if (wait < 0 || w < wait) wait = w;
+    if (at >= 0) due(at);
   }
-  if (!starved_.empty() && (wait < 0 || wait > kRetryMs)) wait = kRetryMs;
-  if (acceptPausedUntil_ != 0) {
-    int64_t w = std::max<int64_t>(0, acceptPausedUntil_ - NowMs());
-    if (wait < 0 || w < wait) wait = w;
-  }
-  if (wakePending_) {
-    int64_t w = std::max<int64_t>(0, lastWakeMs_ + kWakeIntervalMs - NowMs());
-    if (wait < 0 || w < wait) wait = w;
-  }
+  if (!starved_.empty()) due(now + kRetryMs);
+  if (acceptPausedUntil_ != 0) due(acceptPausedUntil_);
+  if (wakePending_) due(lastWakeMs_ + kWakeIntervalMs);
   return wait > INT_MAX ? INT_MAX : static_cast<int>(wait);
 }
 
@@ -329,7 +324,6 @@ void Loop::Admit(int fd, const sockaddr_storage& peer) {
   c->destination = FromSockaddr(local);
   c->client = c->peer;
   c->acceptedUs = NowUs();
-  c->lastActive = now_;
   c->next = all_;
   if (all_ != nullptr) all_->prev = c;
   all_ = c;
@@ -340,7 +334,7 @@ void Loop::Admit(int fd, const sockaddr_storage& peer) {
   ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
   ev.data.u64 = reinterpret_cast<uint64_t>(c);
   if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) < 0) {
-    Finish(c, kEndClientError, errno, "epoll_ctl");
+    Finish(c, kEndClientError, errno, kSysEpollCtl);
     return;
   }
   if (table_ != nullptr && table_->IsTrusted(c->peer)) {
@@ -364,15 +358,15 @@ void Loop::ReadHeader(Conn* c) {
   while (n < 0 && errno == EINTR);
   if (n < 0) {
     if (errno != EAGAIN) {
-      Finish(c, kEndClientError, errno, "recv");
+      Finish(c, kEndClientError, errno, kSysRecv);
       return;
     }
     c->side[0].canRead = false;
-    if (c->clientEnded) Finish(c, kEndPpRejected, kPpIncomplete, nullptr);
+    if (c->clientEnded) Finish(c, kEndPpRejected, kPpIncomplete, kSysNone);
     return;
   }
   if (n == 0) {
-    Finish(c, kEndPpRejected, kPpIncomplete, nullptr);
+    Finish(c, kEndPpRejected, kPpIncomplete, kSysNone);
     return;
   }
   PpHeader h;
@@ -380,19 +374,19 @@ void Loop::ReadHeader(Conn* c) {
   size_t want;
   PpStatus status = ParseProxyHeader(peek_.data(), static_cast<size_t>(n), config_.maxV2Length, &h, &error, &want);
   if (status == PpStatus::kFailed) {
-    Finish(c, kEndPpRejected, error, nullptr);
+    Finish(c, kEndPpRejected, error, kSysNone);
     return;
   }
   if (status == PpStatus::kNeedMore) {
     // Nothing was consumed: the next segment is a new edge and brings us back.
     c->side[0].canRead = false;
-    if (c->clientEnded) Finish(c, kEndPpRejected, kPpIncomplete, nullptr);
+    if (c->clientEnded) Finish(c, kEndPpRejected, kPpIncomplete, kSysNone);
     return;
   }
   do n = recv(c->side[0].fd, peek_.data(), h.length, 0);
   while (n < 0 && errno == EINTR);
   if (n != static_cast<ssize_t>(h.length)) {
-    Finish(c, kEndClientError, n < 0 ? errno : EIO, "recv");
+    Finish(c, kEndClientError, n < 0 ? errno : EIO, kSysRecv);
     return;
   }
   c->inbound = static_cast<uint8_t>(h.version | (h.local ? 8 : 0));
@@ -421,9 +415,9 @@ void Loop::Decide(Conn* c) {
   if (d.slot >= 0) c->instanceId = table_->InstanceId(d.slot);
   if (d.kind == kRefuse) {
     if (d.reason >= kPolicyUnknown && d.reason <= kPolicyUnattested && table_->ShouldReport(d.slot, now_)) {
-      Emit(kEventUnknown, c, kEndRefused, 0, nullptr);
+      Emit(kEventUnknown, c, kEndRefused, 0, kSysNone);
     }
-    Finish(c, kEndRefused, 0, nullptr);
+    Finish(c, kEndRefused, 0, kSysNone);
     return;
   }
   StartConnect(c);
@@ -443,7 +437,7 @@ void Loop::StartConnect(Conn* c) {
   ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
   ev.data.u64 = reinterpret_cast<uint64_t>(c) | 1;
   if (epoll_ctl(epfd_, EPOLL_CTL_ADD, r.fd, &ev) < 0) {
-    Finish(c, kEndConnectFailed, errno, "epoll_ctl");
+    Finish(c, kEndConnectFailed, errno, kSysEpollCtl);
     return;
   }
   // The source port the backend sees: picked by connect() (IP_BIND_ADDRESS_NO_PORT) and known now.
@@ -452,7 +446,7 @@ void Loop::StartConnect(Conn* c) {
   if (getsockname(r.fd, reinterpret_cast<sockaddr*>(&local), &len) == 0) c->upstreamPort = FromSockaddr(local).port;
   ArmAfter(c, &connectDeadlines_, settings_.connectTimeoutMs);
   c->ppVersion = static_cast<uint8_t>(settings_.ppVersion);
-  if (settings_.reportOpen) Emit(kEventOpen, c, kEndDone, 0, nullptr);
+  if (settings_.reportOpen) Emit(kEventOpen, c, kEndDone, 0, kSysNone);
 }
 
 void Loop::OnUpstreamEvent(Conn* c, uint32_t ev) {
@@ -460,7 +454,7 @@ void Loop::OnUpstreamEvent(Conn* c, uint32_t ev) {
     int err = 0;
     socklen_t len = sizeof(err);
     if (getsockopt(c->side[1].fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
-    Finish(c, kEndConnectFailed, err != 0 ? err : ECONNREFUSED, "connect");
+    Finish(c, kEndConnectFailed, err != 0 ? err : ECONNREFUSED, kSysConnect);
     return;
   }
   // EPOLLOUT without an error: connected (no SO_ERROR round trip needed).
@@ -478,9 +472,10 @@ void Loop::OnConnected(Conn* c) {
   c->idleMs = settings_.idleTimeoutMs;
   ArmAfter(c, &idleDeadlines_, c->idleMs);
   if (c->kind == kProxy) {
-    std::string header;
+    std::string& header = header_;
+    header.clear();
     if (!EncodeProxyHeader(c->ppVersion, c->client, c->destination, c->tlvs, &header)) {
-      Fail(c, 1, EMSGSIZE, "send");
+      Fail(c, 1, EMSGSIZE, kSysSend);
       return;
     }
     std::string().swap(c->tlvs);
@@ -499,7 +494,7 @@ void Loop::OnConnected(Conn* c) {
       } else if (errno == EAGAIN) {
         c->side[0].canRead = false;
       } else {
-        Fail(c, 0, errno, "recv");
+        Fail(c, 0, errno, kSysRecv);
         return;
       }
     }
@@ -509,7 +504,7 @@ void Loop::OnConnected(Conn* c) {
     do n = send(c->side[1].fd, header.data(), header.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     while (n < 0 && errno == EINTR);
     if (n < 0 && errno != EAGAIN) {
-      Fail(c, 1, errno, "send");
+      Fail(c, 1, errno, kSysSend);
       return;
     }
     size_t sent = n > 0 ? static_cast<size_t>(n) : 0;
@@ -517,7 +512,7 @@ void Loop::OnConnected(Conn* c) {
     if (sent < header.size()) {
       int rc = Preload(c->flow[0], pipes_, reinterpret_cast<const uint8_t*>(header.data()) + sent, header.size() - sent);
       if (rc < 0) {
-        Fail(c, 1, -rc, "write");
+        Fail(c, 1, -rc, kSysWrite);
         return;
       }
       if (sent < headerLength) c->headerInPipe = static_cast<uint32_t>(headerLength - sent);
@@ -539,7 +534,7 @@ void Loop::Pump(Conn* c) {
       starved_.push_back(c);
     }
   }
-  if (c->flow[0].shut && c->flow[1].shut) Finish(c, kEndDone, 0, nullptr);
+  if (c->flow[0].shut && c->flow[1].shut) Finish(c, kEndDone, 0, kSysNone);
 }
 
 // Connections that could not get a pipe: their readiness is cached (canRead), so nothing is lost
@@ -563,10 +558,10 @@ void Loop::RetryStarved() {
 void Loop::Expire() {
   if (acceptPausedUntil_ != 0 && acceptPausedUntil_ <= now_) ResumeAccepting();
   for (const auto& list : headerDeadlines_.lists()) {
-    while (list->head != nullptr && list->head->deadline <= now_) Finish(list->head, kEndPpRejected, kPpTimeout, nullptr);
+    while (list->head != nullptr && list->head->deadline <= now_) Finish(list->head, kEndPpRejected, kPpTimeout, kSysNone);
   }
   for (const auto& list : connectDeadlines_.lists()) {
-    while (list->head != nullptr && list->head->deadline <= now_) Finish(list->head, kEndConnectFailed, ETIMEDOUT, "connect");
+    while (list->head != nullptr && list->head->deadline <= now_) Finish(list->head, kEndConnectFailed, ETIMEDOUT, kSysConnect);
   }
   for (const auto& list : idleDeadlines_.lists()) {
     DeadlineList* l = list.get();
@@ -575,7 +570,7 @@ void Loop::Expire() {
       // Activity only moves lastActive; the deadline moves when it comes due.
       int64_t due = c->lastActive + c->idleMs;
       if (due > now_) Arm(c, l, due);
-      else Finish(c, kEndIdleTimeout, 0, nullptr);
+      else Finish(c, kEndIdleTimeout, 0, kSysNone);
     }
   }
   for (Deadlines* d : {&headerDeadlines_, &connectDeadlines_, &idleDeadlines_}) d->Prune();
@@ -593,7 +588,7 @@ void Loop::Snapshot() {
   for (Conn* c = all_; c != nullptr && n < limit; c = c->next) {
     if (c->state == kEnded) continue;
     uint8_t state = c->state == kReadingHeader ? kLiveReadingHeader : c->state == kConnecting ? kLiveConnecting : kLiveRelaying;
-    Emit(kEventLive, c, static_cast<End>(state), tag, nullptr);
+    Emit(kEventLive, c, static_cast<End>(state), tag, kSysNone);
     n++;
   }
   EventRecord done{};
@@ -669,15 +664,14 @@ void Loop::Disarm(Conn* c) {
   c->timer = nullptr;
 }
 
-// A failed socket ends the connection. SO_LINGER {on, 0 s} makes close() of the other socket
-// send a RST (and drop what is still queued) instead of a FIN, so its peer learns that the
-// connection broke rather than ended cleanly.
-void Loop::Fail(Conn* c, int side, int err, const char* syscall) {
+// A failed socket ends the connection, and the other socket's close() sends a RST (ResetOnClose):
+// its peer learns that the connection broke rather than ended cleanly.
+void Loop::Fail(Conn* c, int side, int err, Syscall syscall) {
   if (c->side[1 - side].fd >= 0) ResetOnClose(c->side[1 - side].fd);
   Finish(c, side == 0 ? kEndClientError : kEndUpstreamError, err, syscall);
 }
 
-void Loop::Finish(Conn* c, End end, int err, const char* syscall) {
+void Loop::Finish(Conn* c, End end, int err, Syscall syscall) {
   if (c->state == kEnded) return;
   // Refused or failed to connect: the client learns it by a reset, not a FIN that would look like
   // an empty answer.
@@ -710,7 +704,7 @@ void Loop::Finish(Conn* c, End end, int err, const char* syscall) {
   graveyard_.push_back(c);  // other events of this batch may still point at it
 }
 
-void Loop::Emit(EventType type, Conn* c, End end, int err, const char* syscall) {
+void Loop::Emit(EventType type, Conn* c, End end, int err, Syscall syscall) {
   EventRecord r{};
   r.type = type;
   r.kind = c->kind;
@@ -718,7 +712,7 @@ void Loop::Emit(EventType type, Conn* c, End end, int err, const char* syscall) 
   r.end = end;
   r.id = static_cast<double>(c->id);
   r.err = err;
-  r.syscall = SyscallIndex(syscall);
+  r.syscall = syscall;
   r.inbound = c->inbound;
   r.upstreamPort = c->upstreamPort;
   r.peer = c->peer;

@@ -91,9 +91,9 @@ class Loop {
   void RetryStarved();
   void Expire();
   void Snapshot();
-  void Fail(Conn* c, int side, int err, const char* syscall);
-  void Finish(Conn* c, End end, int err, const char* syscall);
-  void Emit(EventType type, Conn* c, End end, int err, const char* syscall);
+  void Fail(Conn* c, int side, int err, Syscall syscall);
+  void Finish(Conn* c, End end, int err, Syscall syscall);
+  void Emit(EventType type, Conn* c, End end, int err, Syscall syscall);
   void Arm(Conn* c, DeadlineList* list, int64_t at);
   void ArmAfter(Conn* c, Deadlines* deadlines, uint32_t ms);
   void Disarm(Conn* c);
@@ -128,6 +128,7 @@ class Loop {
   std::vector<Conn*> starved_;    // waiting for a pipe
   std::vector<Conn*> graveyard_;  // ended in this iteration: freed after it
   std::vector<uint8_t> peek_;     // an inbound header's bytes
+  std::string header_;            // our header and the client's first bytes (its capacity is kept)
   std::string batch_;             // events of this iteration
   PipePool pipes_;
   size_t closedAtStop_ = 0;

@@ -1,5 +1,6 @@
 #include "pp.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <vector>
 
@@ -16,6 +17,21 @@ constexpr size_t kUniqueIdMax = 128;
 constexpr size_t kUnixPath = 108;
 
 enum TlvType : uint8_t { kAlpn = 0x01, kAuthority = 0x02, kCrc = 0x03, kUniqueId = 0x05, kSsl = 0x20 };
+
+uint32_t g_crcTable[256];
+bool g_crcReady = [] {
+  for (uint32_t n = 0; n < 256; n++) {
+    uint32_t c = n;
+    for (int k = 0; k < 8; k++) c = (c & 1) != 0 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+    g_crcTable[n] = c;
+  }
+  return true;
+}();
+
+uint32_t Crc32c(uint32_t crc, const uint8_t* data, size_t n) {
+  for (size_t i = 0; i < n; i++) crc = g_crcTable[(crc ^ data[i]) & 0xff] ^ (crc >> 8);
+  return crc;
+}
 
 // Size of the address block for a v2 family/transport byte; -1 if the byte is not supported.
 int AddressLength(uint8_t family) {
@@ -272,22 +288,9 @@ PpStatus DecodeV2(const uint8_t* data, size_t total, PpHeader* out, PpError* err
   return PpStatus::kDone;
 }
 
-uint32_t g_crcTable[256];
-bool g_crcReady = [] {
-  for (uint32_t n = 0; n < 256; n++) {
-    uint32_t c = n;
-    for (int k = 0; k < 8; k++) c = (c & 1) != 0 ? (c >> 1) ^ 0x82f63b78u : c >> 1;
-    g_crcTable[n] = c;
-  }
-  return true;
-}();
-
 }  // namespace
 
-uint32_t Crc32c(uint32_t crc, const uint8_t* data, size_t n) {
-  for (size_t i = 0; i < n; i++) crc = g_crcTable[(crc ^ data[i]) & 0xff] ^ (crc >> 8);
-  return crc;
-}
+size_t ProxyHeaderMaxLength(size_t maxV2Length) { return std::max(kV1MaxLength, kV2Fixed + maxV2Length); }
 
 PpStatus ParseProxyHeader(const uint8_t* data, size_t n, size_t maxV2Length, PpHeader* out, PpError* error, size_t* want) {
   *out = PpHeader{};
@@ -341,6 +344,9 @@ PpStatus ParseProxyHeader(const uint8_t* data, size_t n, size_t maxV2Length, PpH
   return DecodeV2(data, total, out, error);
 }
 
+namespace {
+
+// RFC 5952 text of an IPv6 address (src/pp/address.ts formatIPv6); IPv4-mapped as ::ffff:a.b.c.d.
 std::string FormatIPv6(const uint8_t ip[16]) {
   char buf[48];
   if (IsMapped(ip)) {
@@ -375,6 +381,8 @@ std::string FormatIPv6(const uint8_t ip[16]) {
   }
   return s;
 }
+
+}  // namespace
 
 bool EncodeProxyHeader(int version, const Endpoint& source, const Endpoint& destination, const std::string& tlvs, std::string* out) {
   bool v4 = source.family == 4 && destination.family == 4;

@@ -51,14 +51,12 @@ enum class PpStatus { kNeedMore, kFailed, kDone };
 // is given, so a header split anywhere fails or succeeds the same way once whole.
 PpStatus ParseProxyHeader(const uint8_t* data, size_t n, size_t maxV2Length, PpHeader* out, PpError* error, size_t* want);
 
+// The most bytes a header can take: a v1 line, or v2's fixed part and `maxV2Length`.
+size_t ProxyHeaderMaxLength(size_t maxV2Length);
+
 // The header we send: v2 (PROXY, STREAM) with `tlvs` (raw records) appended, or v1. IPv4 on both
 // sides goes out as IPv4, otherwise both as IPv6 (the IPv4 side mapped). Appends to `out`.
 // False when v2's length field cannot hold it.
 bool EncodeProxyHeader(int version, const Endpoint& source, const Endpoint& destination, const std::string& tlvs, std::string* out);
-
-uint32_t Crc32c(uint32_t crc, const uint8_t* data, size_t n);
-
-// RFC 5952 text of an IPv6 address (src/pp/address.ts formatIPv6); IPv4-mapped as ::ffff:a.b.c.d.
-std::string FormatIPv6(const uint8_t ip[16]);
 
 }  // namespace tpi

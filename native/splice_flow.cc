@@ -52,7 +52,7 @@ MoveResult Move(Side& from, Side& to, Flow& f, PipePool& pool, bool closeWillFin
         r.status = MoveStatus::kFailed;
         r.failedSide = 1;
         r.err = n < 0 ? errno : EIO;
-        r.syscall = "splice";
+        r.syscall = kSysSplice;
         return r;
       }
     }
@@ -78,7 +78,7 @@ MoveResult Move(Side& from, Side& to, Flow& f, PipePool& pool, bool closeWillFin
         r.status = MoveStatus::kFailed;
         r.failedSide = 0;
         r.err = errno;
-        r.syscall = "splice";
+        r.syscall = kSysSplice;
         return r;
       }
     }

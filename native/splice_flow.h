@@ -3,6 +3,7 @@
 // spirit: to pipe, from pipe, and why each EAGAIN means what it means).
 #pragma once
 
+#include "events.h"
 #include "pipe_pool.h"
 
 #include <cstddef>
@@ -39,7 +40,7 @@ struct MoveResult {
   bool active = false;      // bytes moved
   int failedSide = 0;       // 0: the source, 1: the destination
   int err = 0;
-  const char* syscall = nullptr;
+  Syscall syscall = kSysNone;
 };
 
 // Moves what it can in one direction until a syscall would block, then passes a FIN on once

@@ -84,43 +84,43 @@ Table* Table::Parse(const uint8_t* data, size_t len) {
   data = d;
   t->generation_ = U32(d + 8);
   bool ok = true;
-  auto take = [&](size_t at, size_t size, uint32_t* count) -> const uint8_t* {
-    const uint8_t* p = section(at, size, count);
-    if (p == nullptr && *count != 0) ok = false;
-    return p;
+  auto take = [&](size_t at, size_t size, auto* s) {
+    const uint8_t* p = section(at, size, &s->count);
+    if (p == nullptr && s->count != 0) ok = false;
+    s->at = reinterpret_cast<decltype(s->at)>(p);
   };
-  t->targets_ = reinterpret_cast<const Cidr*>(take(16, sizeof(Cidr), &t->targetCount_));
-  t->ranges_ = reinterpret_cast<const uint16_t*>(take(24, 4, &t->rangeCount_));
-  t->localNets_ = reinterpret_cast<const Cidr*>(take(32, sizeof(Cidr), &t->localNetCount_));
-  t->trusted_ = reinterpret_cast<const Cidr*>(take(40, sizeof(Cidr), &t->trustedCount_));
-  t->slots_ = reinterpret_cast<const Slot*>(take(48, sizeof(Slot), &t->slotCount_));
-  t->ports_ = reinterpret_cast<const uint32_t*>(take(56, 4, &t->portCount_));
-  t->strings_ = reinterpret_cast<const char*>(take(64, 1, &t->stringsLen_));
-  if (ok && (t->slotCount_ == 0 || (t->slotCount_ & (t->slotCount_ - 1)) != 0)) ok = false;
-  for (uint32_t i = 0; ok && i < t->targetCount_; i++) {
-    const Cidr& c = t->targets_[i];
-    if (static_cast<uint64_t>(c.firstRange) + c.rangeCount > t->rangeCount_ || c.prefix > 128) ok = false;
+  take(16, sizeof(Cidr), &t->targets_);
+  take(24, 4, &t->ranges_);
+  take(32, sizeof(Cidr), &t->localNets_);
+  take(40, sizeof(Cidr), &t->trusted_);
+  take(48, sizeof(Slot), &t->slots_);
+  take(56, 4, &t->ports_);
+  take(64, 1, &t->strings_);
+  if (ok && (t->slots_.count == 0 || (t->slots_.count & (t->slots_.count - 1)) != 0)) ok = false;
+  for (uint32_t i = 0; ok && i < t->targets_.count; i++) {
+    const Cidr& c = t->targets_.at[i];
+    if (static_cast<uint64_t>(c.firstRange) + c.rangeCount > t->ranges_.count || c.prefix > 128) ok = false;
   }
-  for (uint32_t i = 0; ok && i < t->localNetCount_; i++) ok = t->localNets_[i].prefix <= 128;
-  for (uint32_t i = 0; ok && i < t->trustedCount_; i++) ok = t->trusted_[i].prefix <= 128;
+  for (uint32_t i = 0; ok && i < t->localNets_.count; i++) ok = t->localNets_.at[i].prefix <= 128;
+  for (uint32_t i = 0; ok && i < t->trusted_.count; i++) ok = t->trusted_.at[i].prefix <= 128;
   uint32_t used = 0;
-  for (uint32_t i = 0; ok && i < t->slotCount_; i++) {
-    const Slot& s = t->slots_[i];
+  for (uint32_t i = 0; ok && i < t->slots_.count; i++) {
+    const Slot& s = t->slots_.at[i];
     if (s.flags == 0) continue;
     used++;
-    if (static_cast<uint64_t>(s.firstPort) + s.portCount > t->portCount_ ||
-        static_cast<uint64_t>(s.idOffset) + s.idLength > t->stringsLen_ || s.refuseAll > 3) {
+    if (static_cast<uint64_t>(s.firstPort) + s.portCount > t->ports_.count ||
+        static_cast<uint64_t>(s.idOffset) + s.idLength > t->strings_.count || s.refuseAll > 3) {
       ok = false;
     }
   }
   // At least one empty slot, or a lookup of an absent key would never end.
-  if (ok && used >= t->slotCount_) ok = false;
+  if (ok && used >= t->slots_.count) ok = false;
   if (!ok) {
     delete t;
     return nullptr;
   }
-  t->reported_ = new std::atomic<int64_t>[t->slotCount_];
-  for (uint32_t i = 0; i < t->slotCount_; i++) t->reported_[i].store(INT64_MIN / 2, std::memory_order_relaxed);
+  t->reported_ = new std::atomic<int64_t>[t->slots_.count];
+  for (uint32_t i = 0; i < t->slots_.count; i++) t->reported_[i].store(INT64_MIN / 2, std::memory_order_relaxed);
   return t;
 }
 
@@ -130,17 +130,17 @@ Table::~Table() {
 }
 
 const Table::Slot* Table::Find(const uint8_t ip[16]) const {
-  uint32_t mask = slotCount_ - 1;
+  uint32_t mask = slots_.count - 1;
   for (uint32_t i = KeyHash(ip) & mask;; i = (i + 1) & mask) {
-    const Slot& s = slots_[i];
+    const Slot& s = slots_.at[i];
     if (s.flags == 0) return nullptr;
     if (memcmp(s.ip, ip, 16) == 0) return &s;
   }
 }
 
-bool Table::InCidrs(const Cidr* list, uint32_t count, const Endpoint& e, bool checkPort) const {
-  for (uint32_t i = 0; i < count; i++) {
-    const Cidr& c = list[i];
+bool Table::InCidrs(const Section<Cidr>& list, const Endpoint& e, bool checkPort) const {
+  for (uint32_t i = 0; i < list.count; i++) {
+    const Cidr& c = list.at[i];
     if (c.family != e.family) continue;
     uint32_t bits = c.prefix;
     uint32_t whole = bits / 8;
@@ -150,7 +150,7 @@ bool Table::InCidrs(const Cidr* list, uint32_t count, const Endpoint& e, bool ch
       if ((c.ip[whole] & mask) != (e.ip[whole] & mask)) continue;
     }
     if (!checkPort) return true;
-    const uint16_t* r = ranges_ + 2 * static_cast<size_t>(c.firstRange);
+    const uint16_t* r = ranges_.at + 2 * static_cast<size_t>(c.firstRange);
     for (uint32_t k = 0; k < c.rangeCount; k++) {
       if (e.port >= r[2 * k] && e.port <= r[2 * k + 1]) return true;
     }
@@ -161,12 +161,12 @@ bool Table::InCidrs(const Cidr* list, uint32_t count, const Endpoint& e, bool ch
 Decision Table::Decide(const Endpoint& dst) const {
   Decision d;
   const Slot* s = Find(dst.ip);
-  if ((s != nullptr && (s->flags & 2) != 0) || InCidrs(localNets_, localNetCount_, dst, false)) {
+  if ((s != nullptr && (s->flags & 2) != 0) || InCidrs(localNets_, dst, false)) {
     d.kind = kRefuse;
     d.reason = kLocalDestination;
     return d;
   }
-  if (!InCidrs(targets_, targetCount_, dst, true)) {
+  if (!InCidrs(targets_, dst, true)) {
     d.kind = kRefuse;
     d.reason = kNotATarget;
     return d;
@@ -176,7 +176,7 @@ Decision Table::Decide(const Endpoint& dst) const {
     d.reason = kUnregistered;
     return d;
   }
-  d.slot = static_cast<int32_t>(s - slots_);
+  d.slot = static_cast<int32_t>(s - slots_.at);
   if (s->refuseAll != 0) {
     d.kind = kRefuse;
     d.reason = static_cast<Reason>(kPolicyUnknown + s->refuseAll - 1);
@@ -184,7 +184,7 @@ Decision Table::Decide(const Endpoint& dst) const {
   }
   Reason by = s->source == 1 ? kByOverride : kByPolicy;
   // Binary search over the instance's ports (ascending by port).
-  const uint32_t* p = ports_ + s->firstPort;
+  const uint32_t* p = ports_.at + s->firstPort;
   uint32_t lo = 0;
   uint32_t hi = s->portCount;
   while (lo < hi) {
@@ -208,16 +208,16 @@ Decision Table::Decide(const Endpoint& dst) const {
   return d;
 }
 
-bool Table::IsTrusted(const Endpoint& peer) const { return InCidrs(trusted_, trustedCount_, peer, false); }
+bool Table::IsTrusted(const Endpoint& peer) const { return InCidrs(trusted_, peer, false); }
 
 std::string Table::InstanceId(int32_t slot) const {
-  if (slot < 0 || static_cast<uint32_t>(slot) >= slotCount_) return std::string();
-  const Slot& s = slots_[slot];
-  return std::string(strings_ + s.idOffset, s.idLength);
+  if (slot < 0 || static_cast<uint32_t>(slot) >= slots_.count) return std::string();
+  const Slot& s = slots_.at[slot];
+  return std::string(strings_.at + s.idOffset, s.idLength);
 }
 
 bool Table::ShouldReport(int32_t slot, int64_t nowMs) const {
-  if (slot < 0 || static_cast<uint32_t>(slot) >= slotCount_) return false;
+  if (slot < 0 || static_cast<uint32_t>(slot) >= slots_.count) return false;
   constexpr int64_t kReportIntervalMs = 1000;
   int64_t last = reported_[slot].load(std::memory_order_relaxed);
   if (nowMs - last < kReportIntervalMs) return false;

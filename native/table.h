@@ -70,26 +70,25 @@ class Table {
   Table() = default;
   struct Cidr;
   struct Slot;
-  bool InCidrs(const Cidr* list, uint32_t count, const Endpoint& e, bool checkPort) const;
+  // A section of the buffer: `count` records from `at`.
+  template <typename T>
+  struct Section {
+    const T* at = nullptr;
+    uint32_t count = 0;
+  };
+  bool InCidrs(const Section<Cidr>& list, const Endpoint& e, bool checkPort) const;
   const Slot* Find(const uint8_t ip[16]) const;
 
   uint8_t* data_ = nullptr;
   size_t len_ = 0;
   uint32_t generation_ = 0;
-  const Cidr* targets_ = nullptr;
-  uint32_t targetCount_ = 0;
-  const uint16_t* ranges_ = nullptr;
-  uint32_t rangeCount_ = 0;
-  const Cidr* localNets_ = nullptr;
-  uint32_t localNetCount_ = 0;
-  const Cidr* trusted_ = nullptr;
-  uint32_t trustedCount_ = 0;
-  const Slot* slots_ = nullptr;
-  uint32_t slotCount_ = 0;
-  const uint32_t* ports_ = nullptr;
-  uint32_t portCount_ = 0;
-  const char* strings_ = nullptr;
-  uint32_t stringsLen_ = 0;
+  Section<Cidr> targets_;
+  Section<uint16_t> ranges_;  // count: ranges, two u16 each
+  Section<Cidr> localNets_;
+  Section<Cidr> trusted_;
+  Section<Slot> slots_;
+  Section<uint32_t> ports_;
+  Section<char> strings_;  // count: bytes
   std::atomic<int64_t>* reported_ = nullptr;  // per slot: when its unknown policy was last reported
 };
 

@@ -3,14 +3,14 @@
 // (pp=true), connect started.
 #pragma once
 
-#include "common.h"
+#include "events.h"
 
 namespace tpi {
 
 struct UpstreamResult {
   int fd = -1;            // the connecting socket, or -1
   int err = 0;            // the errno of the failed step
-  const char* syscall = nullptr;
+  Syscall syscall = kSysNone;
 };
 
 // `source`: the address to spoof (family 0: connect from our own address). `sourcePort`: the

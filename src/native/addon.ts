@@ -11,7 +11,6 @@ export interface NativeConstants {
   readonly SOL_IP: number;
   readonly SOL_IPV6: number;
   readonly SO_REUSEADDR: number;
-  readonly SO_REUSEPORT: number;
   readonly IP_TRANSPARENT: number;
   readonly IPV6_TRANSPARENT: number;
   readonly IPV6_V6ONLY: number;
