@@ -29,7 +29,8 @@ function checkTableName(table: string): void {
   }
 }
 
-function checkMark(mark: number, mask: number): void {
+/** The fwmark and its mask, as both firewall backends and the policy routing take them. */
+export function checkMark(mark: number, mask: number): void {
   const isU32 = (n: number): boolean => Number.isInteger(n) && n >= 1 && n <= 0xffffffff;
   if (!isU32(mark) || !isU32(mask) || (mark & ~mask) >>> 0 !== 0) {
     throw new RangeError(`mark/mask must be integers 1..0xffffffff with mark & ~mask == 0, got mark ${mark} mask ${mask}`);

@@ -7,6 +7,7 @@
 //   …and the same with -6, local ::/0 and from ::1/128 when IPv6 is enabled.
 //
 // Every rule carries an explicit priority so that removal deletes exactly what we added.
+import { checkMark } from '../firewall/render.js';
 
 export interface RoutingSpec {
   readonly mark: number;
@@ -55,10 +56,7 @@ export interface RoutingPlan {
 const hex = (n: number): string => `0x${n.toString(16)}`;
 
 function checkSpec(spec: RoutingSpec): number {
-  const isU32 = (n: number): boolean => Number.isInteger(n) && n >= 1 && n <= 0xffffffff;
-  if (!isU32(spec.mark) || !isU32(spec.mask) || (spec.mark & ~spec.mask) >>> 0 !== 0) {
-    throw new RangeError(`mark/mask must be integers 1..0xffffffff with mark & ~mask == 0, got mark ${spec.mark} mask ${spec.mask}`);
-  }
+  checkMark(spec.mark, spec.mask);
   if (!Number.isInteger(spec.routeTable) || spec.routeTable < 1 || spec.routeTable > 2 ** 31 - 1 || [253, 254, 255].includes(spec.routeTable)) {
     throw new RangeError(`routeTable must be an integer 1..2147483647 other than 253, 254, 255, got ${spec.routeTable}`);
   }
