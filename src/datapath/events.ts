@@ -6,18 +6,9 @@ import { KINDS, REASON_CODES, type DecisionKind, type DecisionReasonCode } from 
 /** native/events.h `EventType`: `live` and `snapshot-done` answer a status snapshot. */
 export type EventType = 'end' | 'open' | 'unknown-policy' | 'live' | 'snapshot-done';
 
+const END_CODES = ['done', 'client-error', 'upstream-error', 'idle-timeout', 'aborted', 'connect-failed', 'refused', 'pp-rejected'] as const;
 /** How a connection ended, as the loop saw it (connections.ts turns it into the close reason). */
-export type EndCode =
-  | 'done'
-  | 'client-error'
-  | 'upstream-error'
-  | 'idle-timeout'
-  | 'aborted'
-  | 'connect-failed'
-  | 'refused'
-  | 'pp-rejected';
-
-const END_CODES: readonly EndCode[] = ['done', 'client-error', 'upstream-error', 'idle-timeout', 'aborted', 'connect-failed', 'refused', 'pp-rejected'];
+export type EndCode = (typeof END_CODES)[number];
 const TYPES: Readonly<Record<number, EventType>> = { 1: 'end', 2: 'open', 3: 'unknown-policy', 4: 'live', 5: 'snapshot-done' };
 /** native/events.h `Syscall`. */
 const SYSCALLS = ['', 'splice', 'socket', 'bind', 'setsockopt', 'connect', 'send', 'epoll_ctl', 'write', 'pipe2', 'getsockopt', 'recv'] as const;
@@ -112,9 +103,9 @@ export const recordEndedUs = (buf: Buffer, at: number): number => buf.readDouble
 /** pp-rejected: the PROXY failure code (the record's errno field carries its index). */
 export const recordPpFailure = (buf: Buffer, at: number): string => PP_FAILURES[buf.readInt32LE(at + 16)] || 'PP_ERR_NOT_PROXY';
 
+const LIVE_STATES = ['reading-header', 'connecting', 'relaying'] as const;
 /** A live connection's state in a `live` record (native/events.h `LiveState`, in the `end` byte). */
-export type LiveState = 'reading-header' | 'connecting' | 'relaying';
-const LIVE_STATES: readonly LiveState[] = ['reading-header', 'connecting', 'relaying'];
+export type LiveState = (typeof LIVE_STATES)[number];
 export const recordLiveState = (buf: Buffer, at: number): LiveState => LIVE_STATES[buf[at + 7]!] ?? 'relaying';
 /** live and snapshot-done: the number of the snapshot request they answer (in the errno field). */
 export const recordSnapshotSeq = (buf: Buffer, at: number): number => buf.readInt32LE(at + 16);
