@@ -454,7 +454,7 @@ function parseLog(root: Table): LogConfig {
  * twice (a JSON string inside tcb_info, itself a JSON string), which at worst (every byte a quote
  * or a backslash) makes each byte four; plus room for the rest of the response.
  */
-export const DEFAULT_MAX_RESPONSE_BYTES = 4 * 50 * 1024 * 1024 + 4 * 1024 * 1024;
+const DEFAULT_MAX_RESPONSE_BYTES = 4 * 50 * 1024 * 1024 + 4 * 1024 * 1024;
 
 function parseRegistry(root: Table): RegistryConfig {
   const path = 'registry';

@@ -22,7 +22,7 @@ export interface AdminSocketLimits {
   readonly maxConnections: number;
 }
 
-export const DEFAULT_ADMIN_LIMITS: AdminSocketLimits = Object.freeze({
+const DEFAULT_ADMIN_LIMITS: AdminSocketLimits = Object.freeze({
   headersTimeoutMs: 10_000,
   idleTimeoutMs: 30_000,
   requestTimeoutMs: 30_000,

@@ -35,7 +35,7 @@ function target(t: Target): string {
 }
 
 /** What `run` would install and open for `config`; throws what `run` would refuse. Pure but for `local` (this host's addresses). */
-export function summarizeConfig(config: Config, local: readonly string[]): ConfigSummary {
+function summarizeConfig(config: Config, local: readonly string[]): ConfigSummary {
   if (config.intercept.targets.length === 0) {
     throw new InterceptorError('ERR_NO_TARGETS', 'config: intercept.targets: at least one [[intercept.targets]] entry is required to run');
   }

@@ -31,11 +31,11 @@ export const NOTHING_INSTALLED: ChainState = { chain: false, jumps: 0 };
 /** Built-in chains of the mangle table: never ours to create or delete. */
 export const BUILTIN_CHAINS: readonly string[] = ['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING'];
 /** xtables chain names are at most 28 characters (XT_EXTENSION_MAXNAMELEN - 1). */
-export const MAX_CHAIN_NAME = 28;
+const MAX_CHAIN_NAME = 28;
 /** xt_multiport takes at most 15 ports, a range counting as two. */
 const MULTIPORT_SLOTS = 15;
 
-export function checkChainName(chain: string): void {
+function checkChainName(chain: string): void {
   if (typeof chain !== 'string' || !/^[A-Za-z0-9_]{1,28}$/.test(chain) || BUILTIN_CHAINS.includes(chain)) {
     throw new RangeError(`iptables chain name must be 1..${MAX_CHAIN_NAME} letters, digits or underscores and not a built-in chain, got ${JSON.stringify(chain)}`);
   }

@@ -19,7 +19,7 @@ export interface NftDocument {
 /** The chain every rule lives in. */
 export const CHAIN = 'pre';
 /** prerouting "mangle" priority. Must be an integer in JSON: the string "mangle" silently yields a chain without a hook. */
-export const CHAIN_PRIORITY = -150;
+const CHAIN_PRIORITY = -150;
 
 const TABLE_NAME = /^[A-Za-z0-9_]{1,32}$/;
 

@@ -96,12 +96,12 @@ function ruleSelectors(rule: RuleSpec): string[] {
 }
 
 /** `ip -4 rule add …` */
-export function ruleAddArgv(rule: RuleSpec): string[] {
+function ruleAddArgv(rule: RuleSpec): string[] {
   return ['ip', `-${rule.family}`, 'rule', 'add', ...ruleSelectors(rule)];
 }
 
 /** `ip -4 rule del …` with every selector, so only this exact rule goes. */
-export function ruleDelArgv(rule: RuleSpec): string[] {
+function ruleDelArgv(rule: RuleSpec): string[] {
   return ['ip', `-${rule.family}`, 'rule', 'del', ...ruleSelectors(rule)];
 }
 
@@ -110,7 +110,7 @@ export function routeReplaceArgv(route: RouteSpec): string[] {
   return ['ip', `-${route.family}`, 'route', 'replace', 'local', route.dst, 'dev', 'lo', 'table', String(route.table)];
 }
 
-export function routeDelArgv(route: RouteSpec): string[] {
+function routeDelArgv(route: RouteSpec): string[] {
   return ['ip', `-${route.family}`, 'route', 'del', 'local', route.dst, 'dev', 'lo', 'table', String(route.table)];
 }
 
