@@ -28,7 +28,7 @@ import type {
 } from './config.js';
 import { parseDuration } from './duration.js';
 import { ConfigError, InterceptorError } from './errors.js';
-import { cidrsOverlap, parseCidr } from './net/cidr.js';
+import { cidrsOverlap, parseCidr, type Cidr } from './net/cidr.js';
 import { BUILTIN_CHAINS, checkIptablesInterface } from './firewall/iptables-render.js';
 
 type Table = Record<string, unknown>;
@@ -333,6 +333,16 @@ function parseInterfaceName(value: unknown, key: string): string | null {
   return value;
 }
 
+/** parseCidr, its error named by `key`. */
+function cidrAt(text: string, key: string): Cidr {
+  try {
+    return parseCidr(text);
+  } catch (err) {
+    if (err instanceof InterceptorError) throw new ConfigError(key, err.message);
+    throw err;
+  }
+}
+
 function parseTarget(value: unknown, path: string, listen: ListenConfig): Target {
   if (!isTable(value)) throw new ConfigError(path, `expected a table with cidr and ports, got ${describe(value)}`);
   checkKeys(value, path, ['cidr', 'ports', 'interface']);
@@ -340,13 +350,7 @@ function parseTarget(value: unknown, path: string, listen: ListenConfig): Target
   const rawCidr = value['cidr'];
   if (rawCidr === undefined) throw new ConfigError(cidrKey, 'missing; expected a network like "198.18.2.0/24" or "fd00:2::/64"');
   if (typeof rawCidr !== 'string') throw new ConfigError(cidrKey, `expected a network like "198.18.2.0/24", got ${describe(rawCidr)}`);
-  let cidr;
-  try {
-    cidr = parseCidr(rawCidr);
-  } catch (err) {
-    if (err instanceof InterceptorError) throw new ConfigError(cidrKey, err.message);
-    throw err;
-  }
+  const cidr = cidrAt(rawCidr, cidrKey);
   if (cidr.family === 6 && listen.address6 === null) {
     throw new ConfigError(cidrKey, `${cidr.text} is an IPv6 network but listen.address6 is disabled; set listen.address6 (e.g. "::1") or remove this target`);
   }
@@ -450,7 +454,7 @@ function parseLog(root: Table): LogConfig {
  * twice (a JSON string inside tcb_info, itself a JSON string), which at worst (every byte a quote
  * or a backslash) makes each byte four; plus room for the rest of the response.
  */
-export const DEFAULT_MAX_RESPONSE_BYTES = 4 * 50 * 1024 * 1024 + 4 * 1024 * 1024;
+const DEFAULT_MAX_RESPONSE_BYTES = 4 * 50 * 1024 * 1024 + 4 * 1024 * 1024;
 
 function parseRegistry(root: Table): RegistryConfig {
   const path = 'registry';
@@ -547,13 +551,7 @@ function addressMap(value: unknown, key: string): AddressMapping[] {
       const k = `${at}.${side}`;
       if (raw === undefined) throw new ConfigError(k, 'missing; expected a network like "198.19.0.0/16" or a single address');
       if (typeof raw !== 'string') throw new ConfigError(k, `expected a network like "198.19.0.0/16", got ${describe(raw)}`);
-      let cidr;
-      try {
-        cidr = parseCidr(raw);
-      } catch (err) {
-        if (err instanceof InterceptorError) throw new ConfigError(k, err.message);
-        throw err;
-      }
+      const cidr = cidrAt(raw, k);
       if (cidr.address.includes('.') && cidr.family === 6) {
         throw new ConfigError(k, `${cidr.text} is an IPv4-mapped IPv6 network; write the IPv4 network (peers are matched as IPv4)`);
       }
@@ -639,12 +637,7 @@ function parseInboundPp(root: Table): InboundPpConfig {
     if (!Array.isArray(raw)) throw new ConfigError(key, `expected ${form}, got ${describe(raw)}`);
     trustedSources = raw.map((v: unknown, i) => {
       if (typeof v !== 'string') throw new ConfigError(`${key}[${i}]`, `expected a network like "10.0.0.0/8", got ${describe(v)}`);
-      try {
-        return parseCidr(v).text;
-      } catch (err) {
-        if (err instanceof InterceptorError) throw new ConfigError(`${key}[${i}]`, err.message);
-        throw err;
-      }
+      return cidrAt(v, `${key}[${i}]`).text;
     });
   }
   return {

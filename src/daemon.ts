@@ -12,7 +12,7 @@ import { createFirewall, type Firewall } from './firewall/firewall.js';
 import { createIpRouting, type Routing } from './routing/ip.js';
 import { registrySource } from './datapath/source.js';
 import { raiseOpenFilesLimit } from './native/limits.js';
-import { defaultMaxConnections, hostAddresses, targetsContainingLocal } from './proxy/guard.js';
+import { defaultMaxConnections, hostAddresses, listenAddresses, warnTargetsContainingLocal } from './proxy/guard.js';
 import { createInterceptor, type Interceptor } from './proxy/interceptor.js';
 import { openRegistryStore } from './registry/store.js';
 import { createRegistryService, type RegistryService } from './registry/service.js';
@@ -82,13 +82,7 @@ export async function startDaemon(opts: {
   if (maxConnections > fdCap) {
     logger.warn({ maxConnections, derived: fdCap, openFilesSoftLimit: limits.soft }, 'listen.max_connections is above what the open-files limit holds: connections past it may fail to open their upstream socket');
   }
-  const listenAddresses = [config.listen.address, ...(config.listen.address6 ? [config.listen.address6] : [])];
-  for (const t of targetsContainingLocal(config.intercept.targets, [...hostAddresses(), ...listenAddresses])) {
-    logger.warn(
-      { cidr: t.cidr, addresses: t.addresses, reason: 'local_destination' },
-      'a target contains addresses of this host: connections to them are refused (local_destination), never relayed',
-    );
-  }
+  warnTargetsContainingLocal(logger, config.intercept.targets, [...hostAddresses(), ...listenAddresses(config.listen)]);
 
   const undo: Array<() => Promise<unknown>> = [];
   const rollback = async (): Promise<void> => {

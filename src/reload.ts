@@ -17,7 +17,7 @@ import { diffConfig } from './config-diff.js';
 import { loadConfig } from './config-parse.js';
 import { InterceptorError } from './errors.js';
 import type { Firewall, FirewallSpec } from './firewall/firewall.js';
-import { hostAddresses, targetsContainingLocal } from './proxy/guard.js';
+import { hostAddresses, listenAddresses, warnTargetsContainingLocal } from './proxy/guard.js';
 
 export interface ReloadResult {
   /** The file that was read. */
@@ -69,13 +69,7 @@ export function createReloader(opts: {
     }
     if (diff.live.length === 0) return { config: configPath, changed: [], firewall: false };
 
-    const local = opts.localAddresses?.() ?? [...hostAddresses(), next.listen.address, ...(next.listen.address6 ? [next.listen.address6] : [])];
-    for (const t of targetsContainingLocal(next.intercept.targets, local)) {
-      logger.warn(
-        { cidr: t.cidr, addresses: t.addresses, reason: 'local_destination' },
-        'a target contains addresses of this host: connections to them are refused (local_destination), never relayed',
-      );
-    }
+    warnTargetsContainingLocal(logger, next.intercept.targets, opts.localAddresses?.() ?? [...hostAddresses(), ...listenAddresses(next.listen)]);
     const running = current;
     const level = logger.level;
     // The threads' reportOpen follows the level: set it first. Only when log.level changed in the

@@ -3,6 +3,7 @@
 import type * as http from 'node:http';
 import type { Logger } from 'pino';
 import { errorInfo, InterceptorError } from '../errors.js';
+import { sendJson } from '../net/http.js';
 import { explainStatus } from '../registry/explain.js';
 import { trustedReportedPolicy } from '../registry/entry.js';
 import { UnknownInstanceError } from '../registry/registration.js';
@@ -171,12 +172,6 @@ function decodeId(raw: string): string {
   } catch {
     throw new InterceptorError('ERR_BAD_REQUEST', `instance id in the path is not valid percent-encoding: ${raw}`);
   }
-}
-
-function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
-  const data = Buffer.from(`${JSON.stringify(body)}\n`, 'utf8');
-  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': data.length });
-  res.end(data);
 }
 
 async function readJsonBody(req: http.IncomingMessage): Promise<unknown> {

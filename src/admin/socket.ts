@@ -9,6 +9,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
 import { InterceptorError } from '../errors.js';
+import { closeGracefully } from '../net/http.js';
 
 export interface AdminSocketLimits {
   /** From connecting (or the end of the previous response) to a request's complete headers. */
@@ -21,7 +22,7 @@ export interface AdminSocketLimits {
   readonly maxConnections: number;
 }
 
-export const DEFAULT_ADMIN_LIMITS: AdminSocketLimits = Object.freeze({
+const DEFAULT_ADMIN_LIMITS: AdminSocketLimits = Object.freeze({
   headersTimeoutMs: 10_000,
   idleTimeoutMs: 30_000,
   requestTimeoutMs: 30_000,
@@ -138,16 +139,8 @@ export async function listenAdminSocket(opts: {
     socketPath,
     counters,
     close() {
-      closing ??= new Promise<void>((resolve) => {
-        // Requests in flight may finish; after a grace period their connections are cut.
-        const grace = setTimeout(() => server.closeAllConnections(), 2_000);
-        grace.unref();
-        server.close(() => {
-          clearTimeout(grace);
-          resolve();
-        });
-        server.closeIdleConnections();
-      });
+      // Requests in flight may finish; after a grace period their connections are cut.
+      closing ??= closeGracefully(server);
       return closing;
     },
   };

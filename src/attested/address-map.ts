@@ -6,17 +6,17 @@
 // keeping the host bits: peer = "198.19.0.0/16", instance = "198.18.0.0/16" maps 198.19.2.2 to
 // 198.18.2.2. A /32 (/128) maps one address. The most specific matching peer network wins; a
 // peer no entry matches registers at its own address. Runs once per registration, not per
-// connection, so BigInt arithmetic is fine here.
+// connection; works on the 16-byte keys of net/ip.ts (IPv4 as IPv4-mapped).
 import type { AddressMapping } from '../config.js';
-import { parseCidr } from '../net/cidr.js';
-import { normalizeIp } from '../registry/policy.js';
+import { keyInPrefix, parseCidr } from '../net/cidr.js';
+import { formatKey, ipKey, normalizeIp } from '../net/ip.js';
 
 interface CompiledMapping {
   readonly family: 4 | 6;
-  readonly shift: bigint;
-  readonly peerNet: bigint;
-  readonly instanceNet: bigint;
-  readonly hostMask: bigint;
+  /** Both networks in the 16-byte form, and their prefix in that 128-bit space. */
+  readonly peer: Uint8Array;
+  readonly instance: Uint8Array;
+  readonly keyPrefix: number;
   readonly prefix: number;
 }
 
@@ -29,45 +29,24 @@ export function compileAddressMap(entries: readonly AddressMapping[]): (peer: st
       // config-parse refuses this; a programmer passing it directly gets told too.
       throw new TypeError(`address mapping ${peer.text} -> ${instance.text}: both sides need the same family and prefix length`);
     }
-    const bits = peer.family === 4 ? 32 : 128;
-    const shift = BigInt(bits - peer.prefix);
-    return {
-      family: peer.family,
-      shift,
-      peerNet: toBigInt(peer.address, peer.family) >> shift,
-      instanceNet: toBigInt(instance.address, instance.family) >> shift,
-      hostMask: (1n << shift) - 1n,
-      prefix: peer.prefix,
-    };
+    return { family: peer.family, peer: peer.key, instance: instance.key, keyPrefix: peer.keyPrefix, prefix: peer.prefix };
   });
   compiled.sort((a, b) => b.prefix - a.prefix);
 
   return (peerText: string): string | null => {
     const peer = normalizeIp(peerText);
     if (peer === null) return null;
-    const family = peer.includes(':') ? 6 : 4;
-    const value = toBigInt(peer, family);
+    const k = ipKey(peer)!;
     for (const m of compiled) {
-      if (m.family !== family || value >> m.shift !== m.peerNet) continue;
-      return fromBigInt((m.instanceNet << m.shift) | (value & m.hostMask), family);
+      if (m.family !== k.family || !keyInPrefix(m.peer, m.keyPrefix, k.key)) continue;
+      // The instance network's bits above the prefix, the peer's host bits below it.
+      const out = new Uint8Array(16);
+      for (let i = 0; i < 16; i++) {
+        const net = (0xff << (8 - Math.min(8, Math.max(0, m.keyPrefix - i * 8)))) & 0xff;
+        out[i] = (m.instance[i]! & net) | (k.key[i]! & ~net & 0xff);
+      }
+      return formatKey(out);
     }
     return peer;
   };
-}
-
-/** `ip` is canonical (normalizeIp / parseCidr): dotted quad, or IPv6 hex groups with at most one "::". */
-function toBigInt(ip: string, family: 4 | 6): bigint {
-  if (family === 4) return ip.split('.').reduce((acc, octet) => (acc << 8n) | BigInt(Number(octet)), 0n);
-  const [head, tail] = ip.includes('::') ? (ip.split('::') as [string, string]) : [ip, null];
-  const headGroups = head === '' ? [] : head.split(':');
-  const tailGroups = tail === null || tail === '' ? [] : tail.split(':');
-  const groups = tail === null ? headGroups : [...headGroups, ...new Array<string>(8 - headGroups.length - tailGroups.length).fill('0'), ...tailGroups];
-  return groups.reduce((acc, g) => (acc << 16n) | BigInt(parseInt(g, 16)), 0n);
-}
-
-function fromBigInt(value: bigint, family: 4 | 6): string {
-  if (family === 4) return [24n, 16n, 8n, 0n].map((s) => String((value >> s) & 0xffn)).join('.');
-  const groups: string[] = [];
-  for (let s = 112n; s >= 0n; s -= 16n) groups.push(((value >> s) & 0xffffn).toString(16));
-  return normalizeIp(groups.join(':')) as string;
 }

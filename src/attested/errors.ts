@@ -3,7 +3,7 @@
 // Callers branch on `reason` (or `code`), never on `message`.
 import { errorInfo, InterceptorError } from '../errors.js';
 
-export const ATTESTED_REJECTIONS = {
+const ATTESTED_REJECTIONS = {
   // TLS: who is calling
   no_client_certificate: { code: 'ERR_ATTESTED_NO_CLIENT_CERT' },
   untrusted_certificate: { code: 'ERR_ATTESTED_UNTRUSTED_CERT' },

@@ -10,6 +10,7 @@ import type * as http from 'node:http';
 import * as tls from 'node:tls';
 import type { Logger } from 'pino';
 import type { AttestedConfig } from '../config.js';
+import { closeGracefully, sendJson } from '../net/http.js';
 import { serializePolicy } from '../registry/policy.js';
 import type { RegistryService } from '../registry/service.js';
 import type { InstanceRecord, PortPolicy } from '../registry/types.js';
@@ -196,15 +197,9 @@ export async function createAttestedServer(opts: AttestedServerOptions): Promise
   return {
     address: { address: bound.address, port: bound.port },
     close() {
-      closing ??= new Promise<void>((resolve) => {
-        const grace = setTimeout(() => server.closeAllConnections(), 2_000);
-        grace.unref();
-        server.close(() => {
-          clearTimeout(grace);
-          // A registration whose client was cut off still completes: wait for it.
-          void Promise.allSettled([...inflight]).then(() => resolve());
-        });
-        server.closeIdleConnections();
+      // A registration whose client was cut off still completes: wait for it.
+      closing ??= closeGracefully(server).then(async () => {
+        await Promise.allSettled([...inflight]);
       });
       return closing;
     },
@@ -296,12 +291,6 @@ async function readBody(req: http.IncomingMessage): Promise<string> {
 
 function isJson(contentType: string | undefined): boolean {
   return contentType !== undefined && /^application\/(?:[\w.+-]+\+)?json\b/i.test(contentType.trim());
-}
-
-function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
-  const data = Buffer.from(`${JSON.stringify(body)}\n`, 'utf8');
-  res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': data.length });
-  res.end(data);
 }
 
 function elapsed(started: number): number {

@@ -8,7 +8,7 @@ import { firewallSpec, routingSpec } from '../daemon.js';
 import { InterceptorError } from '../errors.js';
 import { renderChainRules } from '../firewall/iptables-render.js';
 import { renderRuleset } from '../firewall/render.js';
-import { hostAddresses, targetsContainingLocal } from '../proxy/guard.js';
+import { hostAddresses, listenAddresses, targetsContainingLocal } from '../proxy/guard.js';
 import { routingInstallSteps } from '../routing/render.js';
 import { EXIT, exitCodeOf, UsageError, type CliIo } from './common.js';
 
@@ -35,7 +35,7 @@ function target(t: Target): string {
 }
 
 /** What `run` would install and open for `config`; throws what `run` would refuse. Pure but for `local` (this host's addresses). */
-export function summarizeConfig(config: Config, local: readonly string[]): ConfigSummary {
+function summarizeConfig(config: Config, local: readonly string[]): ConfigSummary {
   if (config.intercept.targets.length === 0) {
     throw new InterceptorError('ERR_NO_TARGETS', 'config: intercept.targets: at least one [[intercept.targets]] entry is required to run');
   }
@@ -56,13 +56,13 @@ export function summarizeConfig(config: Config, local: readonly string[]): Confi
           rules: renderRuleset(spec).nftables.filter((c) => 'add' in c && 'rule' in (c as { add: object }).add).length,
           failClosed: intercept.failClosed,
         };
-  const listenAddresses = [listen.address, ...(listen.address6 !== null ? [listen.address6] : [])];
-  const warnings = targetsContainingLocal(intercept.targets, [...local, ...listenAddresses]).map(
+  const listeners = listenAddresses(listen);
+  const warnings = targetsContainingLocal(intercept.targets, [...local, ...listeners]).map(
     (t) => `target ${t.cidr} contains addresses of this host (${t.addresses.join(', ')}): connections to them are refused (local_destination)`,
   );
   const registry = config.registry;
   return {
-    listeners: listenAddresses.map((a) => at(a, listen.port)),
+    listeners: listeners.map((a) => at(a, listen.port)),
     threads: listen.threads,
     firewall,
     mark: `${hex(intercept.mark)}/${hex(intercept.mask)}, route table ${intercept.routeTable}`,

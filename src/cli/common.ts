@@ -46,12 +46,12 @@ export function commandPath(cmd: Command): string {
   return names.join(' ');
 }
 
-export function usageLine(cmd: Command): string {
+function usageLine(cmd: Command): string {
   return `usage: ${commandPath(cmd)} ${cmd.usage()}`;
 }
 
 /** Writes a usage error the way commander's own errors are written (see setUp). */
-export function reportUsageError(io: CliIo, cmd: Command, message: string): void {
+function reportUsageError(io: CliIo, cmd: Command, message: string): void {
   io.stderr.write(`${commandPath(cmd)}: ${message}\n${usageLine(cmd)}\n(\`${commandPath(cmd)} --help\` says more)\n`);
 }
 

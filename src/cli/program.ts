@@ -17,7 +17,7 @@ function version(): string {
   return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 }
 
-export function buildProgram(io: CliIo, code: { value: number }): Command {
+function buildProgram(io: CliIo, code: { value: number }): Command {
   const ctx = { io, code };
   const program = new Command('tproxy-interceptor')
     .description('A transparent TCP proxy for Linux hosts that must keep the client\'s address: nftables or iptables tproxy rules, policy routing, and per instance and port a decision from an attested port-policy registry.')

@@ -48,7 +48,7 @@ function table(header: string[], rows: string[][]): string[] {
   return [header, ...rows].map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd());
 }
 
-export function renderStatus(s: WireDaemonStatus): string {
+function renderStatus(s: WireDaemonStatus): string {
   const c = s.counters;
   const closed = Object.entries(c.closed)
     .sort(([a], [b]) => a.localeCompare(b))

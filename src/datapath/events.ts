@@ -6,18 +6,9 @@ import { KINDS, REASON_CODES, type DecisionKind, type DecisionReasonCode } from 
 /** native/events.h `EventType`: `live` and `snapshot-done` answer a status snapshot. */
 export type EventType = 'end' | 'open' | 'unknown-policy' | 'live' | 'snapshot-done';
 
+const END_CODES = ['done', 'client-error', 'upstream-error', 'idle-timeout', 'aborted', 'connect-failed', 'refused', 'pp-rejected'] as const;
 /** How a connection ended, as the loop saw it (connections.ts turns it into the close reason). */
-export type EndCode =
-  | 'done'
-  | 'client-error'
-  | 'upstream-error'
-  | 'idle-timeout'
-  | 'aborted'
-  | 'connect-failed'
-  | 'refused'
-  | 'pp-rejected';
-
-const END_CODES: readonly EndCode[] = ['done', 'client-error', 'upstream-error', 'idle-timeout', 'aborted', 'connect-failed', 'refused', 'pp-rejected'];
+export type EndCode = (typeof END_CODES)[number];
 const TYPES: Readonly<Record<number, EventType>> = { 1: 'end', 2: 'open', 3: 'unknown-policy', 4: 'live', 5: 'snapshot-done' };
 /** native/events.h `Syscall`. */
 const SYSCALLS = ['', 'splice', 'socket', 'bind', 'setsockopt', 'connect', 'send', 'epoll_ctl', 'write', 'pipe2', 'getsockopt', 'recv'] as const;
@@ -112,9 +103,9 @@ export const recordEndedUs = (buf: Buffer, at: number): number => buf.readDouble
 /** pp-rejected: the PROXY failure code (the record's errno field carries its index). */
 export const recordPpFailure = (buf: Buffer, at: number): string => PP_FAILURES[buf.readInt32LE(at + 16)] || 'PP_ERR_NOT_PROXY';
 
+const LIVE_STATES = ['reading-header', 'connecting', 'relaying'] as const;
 /** A live connection's state in a `live` record (native/events.h `LiveState`, in the `end` byte). */
-export type LiveState = 'reading-header' | 'connecting' | 'relaying';
-const LIVE_STATES: readonly LiveState[] = ['reading-header', 'connecting', 'relaying'];
+export type LiveState = (typeof LIVE_STATES)[number];
 export const recordLiveState = (buf: Buffer, at: number): LiveState => LIVE_STATES[buf[at + 7]!] ?? 'relaying';
 /** live and snapshot-done: the number of the snapshot request they answer (in the errno field). */
 export const recordSnapshotSeq = (buf: Buffer, at: number): number => buf.readInt32LE(at + 16);
@@ -122,19 +113,17 @@ export const recordSnapshotSeq = (buf: Buffer, at: number): number => buf.readIn
 /** The record at `at`, whole. */
 export function decodeEvent(buf: Buffer, at: number): ConnectionEvent {
   const idLength = buf.readUInt32LE(at + 84);
-  const kind = buf[at + 5]!;
-  const end = END_CODES[buf[at + 7]!] ?? 'aborted';
-  const err = buf.readInt32LE(at + 16);
+  const end = recordEnd(buf, at);
   const inbound = buf[at + 21]!;
   return {
-    type: TYPES[buf[at + 4]!] ?? 'end',
+    type: recordType(buf, at) ?? 'end',
     id: buf.readDoubleLE(at + 8),
-    kind: KINDS[kind] ?? null,
-    reason: kind === 255 ? null : (REASON_CODES.get(buf[at + 6]!) ?? null),
+    kind: recordKind(buf, at),
+    reason: recordReason(buf, at),
     end,
-    errno: end === 'pp-rejected' ? 0 : err,
-    syscall: SYSCALLS[buf[at + 20]!] ?? '',
-    ppFailure: end === 'pp-rejected' ? (PP_FAILURES[err] || null) : null,
+    errno: recordErrno(buf, at),
+    syscall: recordSyscall(buf, at),
+    ppFailure: end === 'pp-rejected' ? (PP_FAILURES[buf.readInt32LE(at + 16)] || null) : null,
     inboundVersion: (inbound & 3) as 0 | 1 | 2,
     inboundLocal: (inbound & 8) !== 0,
     inboundNoClient: (inbound & 4) !== 0,
@@ -143,12 +132,12 @@ export function decodeEvent(buf: Buffer, at: number): ConnectionEvent {
     destination: endpoint(buf, at + 44),
     client: endpoint(buf, at + 64),
     instanceId: idLength > 0 ? buf.toString('latin1', at + FIXED, at + FIXED + idLength) : null,
-    bytesIn: buf.readDoubleLE(at + 88),
-    bytesOut: buf.readDoubleLE(at + 96),
-    acceptedUs: buf.readDoubleLE(at + 104),
-    decidedUs: buf.readDoubleLE(at + 112),
-    connectedUs: buf.readDoubleLE(at + 120),
-    endedUs: buf.readDoubleLE(at + 128),
+    bytesIn: recordBytesIn(buf, at),
+    bytesOut: recordBytesOut(buf, at),
+    acceptedUs: recordAcceptedUs(buf, at),
+    decidedUs: recordDecidedUs(buf, at),
+    connectedUs: recordConnectedUs(buf, at),
+    endedUs: recordEndedUs(buf, at),
   };
 }
 
@@ -160,7 +149,7 @@ export function decodeEvents(buf: Buffer): ConnectionEvent[] {
 }
 
 const END_INDEX = new Map(END_CODES.map((c, i) => [c, i]));
-const TYPE_INDEX: Readonly<Record<EventType, number>> = { end: 1, open: 2, 'unknown-policy': 3, live: 4, 'snapshot-done': 5 };
+const TYPE_INDEX = Object.fromEntries(Object.entries(TYPES).map(([n, t]) => [t, Number(n)])) as Readonly<Record<EventType, number>>;
 const REASON_INDEX = new Map([...REASON_CODES].map(([n, r]) => [r, n]));
 
 /**

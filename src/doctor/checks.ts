@@ -201,7 +201,7 @@ function routesOf(facts: DoctorFacts, family: 4 | 6, table: number): Outcome<Rou
 const isLocalDefault = (r: Route): boolean => r.type === 'local' && r.cidr !== null && r.cidr.prefix === 0 && r.dev === 'lo';
 
 /** Foreign rules (not ours, not the kernel's `lookup local`), per family, from the facts. */
-export function foreignRules(facts: DoctorFacts, config: Config): ForeignRule[] {
+function foreignRules(facts: DoctorFacts, config: Config): ForeignRule[] {
   const plan = renderRoutingPlan(routingSpec(config));
   const out: ForeignRule[] = [];
   for (const family of families(config)) {
@@ -308,7 +308,7 @@ export function checkIpRules(facts: DoctorFacts, config: Config): Finding[] {
 // fwmark bits in netfilter rulesets
 
 /** Mark uses in the rulesets, ours (the config's table) excluded. */
-export function markUses(facts: DoctorFacts, config: Config): MarkUse[] {
+function markUses(facts: DoctorFacts, config: Config): MarkUse[] {
   const uses: MarkUse[] = [];
   const skip = new Set<string>([`inet ${config.intercept.table}`]);
   // With backend = "iptables", our own chain in mangle sets our mark: not someone else's use

@@ -19,8 +19,8 @@ import { openSpoofedSocket } from '../native/sockets.js';
 import { cidrContains } from '../net/cidr.js';
 import type { BackendProbe } from './types.js';
 
-export const DEFAULT_PROBE_SOURCE = { 4: '192.0.2.1', 6: '2001:db8::1' } as const;
-export const PROBE_TIMEOUT_MS = 3000;
+const DEFAULT_PROBE_SOURCE = { 4: '192.0.2.1', 6: '2001:db8::1' } as const;
+const PROBE_TIMEOUT_MS = 3000;
 
 export interface BackendTarget {
   readonly address: string;

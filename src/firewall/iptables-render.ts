@@ -15,7 +15,7 @@
 // TPROXY is terminal and drops what no socket takes (xt_TPROXY returns NF_DROP), so iptables
 // fails closed by itself; the DROP rule states it where an operator reads the ruleset.
 import type { PortRange, Target } from '../config.js';
-import type { FirewallSpec } from './render.js';
+import { checkMark, type FirewallSpec } from './render.js';
 
 export type IpFamily = 4 | 6;
 
@@ -31,11 +31,11 @@ export const NOTHING_INSTALLED: ChainState = { chain: false, jumps: 0 };
 /** Built-in chains of the mangle table: never ours to create or delete. */
 export const BUILTIN_CHAINS: readonly string[] = ['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING'];
 /** xtables chain names are at most 28 characters (XT_EXTENSION_MAXNAMELEN - 1). */
-export const MAX_CHAIN_NAME = 28;
+const MAX_CHAIN_NAME = 28;
 /** xt_multiport takes at most 15 ports, a range counting as two. */
 const MULTIPORT_SLOTS = 15;
 
-export function checkChainName(chain: string): void {
+function checkChainName(chain: string): void {
   if (typeof chain !== 'string' || !/^[A-Za-z0-9_]{1,28}$/.test(chain) || BUILTIN_CHAINS.includes(chain)) {
     throw new RangeError(`iptables chain name must be 1..${MAX_CHAIN_NAME} letters, digits or underscores and not a built-in chain, got ${JSON.stringify(chain)}`);
   }
@@ -48,13 +48,6 @@ export function checkChainName(chain: string): void {
 export function checkIptablesInterface(name: string): void {
   if (name.endsWith('+') || name.startsWith('!')) {
     throw new RangeError(`interface ${JSON.stringify(name)} cannot be matched literally by iptables (a trailing "+" is a wildcard, a leading "!" a negation)`);
-  }
-}
-
-function checkMark(mark: number, mask: number): void {
-  const isU32 = (n: number): boolean => Number.isInteger(n) && n >= 1 && n <= 0xffffffff;
-  if (!isU32(mark) || !isU32(mask) || (mark & ~mask) >>> 0 !== 0) {
-    throw new RangeError(`mark/mask must be integers 1..0xffffffff with mark & ~mask == 0, got mark ${mark} mask ${mask}`);
   }
 }
 

@@ -14,7 +14,7 @@ export function defaultRulesFormat(backend: FirewallBackend): RulesFormat {
 }
 
 /** Formats that show what `backend` installs. */
-export function formatsOf(backend: FirewallBackend): readonly RulesFormat[] {
+function formatsOf(backend: FirewallBackend): readonly RulesFormat[] {
   return backend === 'iptables' ? ['iptables', 'ip6tables'] : ['nft', 'json'];
 }
 

@@ -19,7 +19,7 @@ export interface NftDocument {
 /** The chain every rule lives in. */
 export const CHAIN = 'pre';
 /** prerouting "mangle" priority. Must be an integer in JSON: the string "mangle" silently yields a chain without a hook. */
-export const CHAIN_PRIORITY = -150;
+const CHAIN_PRIORITY = -150;
 
 const TABLE_NAME = /^[A-Za-z0-9_]{1,32}$/;
 
@@ -29,7 +29,8 @@ function checkTableName(table: string): void {
   }
 }
 
-function checkMark(mark: number, mask: number): void {
+/** The fwmark and its mask, as both firewall backends and the policy routing take them. */
+export function checkMark(mark: number, mask: number): void {
   const isU32 = (n: number): boolean => Number.isInteger(n) && n >= 1 && n <= 0xffffffff;
   if (!isU32(mark) || !isU32(mask) || (mark & ~mask) >>> 0 !== 0) {
     throw new RangeError(`mark/mask must be integers 1..0xffffffff with mark & ~mask == 0, got mark ${mark} mask ${mask}`);

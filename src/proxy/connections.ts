@@ -3,6 +3,7 @@
 // counters, and the events metrics subscribe to. Fed by the loop threads' event batches
 // (src/datapath/events.ts); nothing here runs on a connection's path.
 import { EventEmitter } from 'node:events';
+import { getSystemErrorName } from 'node:util';
 import type { Logger } from 'pino';
 import {
   decodeEvent,
@@ -116,8 +117,6 @@ function closeReasonOf(end: EndCode, errno: number, reason: DecisionReasonCode |
 
 const levelOf = (reason: CloseReason): 'info' | 'warn' => (reason === 'done' || reason === 'client-reset' || reason === 'shutdown' ? 'info' : 'warn');
 
-const errnoNames = new Map<number, string>();
-
 /**
  * The error code of an ended connection (null: none): its PROXY failure, ERR_CONNECT_TIMEOUT, or
  * the errno's name. The one mapping, for the log line and for counting in place (metrics).
@@ -126,12 +125,7 @@ function errorCodeOf(end: EndCode, errno: number, syscall: string, ppFailure: st
   if (end === 'pp-rejected') return ppFailure ?? 'PP_ERR_NOT_PROXY';
   if (errno === 0) return null;
   if (end === 'connect-failed' && errno === 110 /* ETIMEDOUT */ && syscall === 'connect') return 'ERR_CONNECT_TIMEOUT';
-  let name = errnoNames.get(errno);
-  if (name === undefined) {
-    name = systemError(-errno, syscall || 'splice').code;
-    errnoNames.set(errno, name);
-  }
-  return name;
+  return getSystemErrorName(-errno);
 }
 
 /** The close reason of the `end` record at `at` of a batch, read in place. */
@@ -146,20 +140,17 @@ export function recordErrorCode(batch: Buffer, at: number): string | null {
 }
 
 function errorOf(e: ConnectionEvent): { code: string; message: string } | null {
+  const code = errorCodeOf(e.end, e.errno, e.syscall, e.ppFailure);
+  if (code === null) return null;
   if (e.end === 'pp-rejected') {
-    const code = errorCodeOf(e.end, e.errno, e.syscall, e.ppFailure)!;
     const message =
       code === 'ERR_PP_TIMEOUT' ? 'no complete PROXY header in time from a trusted source'
       : code === 'ERR_PP_INCOMPLETE' ? 'the connection ended inside its PROXY header'
       : `invalid PROXY header from a trusted source (${code})`;
     return { code, message };
   }
-  if (e.errno === 0) return null;
-  if (e.end === 'connect-failed' && e.errno === 110 /* ETIMEDOUT */ && e.syscall === 'connect') {
-    return { code: 'ERR_CONNECT_TIMEOUT', message: `connect to ${e.destination.address}:${e.destination.port} timed out` };
-  }
-  const err = systemError(-e.errno, e.syscall || 'splice');
-  return { code: err.code, message: err.message };
+  if (code === 'ERR_CONNECT_TIMEOUT') return { code, message: `connect to ${e.destination.address}:${e.destination.port} timed out` };
+  return { code, message: systemError(-e.errno, e.syscall || 'splice').message };
 }
 
 const us = (from: number, to: number): number => Math.max(0, Math.round(to - from));
@@ -225,7 +216,7 @@ export function createConnections(opts: { logger: Logger }): Connections {
     else if (kind === 'refuse') c.refused++;
     c.bytesIn += recordBytesIn(batch, at);
     c.bytesOut += recordBytesOut(batch, at);
-    const reason = closeReasonOf(recordEnd(batch, at), recordErrno(batch, at), recordReason(batch, at));
+    const reason = recordCloseReason(batch, at);
     closed[reason] = (closed[reason] ?? 0) + 1;
     const level = levelOf(reason);
     const wanted = log.isLevelEnabled(level);

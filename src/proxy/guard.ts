@@ -5,9 +5,11 @@
 // (connecting there would hand the connection back to the listener itself: one client connection
 // nested thousands deep until the descriptors ran out). The loop threads apply both from the
 // decision table (src/datapath/table.ts); this file says what this host's addresses are and how
-// many connections fit. Pure, except `hostAddresses`, which reads this host's interfaces.
+// many connections fit. Pure, except `hostAddresses`, which reads this host's interfaces, and
+// `warnTargetsContainingLocal`, which logs.
 import { networkInterfaces } from 'node:os';
-import type { Target } from '../config.js';
+import type { Logger } from 'pino';
+import type { ListenConfig, Target } from '../config.js';
 import { compileCidrMatcher } from '../net/cidr.js';
 
 /** Networks that are always this host's, whatever the interfaces say. */
@@ -22,6 +24,11 @@ export function hostAddresses(): string[] {
   return [...out].sort();
 }
 
+/** The listeners' addresses: listen.address, then listen.address6 unless IPv6 is disabled. */
+export function listenAddresses(listen: Pick<ListenConfig, 'address' | 'address6'>): string[] {
+  return [listen.address, ...(listen.address6 ? [listen.address6] : [])];
+}
+
 /** Targets that contain addresses of this host: `run` warns about them (see README). */
 export function targetsContainingLocal(targets: readonly Target[], localAddresses: readonly string[]): Array<{ cidr: string; addresses: string[] }> {
   const out: Array<{ cidr: string; addresses: string[] }> = [];
@@ -31,6 +38,16 @@ export function targetsContainingLocal(targets: readonly Target[], localAddresse
     if (addresses.length > 0) out.push({ cidr: t.cidr, addresses: [...new Set(addresses)] });
   }
   return out;
+}
+
+/** The warning `run` logs for each of them, at start and at each reload. */
+export function warnTargetsContainingLocal(logger: Logger, targets: readonly Target[], localAddresses: readonly string[]): void {
+  for (const t of targetsContainingLocal(targets, localAddresses)) {
+    logger.warn(
+      { cidr: t.cidr, addresses: t.addresses, reason: 'local_destination' },
+      'a target contains addresses of this host: connections to them are refused (local_destination), never relayed',
+    );
+  }
 }
 
 /** Descriptors kept out of the connection budget: admin socket and its clients, store, logs, listeners, epoll. */

@@ -22,7 +22,7 @@ import {
 } from '../native/engine.js';
 import { closeFd, openTransparentListener } from '../native/sockets.js';
 import { createConnections, type Connections } from './connections.js';
-import { ALWAYS_LOCAL, hostAddresses } from './guard.js';
+import { ALWAYS_LOCAL, hostAddresses, listenAddresses } from './guard.js';
 import { createSnapshots, type Snapshot } from './snapshot.js';
 
 export interface Interceptor {
@@ -67,7 +67,7 @@ export function createInterceptor(opts: {
   const connections = createConnections({ logger });
   const snapshots = createSnapshots({ request: requestEngineSnapshot, threads: () => engineStats()?.threads ?? 0 });
   connections.onSnapshotRecord((batch, at) => snapshots.onRecord(batch, at));
-  const listenAddresses = [listen.address, ...(listen.address6 ? [listen.address6] : [])];
+  const listeners = listenAddresses(listen);
   let generation = 0;
   let knownLocal = '';
   let localAddresses: string[] = [];
@@ -106,7 +106,7 @@ export function createInterceptor(opts: {
     setImmediate(publish);
   };
   const readLocal = (): boolean => {
-    const addresses = [...new Set([...hostAddresses(), ...listenAddresses])].sort();
+    const addresses = [...new Set([...hostAddresses(), ...listeners])].sort();
     const key = addresses.join(',');
     if (key === knownLocal) return false;
     knownLocal = key;
@@ -151,7 +151,7 @@ export function createInterceptor(opts: {
       // connection wakes a thread that is idle instead of queueing behind a busy one.
       const shared: number[] = [];
       try {
-        for (const address of listenAddresses) shared.push(openTransparentListener(address, listen.port));
+        for (const address of listeners) shared.push(openTransparentListener(address, listen.port));
       } catch (err) {
         for (const fd of shared) closeFd(fd);
         throw err;
@@ -173,7 +173,7 @@ export function createInterceptor(opts: {
       unsubscribe = source.subscribe(schedule);
       timer = setInterval(tick, REFRESH_MS);
       timer.unref();
-      for (const address of listenAddresses) logger.info({ address, port: listen.port, threads: listen.threads }, 'transparent listener ready');
+      for (const address of listeners) logger.info({ address, port: listen.port, threads: listen.threads }, 'transparent listener ready');
     },
     async stop(drainMs) {
       if (!running) return { drained: 0, aborted: 0 };

@@ -40,8 +40,8 @@ export class JsonSyntaxError extends Error {
 
 /** serde_json's recursion limit: 128 nested arrays/objects fail, 127 parse. */
 export const MAX_DEPTH = 127;
-export const MAX_KEY_LENGTH = 256;
-export const MAX_NUMBER_LENGTH = 40;
+const MAX_KEY_LENGTH = 256;
+const MAX_NUMBER_LENGTH = 40;
 
 const enum S {
   Value, // a value is due (after '[' this also accepts ']', see `arrayStart`)

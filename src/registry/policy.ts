@@ -26,14 +26,14 @@ export class RecordFormatError extends InterceptorError {
   }
 }
 
-export const MIN_PORT = 1;
-export const MAX_PORT = 65535;
+const MIN_PORT = 1;
+const MAX_PORT = 65535;
 
 const PP_TRUE: PortRule = Object.freeze({ pp: true });
 const PP_FALSE: PortRule = Object.freeze({ pp: false });
 
 /** Shared rule objects: a policy holds one of two frozen rules per port. */
-export function portRule(pp: boolean): PortRule {
+function portRule(pp: boolean): PortRule {
   return pp ? PP_TRUE : PP_FALSE;
 }
 
@@ -158,7 +158,7 @@ export function serializeInstance(r: InstanceRecord): SerializedInstance {
 
 // Shared with the registry's input validation so stored and registered values obey one rule.
 export const ID_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
-export const HASH_PATTERN = /^[0-9a-f]{64}$/;
+const HASH_PATTERN = /^[0-9a-f]{64}$/;
 
 /** Lowercase, strip a leading 0x; null when the result is not 64 hex digits. */
 export function normalizeComposeHash(value: string): string | null {

@@ -57,7 +57,7 @@ export class UnknownInstanceError extends InterceptorError {
   }
 }
 
-export const ID_RULE = 'must be 1..128 characters of [A-Za-z0-9._:-]';
+const ID_RULE = 'must be 1..128 characters of [A-Za-z0-9._:-]';
 
 /**
  * Which addresses an instance may have. An instance address is where intercepted connections
@@ -100,7 +100,7 @@ function broadcastOf(address: string, prefix: number): string | null {
 }
 
 /** Why `ip` (normalised) cannot be an instance address, or null when it can. */
-export function instanceAddressProblem(ip: string, rule: AddressRule): string | null {
+function instanceAddressProblem(ip: string, rule: AddressRule): string | null {
   if (NEVER(ip)) return 'not a unicast host address (unspecified, multicast, broadcast, reserved or IPv6 link-local)';
   const loopback = LOOPBACK(ip);
   if (loopback && !rule.allowLoopback) {

@@ -7,6 +7,7 @@
 //   …and the same with -6, local ::/0 and from ::1/128 when IPv6 is enabled.
 //
 // Every rule carries an explicit priority so that removal deletes exactly what we added.
+import { checkMark } from '../firewall/render.js';
 
 export interface RoutingSpec {
   readonly mark: number;
@@ -55,10 +56,7 @@ export interface RoutingPlan {
 const hex = (n: number): string => `0x${n.toString(16)}`;
 
 function checkSpec(spec: RoutingSpec): number {
-  const isU32 = (n: number): boolean => Number.isInteger(n) && n >= 1 && n <= 0xffffffff;
-  if (!isU32(spec.mark) || !isU32(spec.mask) || (spec.mark & ~spec.mask) >>> 0 !== 0) {
-    throw new RangeError(`mark/mask must be integers 1..0xffffffff with mark & ~mask == 0, got mark ${spec.mark} mask ${spec.mask}`);
-  }
+  checkMark(spec.mark, spec.mask);
   if (!Number.isInteger(spec.routeTable) || spec.routeTable < 1 || spec.routeTable > 2 ** 31 - 1 || [253, 254, 255].includes(spec.routeTable)) {
     throw new RangeError(`routeTable must be an integer 1..2147483647 other than 253, 254, 255, got ${spec.routeTable}`);
   }
@@ -98,12 +96,12 @@ function ruleSelectors(rule: RuleSpec): string[] {
 }
 
 /** `ip -4 rule add …` */
-export function ruleAddArgv(rule: RuleSpec): string[] {
+function ruleAddArgv(rule: RuleSpec): string[] {
   return ['ip', `-${rule.family}`, 'rule', 'add', ...ruleSelectors(rule)];
 }
 
 /** `ip -4 rule del …` with every selector, so only this exact rule goes. */
-export function ruleDelArgv(rule: RuleSpec): string[] {
+function ruleDelArgv(rule: RuleSpec): string[] {
   return ['ip', `-${rule.family}`, 'rule', 'del', ...ruleSelectors(rule)];
 }
 
@@ -112,7 +110,7 @@ export function routeReplaceArgv(route: RouteSpec): string[] {
   return ['ip', `-${route.family}`, 'route', 'replace', 'local', route.dst, 'dev', 'lo', 'table', String(route.table)];
 }
 
-export function routeDelArgv(route: RouteSpec): string[] {
+function routeDelArgv(route: RouteSpec): string[] {
   return ['ip', `-${route.family}`, 'route', 'del', 'local', route.dst, 'dev', 'lo', 'table', String(route.table)];
 }
 
