@@ -22,7 +22,6 @@ import { createAttestedServer } from './attested/server.js';
 import { createMetricsRegistry } from './metrics/metrics.js';
 import { startMetricsServer, type MetricsServer, type Readiness } from './metrics/server.js';
 import { createTally } from './metrics/tally.js';
-import { createPolicyFetcher } from './registry/fetcher.js';
 import { createReloader, type Reloader } from './reload.js';
 
 export interface Daemon {
@@ -93,25 +92,11 @@ export async function startDaemon(opts: {
 
   try {
     const store = await openRegistryStore(config.registry, logger);
-    // Fetch outcomes for the metrics, counted where the fetcher reports them.
-    const fetches = { learned: 0, failed: 0 };
     const registry = await createRegistryService({
       logger,
       config: config.registry,
       store,
       allowLoopback: config.intercept.localBackends,
-      fetcherFactory: (deps) =>
-        createPolicyFetcher({
-          ...deps,
-          onLearned: async (id, composeHash, policy) => {
-            fetches.learned++;
-            await deps.onLearned(id, composeHash, policy);
-          },
-          onFailed: (id, record) => {
-            fetches.failed++;
-            deps.onFailed?.(id, record);
-          },
-        }),
     });
     undo.push(() => registry.close());
 
@@ -136,7 +121,7 @@ export async function startDaemon(opts: {
         tally,
         engine: () => interceptor.stats(),
         instances: () => registry.registry.size,
-        fetches: () => fetches,
+        fetches: () => ({ learned: registry.counters.fetchesLearned, failed: registry.counters.fetchesFailed }),
         store: () => registry.storeStatus(),
         storeKind: config.registry.store,
         rulesInstalled: () => rulesInstalled,

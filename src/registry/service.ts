@@ -26,6 +26,9 @@ export interface RegistryCounters {
   refused: number;
   /** Learned policies that could not be persisted (they stay in memory and are re-learned after a restart). */
   learnPersistFailures: number;
+  /** What the fetcher reported: policies learned from guest agents, and attempts that failed. */
+  fetchesLearned: number;
+  fetchesFailed: number;
 }
 
 export interface RegistryService {
@@ -84,7 +87,7 @@ export async function createRegistryService(opts: RegistryServiceOptions): Promi
       addressRule: { allowLoopback: opts.allowLoopback === true, hostAddresses: opts.hostAddresses ?? hostAddresses },
     });
   const trust = registry.trustAgentComposeHash;
-  const counters: RegistryCounters = { transparent: 0, proxy: 0, refused: 0, learnPersistFailures: 0 };
+  const counters: RegistryCounters = { transparent: 0, proxy: 0, refused: 0, learnPersistFailures: 0, fetchesLearned: 0, fetchesFailed: 0 };
   let closed = false;
 
   // Mutations run one at a time: each applies to memory, then waits for its store write, and a
@@ -118,8 +121,14 @@ export async function createRegistryService(opts: RegistryServiceOptions): Promi
     maxResponseBytes: config.fetch.maxResponseBytes,
     getInstance: (id: string) => registry.get(id),
     wanted: (record: InstanceRecord) => fetchWanted(record, trust),
-    onLearned: (id: string, composeHash: string, policy: PortPolicy) => learned(id, composeHash, policy),
-    onFailed: (id: string, record: InstanceRecord) => registry.markFetch(id, record.composeHash, true),
+    onLearned: (id: string, composeHash: string, policy: PortPolicy) => {
+      counters.fetchesLearned++;
+      return learned(id, composeHash, policy);
+    },
+    onFailed: (id: string, record: InstanceRecord) => {
+      counters.fetchesFailed++;
+      registry.markFetch(id, record.composeHash, true);
+    },
     ...(store.coordinator ? { coordinator: store.coordinator } : {}),
   };
   const fetcher = (opts.fetcherFactory ?? createPolicyFetcher)(fetcherDeps);

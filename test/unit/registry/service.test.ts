@@ -237,6 +237,15 @@ describe('registry service', () => {
     expect(service.entries()).toEqual([expect.objectContaining({ instanceId: 'i-1', refuseAll: null, restrictMode: true })]);
   });
 
+  it('counts the fetch outcomes the fetcher reports (the metrics read them)', async () => {
+    const { service, fetch } = await setup();
+    await service.add({ instanceId: 'i-1', appId: 'app', ip: '10.0.0.1', composeHash: HASH });
+    fetch.ctl.deps!.onFailed!('i-1', service.get('i-1')!);
+    fetch.ctl.deps!.onFailed!('i-1', service.get('i-1')!);
+    await fetch.ctl.deps!.onLearned('i-1', HASH, parsePolicyString('80:pp', true));
+    expect(service.counters).toMatchObject({ fetchesFailed: 2, fetchesLearned: 1 });
+  });
+
   it('refuses instance addresses that are not a remote unicast host', async () => {
     const { service, mem } = await setup();
     for (const ip of ['0.0.0.0', '255.255.255.255', '224.0.0.5', '127.0.0.1', '10.0.0.254', '10.0.0.255', '::', 'ff02::1']) {
