@@ -14,7 +14,7 @@ constexpr size_t kMaxThreads = 256;
 }  // namespace
 
 Engine::Engine(const EngineConfig& config, void (*wake)(void*), void* wakeContext)
-    : config_(config), wake_(wake), wakeContext_(wakeContext), seen_(new PaddedEpoch[kMaxThreads]), settings_(config.settings) {
+    : config_(config), wake_(wake), wakeContext_(wakeContext), seen_(new PaddedEpoch[kMaxThreads]), loads_(new PaddedLoad[kMaxThreads]), settings_(config.settings) {
   for (size_t i = 0; i < kMaxThreads; i++) seen_[i].value.store(kOffline, std::memory_order_relaxed);
 }
 
@@ -72,6 +72,10 @@ void Engine::Reclaim() {
     else retired_[kept++] = r;
   }
   retired_.resize(kept);
+}
+
+void Engine::Poke(size_t index) {
+  if (index < loops_.size()) loops_[index]->Post(Loop::kAcceptNow);
 }
 
 void Engine::StopAccepting() {

@@ -41,6 +41,11 @@ struct alignas(64) PaddedEpoch {
   std::atomic<uint64_t> value;
 };
 
+// A thread's live connections, as the other threads see them when they balance accepting.
+struct alignas(64) PaddedLoad {
+  std::atomic<int64_t> value{0};
+};
+
 class Engine {
  public:
   // A thread is offline (blocked in epoll_wait, or not running): it holds no table.
@@ -103,6 +108,10 @@ class Engine {
     return true;
   }
   void Release() { live_.fetch_sub(1, std::memory_order_relaxed); }
+  size_t Threads() const { return loops_.size(); }
+  PaddedLoad& LoadOf(size_t index) { return loads_[index]; }
+  // From a loop thread: has thread `index` rejoin the listeners and accept at once.
+  void Poke(size_t index);
   void Wake() { wake_(wakeContext_); }
   EngineSettings Settings() {
     std::lock_guard<std::mutex> lock(settingsMu_);
@@ -119,6 +128,7 @@ class Engine {
   void* wakeContext_;
   std::vector<std::unique_ptr<Loop>> loops_;
   std::unique_ptr<PaddedEpoch[]> seen_;
+  std::unique_ptr<PaddedLoad[]> loads_;
   std::atomic<const Table*> table_{nullptr};
   std::atomic<uint64_t> epoch_{1};
   std::atomic<int64_t> live_{0};

@@ -24,6 +24,9 @@ constexpr int kMaxEvents = 256;
 // is freed first; and how long accepting pauses when even the reserve descriptor is gone.
 constexpr int kRetryMs = 50;
 constexpr int kAcceptPauseMs = 100;
+// A thread that stepped aside (AcceptBurst) checks again at least this often whether it is still
+// ahead, even with no event of its own to wake it.
+constexpr int kAsideRecheckMs = 10;
 // Events wake JavaScript at most once per this many ms per thread (1 ms cost 3% more CPU per
 // connection in the bench: the wake-ups, not the records).
 constexpr int64_t kWakeIntervalMs = 10;
@@ -78,6 +81,7 @@ Loop::Loop(Engine* engine, size_t index, std::vector<int> listenFds)
       config_(engine->config()),
       settings_(engine->config().settings),
       seen_(engine->SeenSlot(index)),
+      random_(0x9E3779B97F4A7C15ull * (index + 1)),
       pipes_(engine->config().pipeSize) {}
 
 Loop::~Loop() {
@@ -179,6 +183,13 @@ void Loop::Run() {
           while (all_ != nullptr) Finish(all_, kEndAborted, 0, kSysNone);
         }
         if (commands & kStop) stop = true;
+        // Another thread stepped aside and left us the connection that woke it.
+        if ((commands & kAcceptNow) && acceptPausedUntil_ == 0 && !PassOn()) {
+          if (asideSince_ != 0) Rejoin();
+          for (int fd : listenFds_) {
+            if (fd >= 0) AcceptBurst(fd, false);
+          }
+        }
         continue;
       }
       if (tag == kTagListener) {
@@ -212,6 +223,11 @@ void Loop::Run() {
     }
     if (!starved_.empty()) RetryStarved();
     now_ = NowMs();
+    if (asideSince_ != 0) {
+      int64_t least;
+      LeastLoadedOther(&least);
+      if (static_cast<int64_t>(liveCount_) <= least || now_ - asideSince_ >= kAsideRecheckMs) Rejoin();
+    }
     Expire();
     Flush();
     for (Conn* c : graveyard_) delete c;
@@ -227,7 +243,7 @@ void Loop::Run() {
     delete c;
     closedAtStop_++;
   }
-  liveCount_ = 0;
+  SetLive(0);
   CloseListeners();
   pipes_.Clear();
 }
@@ -245,6 +261,7 @@ int Loop::Timeout() const {
   }
   if (!starved_.empty()) due(now + kRetryMs);
   if (acceptPausedUntil_ != 0) due(acceptPausedUntil_);
+  if (asideSince_ != 0) due(asideSince_ + kAsideRecheckMs);
   if (wakePending_) due(lastWakeMs_ + kWakeIntervalMs);
   return wait > INT_MAX ? INT_MAX : static_cast<int>(wait);
 }
@@ -260,13 +277,79 @@ void Loop::PauseAccepting() {
 
 void Loop::ResumeAccepting() {
   acceptPausedUntil_ = 0;
+  asideSince_ = 0;
   if (reserveFd_ < 0) reserveFd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
   for (size_t i = 0; i < listenFds_.size(); i++) {
     if (listenFds_[i] >= 0) WatchListener(i);
   }
 }
 
-void Loop::AcceptBurst(int listenFd) {
+// Balancing without a hand-off: a connection stays on the thread that accepts it, so the choice
+// is made before accept4. EPOLLEXCLUSIVE wakes the first idle thread in the listener's wait queue
+// whatever it already holds (under light load the first one registered takes every connection),
+// so a thread that holds more live connections than the least loaded of the threads it compares
+// with steps out of the queue and pokes that thread, which rejoins and accepts at once; new
+// connections then wake the threads still in the queue. A thread that stepped aside rejoins once
+// it is no longer ahead, at the latest kAsideRecheckMs later (its own connections may be idle).
+// HAProxy picks the less loaded of two threads too, then hands it the accepted socket.
+// Measured (docs/architecture.md): p99 of short connections 9.02 -> 7.20 ms on the bench.
+size_t Loop::LeastLoadedOther(int64_t* load) {
+  size_t n = engine_->Threads();
+  // Up to four others are all read; past that, two picked at random (the power of two choices),
+  // so the cost per accept does not grow with the threads.
+  size_t reads = n <= 5 ? n - 1 : 2;
+  size_t best = index_;
+  *load = INT64_MAX;
+  for (size_t k = 0; k < reads; k++) {
+    size_t offset = 1 + k;
+    if (n > 5) {
+      random_ ^= random_ << 13;
+      random_ ^= random_ >> 7;
+      random_ ^= random_ << 17;
+      offset = 1 + random_ % (n - 1);
+    }
+    size_t i = (index_ + offset) % n;
+    int64_t l = engine_->LoadOf(i).value.load(std::memory_order_relaxed);
+    if (l < *load) {
+      *load = l;
+      best = i;
+    }
+  }
+  return best;
+}
+
+void Loop::StepAside() {
+  for (int fd : listenFds_) {
+    if (fd >= 0) epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+  }
+  asideSince_ = now_ != 0 ? now_ : 1;
+}
+
+void Loop::Rejoin() {
+  asideSince_ = 0;
+  if (acceptPausedUntil_ != 0) return;  // ResumeAccepting rejoins
+  for (size_t i = 0; i < listenFds_.size(); i++) {
+    if (listenFds_[i] >= 0) WatchListener(i);
+  }
+}
+
+void Loop::SetLive(size_t n) {
+  liveCount_ = n;
+  engine_->LoadOf(index_).value.store(static_cast<int64_t>(n), std::memory_order_relaxed);
+}
+
+bool Loop::PassOn() {
+  if (engine_->Threads() < 2) return false;
+  int64_t least;
+  size_t other = LeastLoadedOther(&least);
+  if (static_cast<int64_t>(liveCount_) <= least) return false;
+  if (asideSince_ == 0) StepAside();
+  engine_->Poke(other);
+  return true;
+}
+
+void Loop::AcceptBurst(int listenFd, bool balance) {
+  if (balance && PassOn()) return;
   for (int k = 0; k < kAcceptBurst; k++) {
     sockaddr_storage peer;
     socklen_t len = sizeof(peer);
@@ -327,7 +410,7 @@ void Loop::Admit(int fd, const sockaddr_storage& peer) {
   c->next = all_;
   if (all_ != nullptr) all_->prev = c;
   all_ = c;
-  liveCount_++;
+  SetLive(liveCount_ + 1);
   // Registered once for the connection's whole life, edge-triggered; closing the socket removes
   // it (the loop holds its only descriptor), so no EPOLL_CTL_DEL is needed.
   epoll_event ev{};
@@ -696,7 +779,7 @@ void Loop::Finish(Conn* c, End end, int err, Syscall syscall) {
   if (c->prev != nullptr) c->prev->next = c->next;
   else all_ = c->next;
   if (c->next != nullptr) c->next->prev = c->prev;
-  liveCount_--;
+  SetLive(liveCount_ - 1);
   for (Flow& f : c->flow) pipes_.Put(&f.pipe, f.queued == 0, f.pipeGrown);
   for (Side& s : c->side) CloseFd(&s.fd);
   engine_->Release();

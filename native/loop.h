@@ -58,7 +58,7 @@ class Loop {
 
   int Open();
   void Start();
-  enum Command : uint64_t { kStopAccepting = 1, kAbortAll = 2, kStop = 4, kSettings = 8, kSnapshot = 16 };
+  enum Command : uint64_t { kStopAccepting = 1, kAbortAll = 2, kStop = 4, kSettings = 8, kSnapshot = 16, kAcceptNow = 32 };
   // From any thread.
   void Post(Command command);
   // Returns how many connections were still open.
@@ -77,9 +77,17 @@ class Loop {
   void TakeCommands();
   int WatchListener(size_t i);
   void CloseListeners();
-  void AcceptBurst(int listenFd);
+  // balance: first check whether another thread should take it (PassOn).
+  void AcceptBurst(int listenFd, bool balance = true);
   void PauseAccepting();
   void ResumeAccepting();
+  size_t LeastLoadedOther(int64_t* load);
+  // This thread holds more live connections than the least loaded thread it compares with: it
+  // steps out of the listeners' wait queue and pokes that thread to accept instead (true).
+  bool PassOn();
+  void StepAside();
+  void Rejoin();
+  void SetLive(size_t n);
   void Shed(int fd);
   void Admit(int fd, const sockaddr_storage& peer);
   void ReadHeader(Conn* c);
@@ -121,7 +129,9 @@ class Loop {
   bool wakePending_ = false;       // events wait for the next wake-up of JavaScript
   uint64_t nextId_ = 0;
   Conn* all_ = nullptr;           // every live connection (for abort)
-  size_t liveCount_ = 0;
+  size_t liveCount_ = 0;            // set through SetLive: the other threads read it
+  int64_t asideSince_ = 0;         // 0: in the listeners' wait queue (or paused)
+  uint64_t random_;                // xorshift state: which threads to compare with
   Deadlines headerDeadlines_;
   Deadlines connectDeadlines_;
   Deadlines idleDeadlines_;

@@ -1,0 +1,99 @@
+// Two loop threads sharing one listener take turns by load: the thread that holds more live
+// connections steps out of the listener's wait queue and leaves the next one to the other.
+// Without it, connections opened one after another all went to the first thread (the first idle
+// one in the wait queue). One engine per process (this file's), on loopback: connections from a
+// trusted source stay open waiting for their PROXY header, so each one stays live where it landed.
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodeEvents, type ConnectionEvent } from '../../src/datapath/events.js';
+import { compileTable } from '../../src/datapath/table.js';
+import { parseConfig } from '../../src/config-parse.js';
+import { engineStats, requestEngineSnapshot, setEngineTable, shutdownEngine, startEngine } from '../../src/native/engine.js';
+import { openTransparentListener } from '../../src/native/sockets.js';
+import { ALWAYS_LOCAL } from '../../src/proxy/guard.js';
+
+const HOST = '127.0.0.1';
+const TRUSTED = '127.0.0.2';
+const events: ConnectionEvent[] = [];
+const held: net.Socket[] = [];
+let port = 0;
+
+async function until<T>(what: () => T | undefined, timeoutMs = 3000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = what();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** Opens one connection and waits until a thread has accepted it. */
+async function openOne(): Promise<net.Socket> {
+  const before = engineStats()!.live;
+  const s = await new Promise<net.Socket>((resolve, reject) => {
+    const c = net.connect({ host: HOST, port, localAddress: TRUSTED });
+    c.on('connect', () => resolve(c));
+    c.on('error', reject);
+  });
+  held.push(s);
+  await until(() => (engineStats()!.live === before + 1 ? true : undefined));
+  return s;
+}
+
+/** Which thread holds each live connection, by the client's port. */
+async function placement(): Promise<Map<number, number>> {
+  const seq = requestEngineSnapshot(1000);
+  await until(() => (events.filter((e) => e.type === 'snapshot-done' && e.errno === seq).length === 2 ? true : undefined));
+  // A connection id carries the index of the thread that holds it in its low 8 bits.
+  return new Map(events.filter((e) => e.type === 'live' && e.errno === seq).map((e) => [e.peer.port, e.id % 256]));
+}
+
+const perThread = (where: Map<number, number>): number[] => [0, 1].map((t) => [...where.values()].filter((v) => v === t).length);
+
+beforeAll(() => {
+  for (let attempt = 0; ; attempt++) {
+    port = 20000 + Math.floor(Math.random() * 40000);
+    try {
+      const fd = openTransparentListener(HOST, port);
+      startEngine(
+        { pipeSize: 0, connectTimeoutMs: 1000, idleTimeoutMs: 0, headerTimeoutMs: 30000, maxV2Length: 4096, ppVersion: 2, keepClientPort: false, maxConnections: 1000, reportOpen: false },
+        [[fd], [fd]],
+        (batch) => events.push(...decodeEvents(batch)),
+      );
+      break;
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EADDRINUSE' || attempt > 20) throw err;
+    }
+  }
+  const { targets } = parseConfig('[[intercept.targets]]\ncidr = "127.0.0.0/8"\nports = ["1-65535"]\n').intercept;
+  setEngineTable(compileTable({ generation: 1, targets, localAddresses: [], localNetworks: ALWAYS_LOCAL, trustedSources: [`${TRUSTED}/32`], entries: [] }));
+});
+
+afterAll(() => {
+  for (const s of held) s.destroy();
+  shutdownEngine();
+});
+
+describe('two threads, one listener', () => {
+  it('connections opened one at a time alternate between the threads instead of all going to the first', async () => {
+    for (let i = 0; i < 20; i++) await openOne();
+    const [a, b] = perThread(await placement());
+    expect(a + b).toBe(20);
+    expect(Math.abs(a - b)).toBeLessThanOrEqual(1);
+  });
+
+  it('a thread left with fewer connections takes the new ones until the two are level again', async () => {
+    const where = await placement();
+    // Every connection of thread 0 ends: thread 1 is now ahead by about 10.
+    for (const s of held) {
+      if (where.get(s.localPort!) === 0) s.destroy();
+    }
+    await until(() => (engineStats()!.live <= 11 ? true : undefined));
+    const left = engineStats()!.live;
+    for (let i = 0; i < 20 - left; i++) await openOne();
+    const [a, b] = perThread(await placement());
+    expect(a + b).toBe(20);
+    expect(Math.abs(a - b)).toBeLessThanOrEqual(1);
+  });
+});
