@@ -7,26 +7,12 @@ import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeEvents, type ConnectionEvent } from '../../src/datapath/events.js';
 import { compileTable } from '../../src/datapath/table.js';
-import { parseConfig } from '../../src/config-parse.js';
-import { engineStats, requestEngineSnapshot, setEngineTable, shutdownEngine, startEngine } from '../../src/native/engine.js';
-import { openTransparentListener } from '../../src/native/sockets.js';
-import { ALWAYS_LOCAL } from '../../src/proxy/guard.js';
+import { engineStats, requestEngineSnapshot, setEngineTable, shutdownEngine } from '../../src/native/engine.js';
+import { HOST, TRUSTED, loopbackSpec, startLoopbackEngine, until } from './helpers/loopback-engine.js';
 
-const HOST = '127.0.0.1';
-const TRUSTED = '127.0.0.2';
 const events: ConnectionEvent[] = [];
 const held: net.Socket[] = [];
 let port = 0;
-
-async function until<T>(what: () => T | undefined, timeoutMs = 3000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = what();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 /** Opens one connection and waits until a thread has accepted it. */
 async function openOne(): Promise<net.Socket> {
@@ -49,25 +35,18 @@ async function placement(): Promise<Map<number, number>> {
   return new Map(events.filter((e) => e.type === 'live' && e.errno === seq).map((e) => [e.peer.port, e.id % 256]));
 }
 
-const perThread = (where: Map<number, number>): number[] => [0, 1].map((t) => [...where.values()].filter((v) => v === t).length);
+const perThread = (where: Map<number, number>): [number, number] => {
+  const on = (t: number): number => [...where.values()].filter((v) => v === t).length;
+  return [on(0), on(1)];
+};
 
 beforeAll(() => {
-  for (let attempt = 0; ; attempt++) {
-    port = 20000 + Math.floor(Math.random() * 40000);
-    try {
-      const fd = openTransparentListener(HOST, port);
-      startEngine(
-        { pipeSize: 0, connectTimeoutMs: 1000, idleTimeoutMs: 0, headerTimeoutMs: 30000, maxV2Length: 4096, ppVersion: 2, keepClientPort: false, maxConnections: 1000, reportOpen: false },
-        [[fd], [fd]],
-        (batch) => events.push(...decodeEvents(batch)),
-      );
-      break;
-    } catch (err) {
-      if ((err as { code?: string }).code !== 'EADDRINUSE' || attempt > 20) throw err;
-    }
-  }
-  const { targets } = parseConfig('[[intercept.targets]]\ncidr = "127.0.0.0/8"\nports = ["1-65535"]\n').intercept;
-  setEngineTable(compileTable({ generation: 1, targets, localAddresses: [], localNetworks: ALWAYS_LOCAL, trustedSources: [`${TRUSTED}/32`], entries: [] }));
+  port = startLoopbackEngine(
+    2,
+    { pipeSize: 0, connectTimeoutMs: 1000, idleTimeoutMs: 0, headerTimeoutMs: 30000, maxV2Length: 4096, ppVersion: 2, keepClientPort: false, maxConnections: 1000, reportOpen: false },
+    (batch) => events.push(...decodeEvents(batch)),
+  );
+  setEngineTable(compileTable(loopbackSpec(1)));
 });
 
 afterAll(() => {

@@ -5,8 +5,7 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeEvents, nextRecord, recordLiveState, recordSnapshotSeq, recordType, type ConnectionEvent } from '../../src/datapath/events.js';
-import { compileTable, type TableSpec } from '../../src/datapath/table.js';
-import { parseConfig } from '../../src/config-parse.js';
+import { compileTable } from '../../src/datapath/table.js';
 import {
   abortEngineConnections,
   engineStats,
@@ -14,33 +13,17 @@ import {
   setEngineSettings,
   setEngineTable,
   shutdownEngine,
-  startEngine,
   stopEngineAccepting,
 } from '../../src/native/engine.js';
 import { openTransparentListener } from '../../src/native/sockets.js';
 import { encodeV2 } from '../../src/pp/index.js';
-import { ALWAYS_LOCAL } from '../../src/proxy/guard.js';
+import { HOST, TRUSTED, loopbackSpec as spec, startLoopbackEngine, until } from './helpers/loopback-engine.js';
 
-const HOST = '127.0.0.1';
-const TRUSTED = '127.0.0.2';
 const events: ConnectionEvent[] = [];
 /** Every batch as delivered, for what only the raw records tell (a snapshot's live state). */
 const batches: Buffer[] = [];
 let port = 0;
 let nextPort = Math.floor(Math.random() * 20000);
-
-const { targets } = parseConfig('[[intercept.targets]]\ncidr = "127.0.0.0/8"\nports = ["1-65535"]\n').intercept;
-const spec = (generation: number): TableSpec => ({ generation, targets, localAddresses: [], localNetworks: ALWAYS_LOCAL, trustedSources: [`${TRUSTED}/32`], entries: [] });
-
-async function until<T>(what: () => T | undefined, timeoutMs = 3000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = what();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 /** Connects (from `localAddress`), sends `send`, and reports how the connection ended. */
 function exchange(opts: { localAddress?: string; send?: Buffer; hold?: boolean }): Promise<{ localPort: number; error: string | null; ended: boolean; ms: number; socket: net.Socket }> {
@@ -66,23 +49,14 @@ function exchange(opts: { localAddress?: string; send?: Buffer; hold?: boolean }
 const endOf = (localPort: number): Promise<ConnectionEvent> => until(() => events.find((e) => e.type === 'end' && e.peer.port === localPort));
 
 beforeAll(() => {
-  for (let attempt = 0; ; attempt++) {
-    port = 20000 + Math.floor(Math.random() * 40000);
-    try {
-      const fd = openTransparentListener(HOST, port);
-      startEngine(
-        { pipeSize: 0, connectTimeoutMs: 1000, idleTimeoutMs: 0, headerTimeoutMs: 1000, maxV2Length: 4096, ppVersion: 2, keepClientPort: false, maxConnections: 2, reportOpen: false },
-        [[fd]],
-        (batch) => {
-          batches.push(batch);
-          events.push(...decodeEvents(batch));
-        },
-      );
-      return;
-    } catch (err) {
-      if ((err as { code?: string }).code !== 'EADDRINUSE' || attempt > 20) throw err;
-    }
-  }
+  port = startLoopbackEngine(
+    1,
+    { pipeSize: 0, connectTimeoutMs: 1000, idleTimeoutMs: 0, headerTimeoutMs: 1000, maxV2Length: 4096, ppVersion: 2, keepClientPort: false, maxConnections: 2, reportOpen: false },
+    (batch) => {
+      batches.push(batch);
+      events.push(...decodeEvents(batch));
+    },
+  );
 });
 
 afterAll(() => {
