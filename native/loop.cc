@@ -270,9 +270,7 @@ int Loop::Timeout() const {
 void Loop::PauseAccepting() {
   // Out of descriptors with none in reserve: the listeners stay readable, so polling them would
   // spin. They sleep a moment; the kernel's backlog holds the queue meanwhile.
-  for (int fd : listenFds_) {
-    if (fd >= 0) epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
-  }
+  UnwatchListeners();
   acceptPausedUntil_ = now_ + kAcceptPauseMs;
 }
 
@@ -280,8 +278,18 @@ void Loop::ResumeAccepting() {
   acceptPausedUntil_ = 0;
   asideSince_ = 0;
   if (reserveFd_ < 0) reserveFd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  WatchListeners();
+}
+
+void Loop::WatchListeners() {
   for (size_t i = 0; i < listenFds_.size(); i++) {
     if (listenFds_[i] >= 0) WatchListener(i);
+  }
+}
+
+void Loop::UnwatchListeners() {
+  for (int fd : listenFds_) {
+    if (fd >= 0) epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
   }
 }
 
@@ -320,18 +328,13 @@ size_t Loop::LeastLoadedOther(int64_t* load) {
 }
 
 void Loop::StepAside() {
-  for (int fd : listenFds_) {
-    if (fd >= 0) epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
-  }
+  UnwatchListeners();
   asideSince_ = now_ != 0 ? now_ : 1;
 }
 
 void Loop::Rejoin() {
   asideSince_ = 0;
-  if (acceptPausedUntil_ != 0) return;  // ResumeAccepting rejoins
-  for (size_t i = 0; i < listenFds_.size(); i++) {
-    if (listenFds_[i] >= 0) WatchListener(i);
-  }
+  if (acceptPausedUntil_ == 0) WatchListeners();  // else ResumeAccepting rejoins
 }
 
 void Loop::SetLive(size_t n) {
@@ -412,12 +415,9 @@ void Loop::Admit(int fd, const sockaddr_storage& peer) {
   if (all_ != nullptr) all_->prev = c;
   all_ = c;
   SetLive(liveCount_ + 1);
-  // Registered once for the connection's whole life, edge-triggered; closing the socket removes
-  // it (the loop holds its only descriptor), so no EPOLL_CTL_DEL is needed.
-  epoll_event ev{};
-  ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-  ev.data.u64 = reinterpret_cast<uint64_t>(c);
-  if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) < 0) {
+  // Registered once for the connection's whole life (only Pump changes its interest); closing the
+  // socket removes it (the loop holds its only descriptor), so no EPOLL_CTL_DEL is needed.
+  if (Register(c, 0, EPOLL_CTL_ADD) < 0) {
     Finish(c, kEndClientError, errno, kSysEpollCtl);
     return;
   }
@@ -517,10 +517,7 @@ void Loop::StartConnect(Conn* c) {
   }
   c->side[1].fd = r.fd;
   c->state = kConnecting;
-  epoll_event ev{};
-  ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
-  ev.data.u64 = reinterpret_cast<uint64_t>(c) | 1;
-  if (epoll_ctl(epfd_, EPOLL_CTL_ADD, r.fd, &ev) < 0) {
+  if (Register(c, 1, EPOLL_CTL_ADD) < 0) {
     Finish(c, kEndConnectFailed, errno, kSysEpollCtl);
     return;
   }
@@ -531,6 +528,17 @@ void Loop::StartConnect(Conn* c) {
   ArmAfter(c, &connectDeadlines_, settings_.connectTimeoutMs);
   c->ppVersion = static_cast<uint8_t>(settings_.ppVersion);
   if (settings_.reportOpen) Emit(kEventOpen, c, kEndDone, 0, kSysNone);
+}
+
+// A socket's registration, edge-triggered: in (unless its reading is paused, Pump) and out, and
+// for the client its half-close; the side travels in the pointer's low bit.
+int Loop::Register(Conn* c, int side, int op) {
+  epoll_event ev{};
+  ev.events = EPOLLOUT | EPOLLET;
+  if ((c->readPaused & (1 << side)) == 0) ev.events |= EPOLLIN;
+  if (side == 0) ev.events |= EPOLLRDHUP;
+  ev.data.u64 = reinterpret_cast<uint64_t>(c) | static_cast<uint64_t>(side);
+  return epoll_ctl(epfd_, op, c->side[side].fd, &ev);
 }
 
 void Loop::OnUpstreamEvent(Conn* c, uint32_t ev) {
@@ -632,12 +640,7 @@ void Loop::Pump(Conn* c) {
     uint8_t bit = static_cast<uint8_t>(1 << d);
     if (stalled == ((c->readPaused & bit) != 0)) continue;
     c->readPaused ^= bit;
-    epoll_event ev{};
-    ev.events = EPOLLOUT | EPOLLET;
-    if (!stalled) ev.events |= EPOLLIN;
-    if (d == 0) ev.events |= EPOLLRDHUP;
-    ev.data.u64 = reinterpret_cast<uint64_t>(c) | static_cast<uint64_t>(d);
-    if (epoll_ctl(epfd_, EPOLL_CTL_MOD, c->side[d].fd, &ev) < 0) {
+    if (Register(c, d, EPOLL_CTL_MOD) < 0) {
       Fail(c, d, errno, kSysEpollCtl);
       return;
     }

@@ -77,6 +77,9 @@ class Loop {
   void TakeCommands();
   int WatchListener(size_t i);
   void CloseListeners();
+  void WatchListeners();
+  void UnwatchListeners();
+  int Register(Conn* c, int side, int op);
   // balance: first check whether another thread should take it (PassOn).
   void AcceptBurst(int listenFd, bool balance = true);
   void PauseAccepting();
