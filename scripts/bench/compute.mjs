@@ -18,6 +18,29 @@ export function cpuMicrosPerConnection(ticks, clockTicksPerSec, connections) {
   return ((ticks / clockTicksPerSec) * 1e6) / connections;
 }
 
+/**
+ * The whole machine's busy CPU (every process, the kernel, the softirqs: two parseCpuTimes()
+ * readings of /proc/stat, in clock ticks summed over the CPUs) per connection, in microseconds.
+ */
+export function machineMicrosPerConnection(before, after, clockTicksPerSec, connections) {
+  if (!(connections > 0)) throw new RangeError('no connections completed');
+  return (((after.busy - before.busy) / clockTicksPerSec) * 1e6) / connections;
+}
+
+/**
+ * Packets each way per connection on each link, between two parseLinkPackets() readings.
+ * @returns {Record<string, { tx: number, rx: number }>}
+ */
+export function packetsPerConnection(before, after, connections) {
+  if (!(connections > 0)) throw new RangeError('no connections completed');
+  const out = {};
+  for (const [name, a] of Object.entries(after)) {
+    const b = before[name];
+    if (b) out[name] = { tx: (a.tx - b.tx) / connections, rx: (a.rx - b.rx) / connections };
+  }
+  return out;
+}
+
 /** Resident memory growth per held connection, in KiB (RSS as /proc reports it, in KiB). */
 export function kibPerConnection(rssBeforeKiB, rssAfterKiB, connections) {
   if (!(connections > 0)) throw new RangeError('no connections held');

@@ -2,7 +2,7 @@
 
 /**
  * @typedef {{ gbit1: number|null, gbit8: number|null, connPerSec: number|null, p50Ms: number|null,
- *   p99Ms: number|null, cpuUsPerConn: number|null, cpuSecPerGiB: number|null, kibPerIdleConn: number|null }} Metrics
+ *   p99Ms: number|null, cpuUsPerConn: number|null, machineUsPerConn: number|null, cpuSecPerGiB: number|null, kibPerIdleConn: number|null }} Metrics
  * @typedef {{ name: string, label: string, status: 'ok'|'broken'|'failed', reason?: string|null,
  *   metrics: Metrics, metricErrors?: Record<string, string>, notApplicable?: string[] }} PathResult
  */
@@ -14,6 +14,7 @@ export const COLUMNS = Object.freeze([
   { key: 'p50Ms', title: 'p50 ms', digits: 2 },
   { key: 'p99Ms', title: 'p99 ms', digits: 2 },
   { key: 'cpuUsPerConn', title: 'CPU µs/conn', digits: 0 },
+  { key: 'machineUsPerConn', title: 'machine µs/conn', digits: 0 },
   { key: 'cpuSecPerGiB', title: 'CPU s/GiB', digits: 3 },
   { key: 'kibPerIdleConn', title: 'KiB/idle conn', digits: 2 },
 ]);
@@ -116,6 +117,20 @@ export function formatThreadProfile(groups, maxNames = THREAD_NAMES_SHOWN) {
 export function formatThreadNote(profile) {
   const treeCores = profile.processTicks / profile.clockTicksPerSec / profile.seconds;
   return `CPU during ${profile.during} by thread: ${formatThreadProfile(profile.threads)} (process tree ${treeCores.toFixed(2)} cores over ${profile.seconds.toFixed(2)} s)`;
+}
+
+/**
+ * The per-path note: "packets per connection during wrk on the gateway: eth0 (client side) 4.90
+ * out / 5.12 in; eth1 (backend side) 5.00 out / 5.00 in". Links are listed in `labels` order;
+ * the others are left out.
+ * @param {Record<string, { tx: number, rx: number }>} packets
+ * @param {Record<string, string>} labels link name -> what it faces
+ */
+export function formatPacketNote(packets, labels) {
+  const parts = Object.entries(labels)
+    .filter(([name]) => packets[name])
+    .map(([name, label]) => `${name} (${label}) ${packets[name].tx.toFixed(2)} out / ${packets[name].rx.toFixed(2)} in`);
+  return `packets per connection during wrk on the gateway: ${parts.length > 0 ? parts.join('; ') : 'no link counters'}`;
 }
 
 /** Wall-clock seconds as "1m 05s". */

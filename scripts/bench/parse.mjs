@@ -174,3 +174,24 @@ export function parseCpuTimes(procStatText) {
   const idle = f[3] + (f[4] ?? 0);
   return { busy: total - idle, total };
 }
+
+/**
+ * Packet counters per link from `ip -s -j link`.
+ * @returns {Record<string, { tx: number, rx: number }>}
+ */
+export function parseLinkPackets(jsonText) {
+  let links;
+  try {
+    links = JSON.parse(jsonText);
+  } catch {
+    throw new BenchParseError('ip -s -j link', 'not JSON');
+  }
+  if (!Array.isArray(links)) throw new BenchParseError('ip -s -j link', 'not a list of links');
+  const out = {};
+  for (const l of links) {
+    const s = l?.stats64 ?? l?.stats;
+    if (typeof l?.ifname !== 'string' || typeof s?.tx?.packets !== 'number' || typeof s?.rx?.packets !== 'number') continue;
+    out[l.ifname] = { tx: s.tx.packets, rx: s.rx.packets };
+  }
+  return out;
+}

@@ -62,6 +62,12 @@ export function portsFor(path) {
     : { iperf: PORTS.iperf, http: PORTS.http, hold: PORTS.hold };
 }
 
+/**
+ * What each path measures (`--measure`): iperf3 1 and 8 streams; wrk's new connections; the
+ * idle connections held for the memory figure (proxies only).
+ */
+export const MEASURES = Object.freeze(['throughput', 'connections', 'idle']);
+
 /** Fixed costs measured on the 2-vCPU lab machine, in seconds (see estimateSeconds). */
 export const OVERHEAD = Object.freeze({
   setup: 1.5, // npm and node, lab up, backend services and client agent, the removal of it all
@@ -74,16 +80,18 @@ export const OVERHEAD = Object.freeze({
 });
 
 /**
- * Expected wall-clock time of a run: three measured runs per path (iperf3 1 and 8 streams, wrk)
+ * Expected wall-clock time of a run: the measured runs per path (iperf3 1 and 8 streams, wrk)
  * plus, for the proxies, their start and stop and the idle-connection figure.
  */
-export function estimateSeconds(pathNames, durationSec, connections = 10_000) {
+export function estimateSeconds(pathNames, durationSec, connections = 10_000, measure = MEASURES) {
   let total = OVERHEAD.setup;
+  const runs = (measure.includes('throughput') ? 2 : 0) + (measure.includes('connections') ? 1 : 0);
   for (const name of pathNames) {
     const path = PATHS.find((p) => p.name === name);
     if (!path) throw new RangeError(`unknown path ${name}`);
-    total += OVERHEAD.perPath + 3 * (durationSec + OVERHEAD.perRun);
-    if (path.proxy) total += OVERHEAD.proxyStartStop[path.proxy] + OVERHEAD.idle[path.proxy] * (connections / 10_000);
+    total += OVERHEAD.perPath + runs * (durationSec + OVERHEAD.perRun);
+    if (path.proxy) total += OVERHEAD.proxyStartStop[path.proxy];
+    if (path.proxy && measure.includes('idle')) total += OVERHEAD.idle[path.proxy] * (connections / 10_000);
   }
   return Math.round(total);
 }

@@ -10,9 +10,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BenchUsageError, parseBenchArgs, USAGE } from './args.mjs';
 import { baselineOf, INTERCEPTED_PORTS, LAB, PATHS, PIPE_SIZE, PORTS, estimateSeconds, idleConnectionBudget, portsFor } from './plan.mjs';
-import { parseBackendAnswer, parseCpuTimes, parseIperf3Json, parseNofileHardLimit, parseWrkOutput, summarizeFailure } from './parse.mjs';
-import { busyPercent, cpuMicrosPerConnection, cpuSecondsPerGiB, gbitPerSec, kibPerConnection, mergeRounds, roundOrder, threadCpuProfile } from './compute.mjs';
-import { formatElapsed, formatTable, formatThreadNote, resultBaseName } from './format.mjs';
+import { parseBackendAnswer, parseCpuTimes, parseIperf3Json, parseLinkPackets, parseNofileHardLimit, parseWrkOutput, summarizeFailure } from './parse.mjs';
+import { busyPercent, cpuMicrosPerConnection, cpuSecondsPerGiB, gbitPerSec, kibPerConnection, machineMicrosPerConnection, mergeRounds, packetsPerConnection, roundOrder, threadCpuProfile } from './compute.mjs';
+import { formatElapsed, formatPacketNote, formatTable, formatThreadNote, resultBaseName } from './format.mjs';
 import { fillTemplate, httpPadding } from './render.mjs';
 import { createProcessTracker, runCommand, sampleThreads, sampleTree, sleep, sysctls, waitUntil } from './procs.mjs';
 import { createProxies, GUARD_TABLE } from './proxies.mjs';
@@ -176,8 +176,19 @@ async function iperf(port, streams, proxyPid) {
   }
 }
 
-/** wrk, and the proxy's CPU over the same wall time: its process tree's and each of its threads'. */
+/** The gateway's packet counters per link (eth0 faces the client, eth1 the backend). */
+async function gatewayPackets() {
+  const { stdout } = await runCommand(ns.gateway, ['ip', '-s', '-j', 'link'], { timeoutMs: 10_000 });
+  return parseLinkPackets(stdout);
+}
+
+/**
+ * wrk; the proxy's CPU over the same wall time (its process tree's and each of its threads'), the
+ * whole machine's, and the packets on the gateway's links.
+ */
 async function wrk(port, proxyPid) {
+  const packetsBefore = await gatewayPackets();
+  const machineBefore = parseCpuTimes(readFileSync('/proc/stat', 'utf8'));
   const before = proxyPid ? sampleTree(proxyPid) : null;
   const threadsBefore = before ? sampleThreads(before.pids) : null;
   const t0 = performance.now();
@@ -189,10 +200,14 @@ async function wrk(port, proxyPid) {
   const seconds = (performance.now() - t0) / 1000;
   const after = proxyPid ? sampleTree(proxyPid) : null;
   const threadsAfter = after ? sampleThreads(after.pids) : null;
+  const machineAfter = parseCpuTimes(readFileSync('/proc/stat', 'utf8'));
+  const packetsAfter = await gatewayPackets();
   const parsed = parseWrkOutput(stdout);
-  if (!before) return { parsed, profile: null };
+  const machine = { before: machineBefore, after: machineAfter, packetsBefore, packetsAfter };
+  if (!before) return { parsed, machine, profile: null };
   return {
     parsed,
+    machine,
     profile: {
       during: 'wrk',
       seconds,
@@ -305,7 +320,7 @@ async function runPath(benchPath, proxies, baselineState) {
     status: 'ok',
     reason: null,
     seen: null,
-    metrics: { gbit1: null, gbit8: null, connPerSec: null, p50Ms: null, p99Ms: null, cpuUsPerConn: null, cpuSecPerGiB: null, kibPerIdleConn: null },
+    metrics: { gbit1: null, gbit8: null, connPerSec: null, p50Ms: null, p99Ms: null, cpuUsPerConn: null, machineUsPerConn: null, cpuSecPerGiB: null, kibPerIdleConn: null },
     metricErrors: {},
     notApplicable: benchPath.proxy ? [] : ['cpuUsPerConn', 'cpuSecPerGiB', 'kibPerIdleConn'],
     notes: [],
@@ -358,7 +373,8 @@ async function runPath(benchPath, proxies, baselineState) {
     };
     const pid = setup?.pid ?? null;
 
-    await step('iperf3 1 stream', ['gbit1', 'cpuSecPerGiB'], async () => {
+    const measuring = (what) => opts.measure.includes(what);
+    if (measuring('throughput')) await step('iperf3 1 stream', ['gbit1', 'cpuSecPerGiB'], async () => {
       const r = await iperf(ports.iperf, 1, pid);
       result.raw.iperf1 = r;
       result.metrics.gbit1 = gbitPerSec(r.bitsPerSecond);
@@ -368,18 +384,26 @@ async function runPath(benchPath, proxies, baselineState) {
       }
       log(`  iperf3 -P 1: ${result.metrics.gbit1.toFixed(2)} Gbit/s${pid ? `, proxy CPU ${(r.proxyTicks / CLK_TCK).toFixed(2)} s for ${(r.bytes / 2 ** 30).toFixed(2)} GiB` : ''}`);
     });
-    await step('iperf3 8 streams', ['gbit8'], async () => {
+    if (measuring('throughput')) await step('iperf3 8 streams', ['gbit8'], async () => {
       const r = await iperf(ports.iperf, 8, null);
       result.raw.iperf8 = r;
       result.metrics.gbit8 = gbitPerSec(r.bitsPerSecond);
       log(`  iperf3 -P 8: ${result.metrics.gbit8.toFixed(2)} Gbit/s`);
     });
-    await step('wrk', ['connPerSec', 'p50Ms', 'p99Ms', 'cpuUsPerConn'], async () => {
-      const { parsed: r, profile } = await wrk(ports.http, pid);
+    if (measuring('connections')) await step('wrk', ['connPerSec', 'p50Ms', 'p99Ms', 'cpuUsPerConn', 'machineUsPerConn'], async () => {
+      const { parsed: r, machine, profile } = await wrk(ports.http, pid);
       result.raw.wrk = profile ? { ...r, proxyTicks: profile.processTicks, proxySeconds: profile.seconds } : r;
       result.metrics.connPerSec = r.requestsPerSec;
       result.metrics.p50Ms = r.p50Ms;
       result.metrics.p99Ms = r.p99Ms;
+      if (r.requests > 0) {
+        result.metrics.machineUsPerConn = machineMicrosPerConnection(machine.before, machine.after, CLK_TCK, r.requests);
+        const packets = packetsPerConnection(machine.packetsBefore, machine.packetsAfter, r.requests);
+        result.raw.packetsPerConnection = packets;
+        result.notes.push(formatPacketNote(packets, { eth0: 'client side', eth1: 'backend side' }));
+      } else {
+        result.metricErrors.machineUsPerConn = 'wrk completed no requests';
+      }
       const threadNote = profile ? formatThreadNote(profile) : null;
       if (profile) {
         result.threadProfile = profile;
@@ -394,10 +418,11 @@ async function runPath(benchPath, proxies, baselineState) {
         result.notes.push(`wrk: socket errors connect ${errs.connect}, read ${errs.read}, write ${errs.write}, timeout ${errs.timeout}; non-2xx ${r.non2xx} (of ${r.requests})`);
       }
       log(`  wrk: ${Math.round(r.requestsPerSec)} conn/s, p50 ${r.p50Ms.toFixed(2)} ms, p99 ${r.p99Ms.toFixed(2)} ms${errTotal ? `, ${errTotal} socket errors` : ''}` +
-        `${result.metrics.cpuUsPerConn !== null ? `, proxy CPU ${Math.round(result.metrics.cpuUsPerConn)} µs/conn` : ''}`);
+        `${result.metrics.cpuUsPerConn !== null ? `, proxy CPU ${Math.round(result.metrics.cpuUsPerConn)} µs/conn` : ''}` +
+        `${result.metrics.machineUsPerConn !== null ? `, machine CPU ${Math.round(result.metrics.machineUsPerConn)} µs/conn` : ''}`);
       if (threadNote) log(`  ${threadNote}`);
     });
-    if (pid && IDLE_CONNECTIONS > 0) {
+    if (pid && IDLE_CONNECTIONS > 0 && measuring('idle')) {
       await step('idle connections', ['kibPerIdleConn'], async () => {
         const r = await idleConnections(ports.hold, pid, setup.output);
         result.raw.idle = r;
@@ -485,6 +510,8 @@ function markdown(report) {
     '- Throughput: iperf3 -J, receiver bytes/seconds, `-P 1` and `-P 8`. conn/s, p50, p99: `wrk -c 64 -t 2 --latency -H "Connection: close"` against nginx on the backend (~100-byte answer), so every request is a new connection.',
     '- CPU µs/conn: utime+stime of the proxy\'s processes (all threads, all workers) during the wrk run, per request wrk completed: each is one connection accepted, connected upstream, ~100 bytes each way, closed. ' +
       'Each proxy path\'s "CPU during wrk by thread" splits the same time by thread name (/proc/PID/task/*/stat; cores = CPU seconds / wall seconds of the run).',
+    '- machine µs/conn: the whole machine\'s busy CPU during the same wrk run (every process, the kernel, the softirqs: /proc/stat, all CPUs) per request: what one connection costs the lab, the floor being direct routing\'s. With the CPUs saturated, conn/s is about the number of CPUs divided by it. ' +
+      'Each path\'s notes give the packets per connection on the gateway\'s two links during the same run.',
     '- CPU s/GiB: utime+stime of the proxy\'s processes during the 1-stream run, per GiB received. KiB/idle conn: growth of the proxy\'s summed VmRSS with ' +
       `${report.options.idleConnections} idle connections held through it (kernel socket memory not included; opened paced by what the backend has seen, no new connect while ${HOLD_WINDOW} were ahead of it, so that no proxy's accept queue overflows)` +
       (report.options.idleConnections < report.options.connections
@@ -511,10 +538,10 @@ function markdown(report) {
 
 async function main() {
   const startedAt = new Date();
-  const expectedSec = estimateSeconds(opts.paths, opts.duration, IDLE_CONNECTIONS) * opts.rounds;
+  const expectedSec = estimateSeconds(opts.paths, opts.duration, IDLE_CONNECTIONS, opts.measure) * opts.rounds;
   const rounds = opts.rounds > 1 ? `; ${opts.rounds} rounds, medians reported` : '';
   log(`bench: paths ${opts.paths.join(', ')}; ${opts.duration} s per run${rounds}; expected total ~${formatElapsed(expectedSec)} (lab ${prefix})`);
-  if (IDLE_CONNECTIONS < opts.connections) {
+  if (IDLE_CONNECTIONS < opts.connections && opts.measure.includes('idle')) {
     log(`bench: the open-files limit is ${NOFILE_HARD} and cannot be raised here: holding ${IDLE_CONNECTIONS} idle connections instead of ${opts.connections} (a proxy needs two descriptors each)`);
   }
   // Nothing here may run unbounded: a hard deadline well beyond the estimate.

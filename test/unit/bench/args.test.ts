@@ -5,6 +5,7 @@ describe('parseBenchArgs', () => {
   it('defaults: 10 s runs, every path, 10k idle connections, no extra JSON file', () => {
     expect(parseBenchArgs([])).toEqual({
       help: false, duration: 10, rounds: 1, paths: ['direct', 'haproxy', 'haproxy-pp', 'nginx', 'tpi', 'tpi-pp'], json: null, connections: 10_000, threads: null,
+      measure: ['throughput', 'connections', 'idle'],
     });
   });
 
@@ -13,7 +14,14 @@ describe('parseBenchArgs', () => {
     expect(o).toMatchObject({ duration: 3, paths: ['direct', 'tpi'], json: 'out.json', connections: 500, threads: 2, rounds: 3 });
   });
 
+  it('measures only what --measure names', () => {
+    expect(parseBenchArgs(['--measure', 'connections']).measure).toEqual(['connections']);
+    expect(parseBenchArgs(['--measure=throughput,idle']).measure).toEqual(['throughput', 'idle']);
+  });
+
   it.each([
+    [['--measure', 'latency'], /unknown measurement "latency"/],
+    [['--measure', 'idle,idle'], /twice/],
     [['--duration', '0'], /--duration/],
     [['--duration', '2.5'], /--duration/],
     [['--duration'], /needs a value/],

@@ -37,6 +37,13 @@ describe('plan', () => {
     expect(() => estimateSeconds(['squid'], 3)).toThrow(RangeError);
   });
 
+  it('counts only the runs --measure asks for', () => {
+    const all = estimateSeconds(['haproxy'], 10, 10_000);
+    expect(estimateSeconds(['haproxy'], 10, 10_000, ['connections']) - estimateSeconds(['haproxy'], 1, 10_000, ['connections'])).toBeCloseTo(9, 0);
+    expect(estimateSeconds(['haproxy'], 10, 10_000, ['throughput', 'connections'])).toBeLessThan(all);
+    expect(estimateSeconds(['haproxy'], 10, 10_000, ['throughput'])).toBeLessThan(estimateSeconds(['haproxy'], 10, 10_000, ['throughput', 'connections']));
+  });
+
   it('holds as many idle connections as two descriptors each allow, in hundreds', () => {
     expect(idleConnectionBudget(10_000, 20_000)).toBe(9_500);
     expect(idleConnectionBudget(10_000, 262_144)).toBe(10_000);

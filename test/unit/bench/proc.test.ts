@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { descendantsOf, parseNofileHardLimit, parseProcStat, parseVmRssKiB } from '../../../scripts/bench/parse.mjs';
-import { cpuSecondsPerGiB, GIB, gbitPerSec, kibPerConnection, totalTicks } from '../../../scripts/bench/compute.mjs';
+import { descendantsOf, parseCpuTimes, parseLinkPackets, parseNofileHardLimit, parseProcStat, parseVmRssKiB } from '../../../scripts/bench/parse.mjs';
+import { cpuSecondsPerGiB, GIB, gbitPerSec, kibPerConnection, machineMicrosPerConnection, packetsPerConnection, totalTicks } from '../../../scripts/bench/compute.mjs';
+import { formatPacketNote } from '../../../scripts/bench/format.mjs';
 
 describe('/proc readings', () => {
   it('parses utime/stime/ppid of a stat line, also when the name holds spaces and parentheses', () => {
@@ -58,5 +59,28 @@ describe('host CPU', () => {
     expect(a).toEqual({ busy: 150, total: 1000 });
     const b = parseCpuTimes('cpu  200 0 100 850 50 0 0 0 0 0\n');
     expect(busyPercent(a, b)).toBeCloseTo(75);
+  });
+});
+
+describe('the whole machine during wrk', () => {
+  it('busy CPU of all CPUs per connection, from two /proc/stat readings (idle and iowait left out)', () => {
+    const before = parseCpuTimes('cpu  100 0 200 1000 10 0 50 0 0 0\ncpu0 50 0 100 500 5 0 25 0 0 0\n');
+    const after = parseCpuTimes('cpu  300 0 700 1100 20 0 350 0 0 0\ncpu0 150 0 350 550 10 0 175 0 0 0\n');
+    // busy grew by 200 + 500 + 300 = 1000 ticks = 10 CPU seconds at 100 Hz, over 50,000 connections
+    expect(machineMicrosPerConnection(before, after, 100, 50_000)).toBeCloseTo(200);
+    expect(() => machineMicrosPerConnection(before, after, 100, 0)).toThrow(RangeError);
+  });
+
+  it('reads packet counters per link from `ip -s -j link` and divides their growth per connection', () => {
+    const link = (name: string, tx: number, rx: number) => ({ ifname: name, stats64: { rx: { bytes: 1, packets: rx }, tx: { bytes: 1, packets: tx } } });
+    const before = parseLinkPackets(JSON.stringify([link('lo', 0, 0), link('eth0', 100, 200), link('eth1', 10, 20)]));
+    const after = parseLinkPackets(JSON.stringify([link('lo', 0, 0), link('eth0', 590, 712), link('eth1', 510, 520), link('veth9', 5, 5)]));
+    const per = packetsPerConnection(before, after, 100);
+    expect(per).toEqual({ lo: { tx: 0, rx: 0 }, eth0: { tx: 4.9, rx: 5.12 }, eth1: { tx: 5, rx: 5 } });
+    expect(formatPacketNote(per, { eth0: 'client side', eth1: 'backend side' })).toBe(
+      'packets per connection during wrk on the gateway: eth0 (client side) 4.90 out / 5.12 in; eth1 (backend side) 5.00 out / 5.00 in',
+    );
+    expect(formatPacketNote({}, { eth0: 'client side' })).toBe('packets per connection during wrk on the gateway: no link counters');
+    expect(() => parseLinkPackets('ip: not json')).toThrow(/ip -s -j link: not JSON/);
   });
 });
