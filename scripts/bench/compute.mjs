@@ -92,6 +92,33 @@ export function median(values) {
   return s.length % 2 === 1 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 }
 
+/**
+ * Each round's ratio to the baseline's figure of the same round (round i against round i; both
+ * ran within minutes of each other, so the machine's drift over a run cancels), per metric: what
+ * tells "level" from "ahead" when the medians are close. A round where either lacks the figure
+ * gives null.
+ * @param {{ rounds?: { metrics: Record<string, number|null> }[] }} result merged (mergeRounds)
+ * @param {typeof result} baseline merged
+ * @param {string[]} keys
+ * @returns {Record<string, (number|null)[]>} empty without rounds on both sides
+ */
+export function pairedRatios(result, baseline, keys) {
+  const a = result.rounds ?? [];
+  const b = baseline.rounds ?? [];
+  const n = Math.min(a.length, b.length);
+  if (n === 0) return {};
+  const out = {};
+  for (const key of keys) {
+    out[key] = [];
+    for (let i = 0; i < n; i++) {
+      const x = a[i].metrics?.[key];
+      const y = b[i].metrics?.[key];
+      out[key].push(typeof x === 'number' && typeof y === 'number' && y !== 0 ? x / y : null);
+    }
+  }
+  return out;
+}
+
 /** The order of the paths in round `round` (0-based): as given in even rounds, reversed in odd ones. */
 export function roundOrder(paths, round) {
   return round % 2 === 0 ? [...paths] : [...paths].reverse();

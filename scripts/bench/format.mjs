@@ -133,6 +133,19 @@ export function formatPacketNote(packets, labels) {
   return `packets per connection during wrk on the gateway: ${parts.length > 0 ? parts.join('; ') : 'no link counters'}`;
 }
 
+/**
+ * The per-path note of its rounds' ratios to the baseline's same rounds: "ratios to haproxy
+ * round by round: conn/s 0.98× / 1.11× / 1.06×; p99 ms 1.02× / 0.93× / 0.99×". Columns without
+ * any ratio are left out; null for no column at all.
+ * @param {Record<string, (number|null)[]>} ratios pairedRatios()
+ */
+export function formatPairedRatios(baselineName, ratios) {
+  const parts = COLUMNS.filter((c) => ratios[c.key]?.some((r) => r !== null)).map(
+    (c) => `${c.title} ${ratios[c.key].map((r) => (r === null ? '-' : `${r.toFixed(2)}×`)).join(' / ')}`,
+  );
+  return parts.length > 0 ? `ratios to ${baselineName} round by round: ${parts.join('; ')}` : null;
+}
+
 /** Wall-clock seconds as "1m 05s". */
 export function formatElapsed(seconds) {
   const s = Math.max(0, Math.round(seconds));

@@ -11,8 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { BenchUsageError, parseBenchArgs, USAGE } from './args.mjs';
 import { baselineOf, INTERCEPTED_PORTS, LAB, PATHS, PIPE_SIZE, PORTS, estimateSeconds, idleConnectionBudget, portsFor } from './plan.mjs';
 import { parseBackendAnswer, parseCpuTimes, parseIperf3Json, parseLinkPackets, parseNofileHardLimit, parseWrkOutput, summarizeFailure } from './parse.mjs';
-import { busyPercent, cpuMicrosPerConnection, cpuSecondsPerGiB, gbitPerSec, kibPerConnection, machineMicrosPerConnection, mergeRounds, packetsPerConnection, roundOrder, threadCpuProfile } from './compute.mjs';
-import { formatElapsed, formatPacketNote, formatTable, formatThreadNote, resultBaseName } from './format.mjs';
+import { busyPercent, cpuMicrosPerConnection, cpuSecondsPerGiB, gbitPerSec, kibPerConnection, machineMicrosPerConnection, mergeRounds, packetsPerConnection, pairedRatios, roundOrder, threadCpuProfile } from './compute.mjs';
+import { COLUMNS, formatElapsed, formatPacketNote, formatPairedRatios, formatTable, formatThreadNote, resultBaseName } from './format.mjs';
 import { fillTemplate, httpPadding } from './render.mjs';
 import { createProcessTracker, runCommand, sampleThreads, sampleTree, sleep, sysctls, waitUntil } from './procs.mjs';
 import { createProxies, GUARD_TABLE } from './proxies.mjs';
@@ -563,6 +563,12 @@ async function main() {
       }
     }
     for (const name of opts.paths) if (byPath.get(name).length > 0) results.push(mergeRounds(byPath.get(name)));
+    for (const r of results) {
+      const baselineName = baselineOf(r.name);
+      const baseline = results.find((b) => b.name === baselineName);
+      const note = baseline ? formatPairedRatios(baselineName, pairedRatios(r, baseline, COLUMNS.map((c) => c.key))) : null;
+      if (note) r.notes.push(note);
+    }
   } finally {
     clearTimeout(deadline);
     if (!guard.interrupted) await guard.cleanup();

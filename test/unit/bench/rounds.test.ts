@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { median, mergeRounds, roundOrder } from '../../../scripts/bench/compute.mjs';
+import { median, mergeRounds, pairedRatios, roundOrder } from '../../../scripts/bench/compute.mjs';
+import { formatPairedRatios } from '../../../scripts/bench/format.mjs';
 
 const result = (status: string, connPerSec: number | null, gbit1: number | null, note: string) => ({
   name: 'tpi',
@@ -34,5 +35,18 @@ describe('several rounds', () => {
     expect(merged).toMatchObject({ status: 'ok', metrics: { connPerSec: 9000, gbit1: 18 }, notes: ['fine', expect.stringContaining('(1 ok)')] });
     const one = result('ok', 1, 2, 'x');
     expect(mergeRounds([one])).toBe(one);
+  });
+
+  it("compares each round with the baseline's same round, and says so round by round", () => {
+    const haproxy = mergeRounds([result('ok', 10000, 15, ''), result('ok', 12000, 14, ''), result('ok', 11000, null, '')]);
+    const tpi = mergeRounds([result('ok', 9800, 15, ''), result('ok', 13320, 14.7, ''), result('failed', null, null, '')]);
+    const ratios = pairedRatios(tpi, haproxy, ['connPerSec', 'gbit1', 'p99Ms']);
+    expect(ratios.connPerSec).toEqual([0.98, 1.11, null]);
+    expect(ratios.gbit1.map((r) => (r === null ? null : +r.toFixed(2)))).toEqual([1, 1.05, null]);
+    expect(ratios.p99Ms).toEqual([null, null, null]);
+    expect(formatPairedRatios('haproxy', ratios)).toBe('ratios to haproxy round by round: 1-stream Gbit/s 1.00× / 1.05× / -; conn/s 0.98× / 1.11× / -');
+    expect(formatPairedRatios('haproxy', { p99Ms: [null] })).toBeNull();
+    // A single round has no rounds to pair.
+    expect(pairedRatios(result('ok', 1, 1, ''), haproxy, ['connPerSec'])).toEqual({});
   });
 });
