@@ -4,30 +4,19 @@
 // from a trusted source stay open waiting for their PROXY header, so each one stays where it landed.
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeEvents, type ConnectionEvent } from '../../src/datapath/events.js';
-import { compileTable } from '../../src/datapath/table.js';
-import { engineStats, requestEngineSnapshot, setEngineTable, shutdownEngine } from '../../src/native/engine.js';
-import { HOST, TRUSTED, loopbackSpec, startLoopbackEngine, until } from './helpers/loopback-engine.js';
+import type { ConnectionEvent } from '../../src/datapath/events.js';
+import { engineStats, requestEngineSnapshot, shutdownEngine } from '../../src/native/engine.js';
+import { connectTrusted, startHoldingEngine, until } from './helpers/loopback-engine.js';
 
 const THREADS = 8;
 const events: ConnectionEvent[] = [];
 const held: net.Socket[] = [];
 let port = 0;
 
-const connect = (): Promise<net.Socket> =>
-  new Promise((resolve, reject) => {
-    const c = net.connect({ host: HOST, port, localAddress: TRUSTED });
-    c.on('connect', () => resolve(c));
-    c.on('error', reject);
-  });
+const connect = (): Promise<net.Socket> => connectTrusted(port);
 
 beforeAll(() => {
-  port = startLoopbackEngine(
-    THREADS,
-    { pipeSize: 0, connectTimeoutMs: 1000, idleTimeoutMs: 0, headerTimeoutMs: 30000, maxV2Length: 4096, ppVersion: 2, keepClientPort: false, maxConnections: 1000, reportOpen: false },
-    (batch) => events.push(...decodeEvents(batch)),
-  );
-  setEngineTable(compileTable(loopbackSpec(1)));
+  port = startHoldingEngine(THREADS, events);
 });
 
 afterAll(() => {

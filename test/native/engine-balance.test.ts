@@ -5,10 +5,9 @@
 // trusted source stay open waiting for their PROXY header, so each one stays live where it landed.
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeEvents, type ConnectionEvent } from '../../src/datapath/events.js';
-import { compileTable } from '../../src/datapath/table.js';
-import { engineStats, requestEngineSnapshot, setEngineTable, shutdownEngine } from '../../src/native/engine.js';
-import { HOST, TRUSTED, loopbackSpec, startLoopbackEngine, until } from './helpers/loopback-engine.js';
+import type { ConnectionEvent } from '../../src/datapath/events.js';
+import { engineStats, requestEngineSnapshot, shutdownEngine } from '../../src/native/engine.js';
+import { connectTrusted, startHoldingEngine, until } from './helpers/loopback-engine.js';
 
 const events: ConnectionEvent[] = [];
 const held: net.Socket[] = [];
@@ -17,11 +16,7 @@ let port = 0;
 /** Opens one connection and waits until a thread has accepted it. */
 async function openOne(): Promise<net.Socket> {
   const before = engineStats()!.live;
-  const s = await new Promise<net.Socket>((resolve, reject) => {
-    const c = net.connect({ host: HOST, port, localAddress: TRUSTED });
-    c.on('connect', () => resolve(c));
-    c.on('error', reject);
-  });
+  const s = await connectTrusted(port);
   held.push(s);
   await until(() => (engineStats()!.live === before + 1 ? true : undefined));
   return s;
@@ -41,12 +36,7 @@ const perThread = (where: Map<number, number>): [number, number] => {
 };
 
 beforeAll(() => {
-  port = startLoopbackEngine(
-    2,
-    { pipeSize: 0, connectTimeoutMs: 1000, idleTimeoutMs: 0, headerTimeoutMs: 30000, maxV2Length: 4096, ppVersion: 2, keepClientPort: false, maxConnections: 1000, reportOpen: false },
-    (batch) => events.push(...decodeEvents(batch)),
-  );
-  setEngineTable(compileTable(loopbackSpec(1)));
+  port = startHoldingEngine(2, events);
 });
 
 afterAll(() => {

@@ -3,10 +3,12 @@
 // 127.0.0.0/8 with TRUSTED as the one trusted load balancer. Without tproxy a connection's
 // destination is the listener itself; a connection from TRUSTED waits for its PROXY header, so it
 // stays live where it landed.
+import net from 'node:net';
 import type { EngineOptions } from '../../../src/native/engine.js';
-import { startEngine } from '../../../src/native/engine.js';
+import { setEngineTable, startEngine } from '../../../src/native/engine.js';
 import { openTransparentListener } from '../../../src/native/sockets.js';
-import { type TableSpec } from '../../../src/datapath/table.js';
+import { compileTable, type TableSpec } from '../../../src/datapath/table.js';
+import { decodeEvents, type ConnectionEvent } from '../../../src/datapath/events.js';
 import { parseConfig } from '../../../src/config-parse.js';
 import { ALWAYS_LOCAL } from '../../../src/proxy/guard.js';
 
@@ -41,4 +43,26 @@ export function startLoopbackEngine(threads: number, options: EngineOptions, onE
       if ((err as { code?: string }).code !== 'EADDRINUSE' || attempt > 20) throw err;
     }
   }
+}
+
+/** Engine options under which a connection from TRUSTED stays live for 30 s, awaiting its header. */
+const HOLDING: EngineOptions = { pipeSize: 0, connectTimeoutMs: 1000, idleTimeoutMs: 0, headerTimeoutMs: 30000, maxV2Length: 4096, ppVersion: 2, keepClientPort: false, maxConnections: 1000, reportOpen: false };
+
+/**
+ * The engine for placement tests: `threads` threads on one listener, the loopback table set, every
+ * event decoded into `events`, and connections from TRUSTED held where they land. Returns its port.
+ */
+export function startHoldingEngine(threads: number, events: ConnectionEvent[]): number {
+  const port = startLoopbackEngine(threads, HOLDING, (batch) => events.push(...decodeEvents(batch)));
+  setEngineTable(compileTable(loopbackSpec(1)));
+  return port;
+}
+
+/** A connection from TRUSTED to the listener, once it is connected. */
+export function connectTrusted(port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const c = net.connect({ host: HOST, port, localAddress: TRUSTED });
+    c.on('connect', () => resolve(c));
+    c.on('error', reject);
+  });
 }
